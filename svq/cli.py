@@ -1,0 +1,31 @@
+"""The `svq` command line: one sub-command per job, each with its own --help."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import demo
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="svq", description="svq: an ordered 36-token image language for small LLMs."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in (demo,):  # explicit wiring: each module adds its parser
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (FileNotFoundError, NotADirectoryError, ValueError) as error:
+        print(f"svq {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

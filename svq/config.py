@@ -1,0 +1,219 @@
+"""Configuration of the Styled VAE-VQ tokenizer: one dataclass, presets as data."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+HEADS = ("v1", "v2", "none")
+DECODERS = ("v1", "v2")
+NOISE_TYPES = ("multiplicative", "additive")
+ATOM_NORMS = ("linear", "softmax")
+ADALN_MODES = ("plain", "zero")
+TOKEN_DROPOUTS = ("none", "nested", "tail")
+
+
+@dataclass
+class SVQConfig:
+    """Every number of the tokenizer. The defaults are the reference `base` model.
+
+    Token count, conditions per block, bottleneck width, widths and depths are all fields;
+    only `num_tokens == decoder_cond_layers * conds_per_block` ties them together.
+    """
+
+    model_type: str = "svq"  # written to config.json so a foreign config fails loudly
+    # --- input
+    image_size: int = 256  # square input side, pixels
+    patch_size: int = 16  # encoder patchify stride and decoder unpatchify size
+    in_channels: int = 3
+    # --- tokens
+    num_tokens: int = 36  # learned queries = attribute tokens per image
+    token_dim: int = 128  # E: the bottleneck width (64 or 128 in the reference)
+    # --- encoder trunk
+    encoder_width: int = 1024
+    encoder_heads: int = 16
+    encoder_mlp_ratio: float = 4.0
+    encoder_dense_layers: int = 18  # plain pre-LN blocks
+    encoder_expert_layers: int = 6  # blocks where each query has its own MLP
+    causal_queries: bool = False  # query i sees patches and queries <= i; patches never see queries
+    # --- encoder head (the bottleneck)
+    head: str = "v2"  # v1: L2-normalise; v2: cosine soft quantiser + LN; none: linear only
+    num_atoms: int | None = None  # v2 atom count; None means token_dim (the reference)
+    atom_norm: str = "linear"  # v2: sim / sum(sim) ("linear", reference) or softmax(sim / T)
+    atom_temperature: float = 1.0  # v2 softmax temperature
+    noise_scale: float = 0.0  # training-only noise on the features (c in mu + c*|mu|*eps)
+    noise_type: str = "multiplicative"  # multiplicative: c*|mu|*eps; additive: c*eps
+    # --- token dropout (training only): any prefix of the tokens learns to decode
+    token_dropout: str = "none"  # nested: prefix length ~ geometric; tail: ~ uniform
+    token_dropout_prob: float = 0.0  # fraction of images in a batch whose tail is dropped
+    token_dropout_min_keep: int = 1  # never keep fewer than this many leading tokens
+    # --- decoder
+    decoder: str = "v2"  # v1: 36 placeholder slots; v2: conditions prepended, sequence grows
+    decoder_width: int = 768  # D
+    decoder_heads: int = 12  # D / 64 in the reference
+    decoder_mlp_ratio: float = 4.0
+    decoder_cond_layers: int = 18  # conditioned blocks
+    conds_per_block: int = 2  # block l takes conditions l*k .. l*k+k-1
+    decoder_plain_layers: int = 6
+    adaln: str = "plain"  # plain: a*LN(x)+b (reference); zero: (1+a)*LN(x)+b with zero-init gate
+    cond_proj: bool = True  # per-block Linear(D, D) on that block's conditions (see layers.py)
+    refiner_channels: int = 32  # pixel head conv refiner width
+    refiner_kernel: int = 17  # first refiner conv kernel (odd)
+    # --- training-time memory
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(f"SVQConfig: {message}")
+
+        need(self.model_type == "svq", f"model_type is {self.model_type!r}, expected 'svq'")
+        for name in (
+            "image_size", "patch_size", "in_channels", "num_tokens", "token_dim",
+            "encoder_width", "encoder_heads", "decoder_width", "decoder_heads",
+            "decoder_cond_layers", "conds_per_block", "refiner_channels", "refiner_kernel",
+        ):  # fmt: skip
+            value = getattr(self, name)
+            need(
+                isinstance(value, int) and value > 0,
+                f"{name} must be a positive int, got {value!r}",
+            )
+        for name in ("encoder_dense_layers", "encoder_expert_layers", "decoder_plain_layers"):
+            value = getattr(self, name)
+            need(
+                isinstance(value, int) and value >= 0, f"{name} must be an int >= 0, got {value!r}"
+            )
+        need(
+            self.encoder_dense_layers + self.encoder_expert_layers > 0,
+            "the encoder needs at least one block",
+        )
+        need(
+            self.image_size % self.patch_size == 0,
+            f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}",
+        )
+        need(
+            self.encoder_width % self.encoder_heads == 0,
+            f"encoder_width {self.encoder_width} is not divisible by encoder_heads "
+            f"{self.encoder_heads}",
+        )
+        need(
+            self.decoder_width % self.decoder_heads == 0,
+            f"decoder_width {self.decoder_width} is not divisible by decoder_heads "
+            f"{self.decoder_heads}",
+        )
+        need(
+            self.num_tokens == self.decoder_cond_layers * self.conds_per_block,
+            f"num_tokens {self.num_tokens} != decoder_cond_layers {self.decoder_cond_layers} x "
+            f"conds_per_block {self.conds_per_block}: every token must condition one block",
+        )
+        need(self.encoder_mlp_ratio > 0 and self.decoder_mlp_ratio > 0, "mlp ratios must be > 0")
+        need(self.head in HEADS, f"head {self.head!r} is not one of {HEADS}")
+        need(self.decoder in DECODERS, f"decoder {self.decoder!r} is not one of {DECODERS}")
+        need(self.noise_type in NOISE_TYPES, f"noise_type {self.noise_type!r} not in {NOISE_TYPES}")
+        need(self.noise_scale >= 0, f"noise_scale must be >= 0, got {self.noise_scale}")
+        need(self.atom_norm in ATOM_NORMS, f"atom_norm {self.atom_norm!r} not in {ATOM_NORMS}")
+        need(
+            self.atom_temperature > 0, f"atom_temperature must be > 0, got {self.atom_temperature}"
+        )
+        need(
+            self.num_atoms is None or (isinstance(self.num_atoms, int) and self.num_atoms > 0),
+            f"num_atoms must be None or a positive int, got {self.num_atoms!r}",
+        )
+        need(self.adaln in ADALN_MODES, f"adaln {self.adaln!r} is not one of {ADALN_MODES}")
+        need(
+            self.token_dropout in TOKEN_DROPOUTS,
+            f"token_dropout {self.token_dropout!r} is not one of {TOKEN_DROPOUTS}",
+        )
+        need(
+            0.0 <= self.token_dropout_prob <= 1.0,
+            f"token_dropout_prob must be in [0, 1], got {self.token_dropout_prob}",
+        )
+        need(
+            1 <= self.token_dropout_min_keep <= self.num_tokens,
+            f"token_dropout_min_keep must be in [1, {self.num_tokens}], "
+            f"got {self.token_dropout_min_keep}",
+        )
+        need(self.refiner_kernel % 2 == 1, f"refiner_kernel must be odd, got {self.refiner_kernel}")
+        need(
+            self.refiner_channels % 8 == 0,
+            f"refiner_channels must be a multiple of 8 (GroupNorm(8, C)), got "
+            f"{self.refiner_channels}",
+        )
+
+    # --- derived sizes (not fields: never out of sync)
+    @property
+    def grid_size(self) -> int:
+        """Patches per side."""
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+    @property
+    def atoms(self) -> int:
+        return self.num_atoms if self.num_atoms is not None else self.token_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SVQConfig:
+        """Build from a dict; unknown keys are an error, not silently dropped."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"SVQConfig: unknown fields {unknown}")
+        return cls(**data)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> SVQConfig:
+        """A preset by name (`tiny`, `small`, `base`, `base-v1`), with fields overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        return cls.from_dict({**PRESETS[name], **overrides})
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The reference model (seed 000, "modelV2"): 2.12B encoder, 224M decoder.
+    "base": {},
+    # The reference's first generation: L2-normalised head with multiplicative noise, slot decoder.
+    "base-v1": {"head": "v1", "decoder": "v1", "noise_scale": 0.0005},
+    # What the CPU demo trains at 64px. Chosen from the calibration of DESIGN.md §11: patch 8
+    # (an 8x8 grid, ~100 tokens per sequence) and encoder width 256 reach ~20+ img/s on two
+    # cores; the decoder keeps the reference's 18 blocks x 2 prepended conditions (v2) because
+    # packing 6 conditions per block left 30 of 36 tokens dead, while 2 per block used all 36.
+    # benchmarks/model.py records its throughput.
+    "small": {
+        "image_size": 64,
+        "patch_size": 8,
+        "token_dim": 64,
+        "encoder_width": 256,
+        "encoder_heads": 4,
+        "encoder_dense_layers": 4,
+        "encoder_expert_layers": 2,
+        "decoder_width": 128,
+        "decoder_heads": 2,
+        "decoder_plain_layers": 2,
+        "cond_proj": False,
+        "refiner_channels": 32,
+        "refiner_kernel": 9,
+    },
+    # Unit tests: a few milliseconds a forward pass.
+    "tiny": {
+        "image_size": 32,
+        "patch_size": 8,
+        "token_dim": 16,
+        "encoder_width": 32,
+        "encoder_heads": 2,
+        "encoder_dense_layers": 1,
+        "encoder_expert_layers": 1,
+        "decoder_width": 32,
+        "decoder_heads": 2,
+        "decoder_plain_layers": 1,
+        "cond_proj": False,
+        "refiner_channels": 8,
+        "refiner_kernel": 3,
+    },
+}

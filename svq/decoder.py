@@ -1,0 +1,88 @@
+"""The decoder: N tokens (B, N, E) -> image, StyleGAN2-w+-like (k tokens injected per block)."""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .config import SVQConfig
+from .layers import Block, CondBlockV1, CondBlockV2, ConvRefiner
+
+
+class PixelHead(nn.Module):
+    """LN on the P position outputs, Linear(D -> C*p*p), unpatchify, conv refiner.
+    Output is unbounded: clamp only when converting to uint8."""
+
+    def __init__(self, config: SVQConfig):
+        super().__init__()
+        self.patch = config.patch_size
+        self.grid = config.grid_size
+        self.norm = nn.LayerNorm(config.decoder_width)
+        self.to_pixels = nn.Linear(config.decoder_width, config.in_channels * config.patch_size**2)
+        self.refiner = ConvRefiner(
+            config.in_channels, config.refiner_channels, config.refiner_kernel
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, P, D) -> images (B, C, H, W)."""
+        patches = self.to_pixels(self.norm(x))  # (B, P, C*p*p)
+        image = rearrange(
+            patches, "b (h w) (c p q) -> b c (h p) (w q)", h=self.grid, p=self.patch, q=self.patch
+        )
+        return self.refiner(image)
+
+
+class SVQDecoder(nn.Module):
+    """Bridge Linear(E -> D), conditioned blocks (v1 slots or v2 prepended conditions), plain
+    blocks, pixel head on the P position tokens."""
+
+    def __init__(self, config: SVQConfig):
+        super().__init__()
+        d, k = config.decoder_width, config.conds_per_block
+        self.variant = config.decoder
+        self.k = k
+        self.num_patches = config.num_patches
+        self.gradient_checkpointing = config.gradient_checkpointing
+        self.bridge = nn.Linear(config.token_dim, d)
+        # v1 keeps N placeholder slots in front of the positions; v2 starts from positions only.
+        slots = config.num_tokens if self.variant == "v1" else 0
+        self.pos_embed = nn.Parameter(d**-0.5 * torch.randn(slots + config.num_patches, d))
+        self.norm_pos = nn.LayerNorm(d)
+        cond_block = CondBlockV1 if self.variant == "v1" else CondBlockV2
+        self.cond_blocks = nn.ModuleList(
+            cond_block(
+                d,
+                config.decoder_heads,
+                config.decoder_mlp_ratio,
+                k,
+                zero=config.adaln == "zero",
+                cond_proj=config.cond_proj,
+            )
+            for _ in range(config.decoder_cond_layers)
+        )
+        self.blocks = nn.ModuleList(
+            Block(d, config.decoder_heads, config.decoder_mlp_ratio)
+            for _ in range(config.decoder_plain_layers)
+        )
+        self.pixel_head = PixelHead(config)
+
+    def _run(self, block: nn.Module, *args) -> torch.Tensor:
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """features: (B, N, E) -> images (B, C, H, W)."""
+        conds = self.bridge(features)  # (B, N, D)
+        x = self.norm_pos(self.pos_embed).expand(conds.shape[0], -1, -1)  # (B, [N +] P, D)
+        for index, block in enumerate(self.cond_blocks):
+            pair = conds[:, index * self.k : (index + 1) * self.k]  # (B, k, D)
+            if self.variant == "v1":
+                x = self._run(block, x, pair, index)
+            else:
+                x = self._run(block, x, pair)  # sequence grows by k
+        for block in self.blocks:
+            x = self._run(block, x)
+        return self.pixel_head(x[:, -self.num_patches :])

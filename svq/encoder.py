@@ -1,0 +1,122 @@
+"""The encoder: image -> N ordered attribute tokens (B, N, E) through a small bottleneck."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .config import SVQConfig
+from .layers import Block
+
+
+class FeatureHead(nn.Module):
+    """Final LN'd query outputs -> Linear(W, E) -> the bottleneck.
+
+    - `v1`: L2-normalise each token.
+    - `v2`: cosine soft quantiser: sim = cos(mu, A) + 1 against learned atoms A (M, E);
+      weights sim / sum(sim) (`linear`, the seed) or softmax(cos / T); out = LN(weights @ A).
+      Invariant to the scale of mu.
+    - `none`: the linear projection as is.
+    Training-only noise (`noise_scale` c): multiplicative mu + c*|mu|*eps or additive mu + c*eps.
+    """
+
+    def __init__(self, config: SVQConfig):
+        super().__init__()
+        self.kind = config.head
+        self.atom_norm = config.atom_norm
+        self.temperature = config.atom_temperature
+        self.noise_scale = config.noise_scale
+        self.noise_type = config.noise_type
+        self.proj = nn.Linear(config.encoder_width, config.token_dim)
+        if self.kind == "v2":
+            scale = config.encoder_width**-0.5
+            self.atoms = nn.Parameter(scale * torch.randn(config.atoms, config.token_dim))
+            self.norm = nn.LayerNorm(config.token_dim)
+
+    def quantiser(self, mu: torch.Tensor) -> torch.Tensor:
+        """v2 soft quantiser in fp32 outside autocast. mu: (..., E) -> (..., E)."""
+        with torch.autocast(mu.device.type, enabled=False):
+            sim = F.normalize(mu.float(), dim=-1) @ F.normalize(self.atoms.float(), dim=-1).T
+            if self.atom_norm == "linear":
+                sim = sim + 1  # cosine in [-1, 1] -> non-negative weights
+                weights = sim / sim.sum(-1, keepdim=True)
+            else:
+                weights = torch.softmax(sim / self.temperature, dim=-1)
+            return self.norm(weights @ self.atoms.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, N, W) -> features (B, N, E)."""
+        mu = self.proj(x)
+        if self.kind == "v1":
+            mu = F.normalize(mu.float(), dim=-1)
+        elif self.kind == "v2":
+            mu = self.quantiser(mu)
+        if self.training and self.noise_scale > 0:
+            eps = torch.randn_like(mu) * self.noise_scale
+            mu = mu + (eps * mu.abs() if self.noise_type == "multiplicative" else eps)
+        return mu
+
+
+class SVQEncoder(nn.Module):
+    """Patchify conv, [CLS, patches (+ learned positions), N learned queries], pre-LN blocks
+    (dense, then expert blocks where each query has its own MLP), final LN, head on the queries.
+    """
+
+    def __init__(self, config: SVQConfig):
+        super().__init__()
+        width, n = config.encoder_width, config.num_tokens
+        self.num_tokens = n
+        self.gradient_checkpointing = config.gradient_checkpointing
+        self.patch_embed = nn.Conv2d(
+            config.in_channels, width, config.patch_size, stride=config.patch_size
+        )
+        scale = width**-0.5
+        self.cls_token = nn.Parameter(scale * torch.randn(width))
+        self.pos_embed = nn.Parameter(scale * torch.randn(1 + config.num_patches, width))
+        self.queries = nn.Parameter(scale * torch.randn(n, width))  # no positions: each is its own
+        self.norm_pre = nn.LayerNorm(width)
+        self.blocks = nn.ModuleList(
+            [
+                Block(width, config.encoder_heads, config.encoder_mlp_ratio)
+                for _ in range(config.encoder_dense_layers)
+            ]
+            + [
+                Block(width, config.encoder_heads, config.encoder_mlp_ratio, experts=n)
+                for _ in range(config.encoder_expert_layers)
+            ]
+        )
+        self.norm_post = nn.LayerNorm(width)
+        self.head = FeatureHead(config)
+        self.register_buffer(
+            "attn_mask",
+            query_causal_mask(1 + config.num_patches, n) if config.causal_queries else None,
+            persistent=False,
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (B, C, H, W) in [-1, 1] -> features (B, N, E)."""
+        x = rearrange(self.patch_embed(images), "b w h v -> b (h v) w")  # (B, P, W)
+        cls = self.cls_token.expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.pos_embed  # (B, 1 + P, W)
+        x = torch.cat([x, self.queries.expand(x.shape[0], -1, -1)], dim=1)  # (B, 1 + P + N, W)
+        x = self.norm_pre(x)
+        for block in self.blocks:
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, self.attn_mask, use_reentrant=False)
+            else:
+                x = block(x, self.attn_mask)
+        return self.head(self.norm_post(x[:, -self.num_tokens :]))
+
+
+def query_causal_mask(context: int, n: int) -> torch.Tensor:
+    """(context + n, context + n) bool, True = may attend. CLS and patches attend among
+    themselves only; query i attends to them and to queries <= i. So query i's output never
+    depends on queries j > i."""
+    size = context + n
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    mask[:, :context] = True
+    mask[context:, context:] = torch.tril(torch.ones(n, n, dtype=torch.bool))
+    return mask

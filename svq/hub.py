@@ -1,0 +1,114 @@
+"""`save_pretrained` / `from_pretrained` for the project's models: huggingface_hub's mixin
+(config.json + model.safetensors, local folders and hub ids) with strict, explained loading.
+
+The stock `PyTorchModelHubMixin._from_pretrained` loads with `strict=False` and falls back to
+pickles; here a weights file that does not match the model is an error naming every
+mismatched tensor, and only safetensors are read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from safetensors.torch import load_file
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+def _looks_local(model_id: str) -> bool:
+    """A hub id is `name` or `owner/name`; anything else is meant as a path."""
+    return (
+        model_id.startswith((".", "/", "~"))
+        or model_id.count("/") > 1
+        or (os.sep != "/" and os.sep in model_id)
+    )
+
+
+def check_state_dict(
+    expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str
+) -> None:
+    """Raise ValueError naming missing, unexpected, mis-shaped and non-finite tensors."""
+    problems = []
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [
+        f"{k}: file {tuple(found[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in found and found[k].shape != expected[k].shape
+    ]
+    nonfinite = [
+        k
+        for k, v in found.items()
+        if k in expected and v.is_floating_point() and not torch.isfinite(v).all()
+    ]
+
+    def show(title: str, names: list[str]) -> None:
+        if names:
+            more = f" ... and {len(names) - 8} more" if len(names) > 8 else ""
+            problems.append(f"{title} ({len(names)}): " + ", ".join(names[:8]) + more)
+
+    show("missing from the file", missing)
+    show("unexpected in the file", unexpected)
+    show("shape mismatch", shapes)
+    show("non-finite values", nonfinite)
+    if problems:
+        raise ValueError(
+            f"weights in {source} do not match this model's config:\n  " + "\n  ".join(problems)
+        )
+
+
+class HubMixin(PyTorchModelHubMixin):
+    """Mixin for a model whose `__init__(self, config)` takes one config dataclass."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any):
+        """Load from a local folder (config.json + model.safetensors) or a hub id."""
+        model_id = os.path.expanduser(str(pretrained_model_name_or_path))
+        if not os.path.isdir(model_id):
+            if os.path.exists(model_id):
+                raise NotADirectoryError(f"{model_id} is a file; expected a model folder")
+            if _looks_local(model_id):
+                raise FileNotFoundError(f"model folder {model_id} does not exist")
+        elif not os.path.isfile(os.path.join(model_id, CONFIG_NAME)):
+            raise FileNotFoundError(f"{model_id} has no {CONFIG_NAME}: not a saved {cls.__name__}")
+        return super().from_pretrained(model_id, **kwargs)
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        map_location: str = "cpu",
+        **model_kwargs: Any,
+    ):
+        if model_kwargs.get("config") is None:
+            raise FileNotFoundError(f"{model_id}: no {CONFIG_NAME} found")
+        model = cls(**model_kwargs)
+        if os.path.isdir(model_id):
+            weights = os.path.join(model_id, WEIGHTS_NAME)
+            if not os.path.isfile(weights):
+                raise FileNotFoundError(f"{model_id} has no {WEIGHTS_NAME}")
+        else:
+            weights = hf_hub_download(
+                repo_id=model_id,
+                filename=WEIGHTS_NAME,
+                revision=revision,
+                cache_dir=cache_dir,
+                force_download=force_download,
+                token=token,
+                local_files_only=local_files_only,
+            )
+        state = load_file(weights, device=str(map_location))
+        check_state_dict(model.state_dict(), state, weights)
+        model.load_state_dict(state, strict=True)
+        return model

@@ -1,0 +1,34 @@
+"""Tensor <-> picture helpers shared by the demo, scripts and eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange
+from PIL import Image
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] (unbounded model output allowed) -> (B, H, W, 3) uint8.
+    Clamps here, and only here: model outputs stay unbounded."""
+    pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round()
+    return rearrange(pixels.to(torch.uint8), "b c h w -> b h w c").numpy()
+
+
+def save_grid(rows: list[torch.Tensor], path: str | Path, pad: int = 2) -> Path:
+    """Write a grid PNG: each row a (B, 3, H, W) batch in [-1, 1], all of one shape.
+    E.g. rows = [originals, reconstructions] puts them side by side, one column per image."""
+    if not rows or any(r.shape != rows[0].shape for r in rows):
+        raise ValueError(f"rows must be non-empty and of one shape, got {[r.shape for r in rows]}")
+    b, _, h, w = rows[0].shape
+    canvas = np.full((len(rows) * (h + pad) + pad, b * (w + pad) + pad, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, tile in enumerate(to_uint8(row)):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            canvas[y : y + h, x : x + w] = tile
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(canvas).save(path)
+    return path

@@ -1,0 +1,1 @@
+"""svq's vocab package."""
