@@ -63,7 +63,10 @@ def check_state_dict(
 
 
 class HubMixin(PyTorchModelHubMixin):
-    """Mixin for a model whose `__init__(self, config)` takes one config dataclass."""
+    """Mixin for a model whose `__init__(self, config)` takes one config dataclass,
+    named by the class attribute `config_class` (which provides `from_dict`)."""
+
+    config_class: type
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any):
@@ -91,8 +94,11 @@ class HubMixin(PyTorchModelHubMixin):
         map_location: str = "cpu",
         **model_kwargs: Any,
     ):
-        if model_kwargs.get("config") is None:
+        config = model_kwargs.get("config")
+        if config is None:
             raise FileNotFoundError(f"{model_id}: no {CONFIG_NAME} found")
+        if isinstance(config, dict):  # config.json as read; unknown keys are an error
+            model_kwargs["config"] = cls.config_class.from_dict(config)
         model = cls(**model_kwargs)
         if os.path.isdir(model_id):
             weights = os.path.join(model_id, WEIGHTS_NAME)

@@ -35,6 +35,8 @@ class StyledVAEVQ(
     training pass with the head's noise and optional token dropout.
     """
 
+    config_class = SVQConfig
+
     def __init__(self, config: SVQConfig):
         super().__init__()
         self.config = config
