@@ -1,0 +1,165 @@
+"""Tokenizer speed: batched experts vs a per-expert loop, and model throughput.
+
+    python benchmarks/model.py           # full run, writes results/model.json
+    python benchmarks/model.py --quick   # a smaller sanity run
+
+1. The expert MLPs of the encoder (36 per-query MLPs) as one batched matmul against the seed's
+   Python loop over experts, forward and forward+backward, at widths 256 and 1024.
+2. Encoder+decoder forward and forward+backward images/s for the `tiny` and `small` presets,
+   with FLOPs per image (torch's FlopCounterMode) and the fraction of this machine's measured
+   fp32 matmul rate that the model reaches.
+3. On a CUDA machine, also the `base` preset in bf16: images/s and peak memory.
+Every pair that is compared is timed back to back in one run: read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+from common import matmul_rate, print_table, timed, write_results
+from torch.utils.flop_counter import FlopCounterMode
+
+from svq import StyledVAEVQ, SVQConfig
+from svq.layers import ExpertMlp
+
+
+def expert_loop(experts: ExpertMlp, x: torch.Tensor) -> torch.Tensor:
+    """The seed's way: one Linear-GELU-Linear per expert, in a Python loop. x: (B, n, W)."""
+    outs = []
+    for i in range(x.shape[1]):
+        h = F.gelu(F.linear(x[:, i], experts.fc1.weight[i], experts.fc1.bias[i]))
+        outs.append(F.linear(h, experts.fc2.weight[i], experts.fc2.bias[i]))
+    return torch.stack(outs, dim=1)
+
+
+def bench_experts(width: int, batch: int, repeats: int) -> list[dict]:
+    experts = ExpertMlp(36, width, 4 * width)
+    x = torch.randn(batch, 36, width, requires_grad=True)
+    torch.testing.assert_close(experts(x), expert_loop(experts, x), rtol=1e-4, atol=1e-4)
+    rows = []
+    for mode in ("forward", "forward+backward"):
+
+        def run(fn, mode=mode):
+            if mode == "forward":
+                with torch.no_grad():
+                    fn(experts, x)
+            else:
+                fn(experts, x).sum().backward()
+
+        batched = timed(lambda run=run: run(ExpertMlp.forward), repeats)
+        loop = timed(lambda run=run: run(expert_loop), repeats)
+        rows.append(
+            {
+                "what": f"experts W={width} B={batch}",
+                "mode": mode,
+                "batched_ms": round(1e3 * batched, 2),
+                "loop_ms": round(1e3 * loop, 2),
+                "loop/batched": round(loop / batched, 2),
+            }
+        )
+    return rows
+
+
+def flops_per_image(model: StyledVAEVQ, images: torch.Tensor, backward: bool) -> float:
+    with FlopCounterMode(display=False) as counter:
+        out = model(images)
+        if backward:
+            out.recon.square().mean().backward()
+    return counter.get_total_flops() / images.shape[0]
+
+
+def bench_model(preset: str, batch: int, repeats: int, rate: float) -> list[dict]:
+    torch.manual_seed(0)
+    config = SVQConfig.from_preset(preset)
+    model = StyledVAEVQ(config).train()
+    images = torch.rand(batch, 3, config.image_size, config.image_size) * 2 - 1
+    params = sum(p.numel() for p in model.parameters())
+    rows = []
+    for mode in ("forward", "forward+backward"):
+        backward = mode != "forward"
+
+        def step(backward=backward):
+            if backward:
+                model.zero_grad(set_to_none=True)
+                F.mse_loss(model(images).recon, images).backward()
+            else:
+                with torch.no_grad():
+                    model(images)
+
+        seconds = timed(step, repeats)
+        flops = flops_per_image(model, images, backward)
+        model.zero_grad(set_to_none=True)
+        rows.append(
+            {
+                "what": f"{preset} ({params / 1e6:.2f}M params, {config.image_size}px)",
+                "mode": mode,
+                "batch": batch,
+                "img_per_s": round(batch / seconds, 1),
+                "gflop_per_img": round(flops / 1e9, 3),
+                "matmul_fraction": round(flops * batch / seconds / rate, 3),
+            }
+        )
+    return rows
+
+
+def bench_base_cuda(batch: int, repeats: int) -> list[dict]:
+    """The reference model in bf16 autocast with gradient checkpointing, on one GPU."""
+    config = SVQConfig.from_preset("base", gradient_checkpointing=True)
+    model = StyledVAEVQ(config).cuda().train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    images = torch.rand(batch, 3, 256, 256, device="cuda") * 2 - 1
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = F.mse_loss(model(images).recon.float(), images)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    torch.cuda.reset_peak_memory_stats()
+    seconds = timed(step, repeats, warmup=2)
+    return [
+        {
+            "what": f"base bf16 train step, {torch.cuda.get_device_name()}",
+            "mode": "forward+backward+AdamW",
+            "batch": batch,
+            "img_per_s": round(batch / seconds, 1),
+            "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1),
+        }
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller batches")
+    args = parser.parse_args()
+    repeats = 2 if args.quick else 5
+
+    rate = matmul_rate()
+    print(f"measured fp32 matmul rate: {rate / 1e9:.0f} GFLOP/s\n")
+    expert_rows = bench_experts(256, 8 if args.quick else 32, repeats)
+    expert_rows += bench_experts(1024, 2 if args.quick else 8, repeats)
+    print_table(expert_rows, ["what", "mode", "batched_ms", "loop_ms", "loop/batched"])
+    print()
+    model_rows = bench_model("tiny", 32, repeats, rate)
+    model_rows += bench_model("small", 8 if args.quick else 32, repeats, rate)
+    columns = ["what", "mode", "batch", "img_per_s", "gflop_per_img", "matmul_fraction"]
+    print_table(model_rows, columns)
+    figures = {
+        "matmul_gflops_fp32": round(rate / 1e9, 1),
+        "experts": expert_rows,
+        "model": model_rows,
+    }
+    if torch.cuda.is_available():
+        base_rows = bench_base_cuda(8 if args.quick else 32, repeats)
+        print()
+        print_table(base_rows, ["what", "mode", "batch", "img_per_s", "peak_mem_gib"])
+        figures["base_cuda"] = base_rows
+    path = write_results("model" + ("_quick" if args.quick else ""), figures)
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
