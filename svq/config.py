@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
+
+from .configuration import ConfigBase
 
 HEADS = ("v1", "v2", "none")
 DECODERS = ("v1", "v2")
@@ -15,7 +16,7 @@ TOKEN_DROPOUTS = ("none", "nested", "tail")
 
 
 @dataclass
-class SVQConfig:
+class SVQConfig(ConfigBase):
     """Every number of the tokenizer. The defaults are the reference `base` model.
 
     Token count, conditions per block, bottleneck width, widths and depths are all fields;
@@ -64,10 +65,7 @@ class SVQConfig:
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ValueError(f"SVQConfig: {message}")
-
+        need = self.require
         need(self.model_type == "svq", f"model_type is {self.model_type!r}, expected 'svq'")
         for name in (
             "image_size", "patch_size", "in_channels", "num_tokens", "token_dim",
@@ -155,25 +153,6 @@ class SVQConfig:
     def atoms(self) -> int:
         return self.num_atoms if self.num_atoms is not None else self.token_dim
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SVQConfig:
-        """Build from a dict; unknown keys are an error, not silently dropped."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"SVQConfig: unknown fields {unknown}")
-        return cls(**data)
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> SVQConfig:
-        """A preset by name (`tiny`, `small`, `base`, `base-v1`), with fields overridden."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-        return cls.from_dict({**PRESETS[name], **overrides})
-
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The reference model (seed 000, "modelV2"): 2.12B encoder, 224M decoder.
@@ -217,3 +196,4 @@ PRESETS: dict[str, dict[str, Any]] = {
         "refiner_kernel": 3,
     },
 }
+SVQConfig.presets = PRESETS

@@ -10,7 +10,6 @@ The LLM's VQ head predicts `num_tokens = h*w` ids over `codebook_size` classes f
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -19,12 +18,13 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .configuration import ConfigBase
 from .hub import HubMixin
 from .spatial_vq_layers import ConvDecoder, ConvEncoder
 
 
 @dataclass
-class SpatialVQConfig:
+class SpatialVQConfig(ConfigBase):
     """Every number of the spatial VQ tokenizer. The defaults are LlamaGen's VQ-16 (`base`)."""
 
     model_type: str = "spatial_vq"  # written to config.json so a foreign config fails loudly
@@ -45,10 +45,7 @@ class SpatialVQConfig:
     dead_code_steps: int = 256  # a code unused for this many training forwards is "dead"
 
     def __post_init__(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ValueError(f"SpatialVQConfig: {message}")
-
+        need = self.require
         self.channel_mult = tuple(self.channel_mult)  # config.json stores a list
         need(
             self.model_type == "spatial_vq",
@@ -106,25 +103,6 @@ class SpatialVQConfig:
         h, w = self.grid_size
         return h * w
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SpatialVQConfig:
-        """Build from a dict; unknown keys are an error, not silently dropped."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"SpatialVQConfig: unknown fields {unknown}")
-        return cls(**data)
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> SpatialVQConfig:
-        """A preset by name (`tiny`, `small`, `base`), with fields overridden."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-        return cls.from_dict({**PRESETS[name], **overrides})
-
 
 PRESETS: dict[str, dict[str, Any]] = {
     # LlamaGen VQ-16: 256px -> 16x16 grid, codebook 16384 x 8, ~72M parameters.
@@ -155,6 +133,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dead_code_steps": 2,
     },
 }
+SpatialVQConfig.presets = PRESETS
 
 
 @dataclass
