@@ -13,12 +13,18 @@ from .layers import Block, CondBlockV1, CondBlockV2, ConvRefiner
 
 class PixelHead(nn.Module):
     """LN on the P position outputs, Linear(D -> C*p*p), unpatchify, conv refiner.
-    Output is unbounded: clamp only when converting to uint8."""
+    Output is unbounded: clamp only when converting to uint8.
+
+    With `skip`, the refiner adds to the unpatchified image instead of replacing it: the
+    refiner's GroupNorms normalise each picture's statistics away, so without the skip its
+    overall colour and brightness must be rebuilt from padding effects (the reference has no
+    skip)."""
 
     def __init__(self, config: SVQConfig):
         super().__init__()
         self.patch = config.patch_size
         self.grid = config.grid_size
+        self.skip = config.pixel_skip
         self.norm = nn.LayerNorm(config.decoder_width)
         self.to_pixels = nn.Linear(config.decoder_width, config.in_channels * config.patch_size**2)
         self.refiner = ConvRefiner(
@@ -31,7 +37,8 @@ class PixelHead(nn.Module):
         image = rearrange(
             patches, "b (h w) (c p q) -> b c (h p) (w q)", h=self.grid, p=self.patch, q=self.patch
         )
-        return self.refiner(image)
+        refined = self.refiner(image)
+        return image + refined if self.skip else refined
 
 
 class SVQDecoder(nn.Module):

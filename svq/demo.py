@@ -40,7 +40,7 @@ def toy_images(n: int, size: int, seed: int) -> torch.Tensor:
 def run_demo(
     out: str | Path,
     preset: str = "tiny",
-    steps: int = 300,
+    steps: int = 400,
     batch_size: int = 32,
     learning_rate: float = 2e-3,
     seed: int = 0,
@@ -90,7 +90,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("demo", help="train a fresh tokenizer briefly and show reconstructions")
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     parser.add_argument("--preset", default="tiny", help="model preset (default tiny)")
-    parser.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
+    parser.add_argument("--steps", type=int, default=400, help="training steps (default 400)")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=_run)
 

@@ -240,6 +240,17 @@ def test_adaln_zero_blocks_start_as_identity():
     assert not torch.allclose(plain.decode(a), plain.decode(b))
 
 
+@pytest.mark.parametrize("skip", [True, False])
+def test_pixel_skip_adds_the_refiner_to_the_unpatchified_image(skip):
+    model = tiny(pixel_skip=skip).eval()
+    with torch.no_grad():
+        model.decoder.pixel_head.refiner.conv_out.weight.zero_()
+        model.decoder.pixel_head.refiner.conv_out.bias.zero_()
+        recon = model.decode(torch.randn(2, 36, 16))
+    # A silenced refiner leaves the linear head's picture with the skip, nothing without it.
+    assert (recon.abs().amax() > 0) == skip
+
+
 def test_every_token_reaches_the_decoder():
     for decoder in ("v1", "v2"):
         model = tiny(decoder=decoder).eval()
