@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from . import demo
+from .data import command as world
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,7 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="svq", description="svq: an ordered 36-token image language for small LLMs."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (demo,):  # explicit wiring: each module adds its parser
+    for command in (demo, world):  # explicit wiring: each module adds its parser
         command.add_parser(sub)
     return parser
 
