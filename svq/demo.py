@@ -1,5 +1,5 @@
-"""`svq demo`: build a fresh tokenizer, fit it briefly on generated pictures, and write the
-originals and their reconstructions side by side to a PNG.
+"""`svq demo`: build a fresh tokenizer, fit it briefly on chat-world pictures rendered on the
+fly, and write held-out originals and their reconstructions side by side to a PNG.
 
 (The end-to-end pipeline demo grows out of this; for now it is the smallest honest run of the
 model: encode -> 36 tokens -> decode, trained for a few seconds on CPU.)
@@ -16,25 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from .config import SVQConfig
+from .data import render_tensor, world_record
 from .images import save_grid
 from .model import StyledVAEVQ
 
 
-def toy_images(n: int, size: int, seed: int) -> torch.Tensor:
-    """n pictures (n, 3, size, size) in [-1, 1]: a two-colour sky/ground split at a random
-    horizon with one coloured disc; enough structure for a reconstruction to be judged."""
-    g = torch.Generator().manual_seed(seed)
-    ys, xs = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
-    images = torch.empty(n, 3, size, size)
-    for i in range(n):
-        sky, ground, disc = torch.rand(3, 3, 1, 1, generator=g) * 2 - 1
-        horizon = 0.4 + 0.4 * torch.rand((), generator=g)
-        cx, cy = torch.rand(2, generator=g) * 0.6 + 0.2
-        radius = 0.08 + 0.15 * torch.rand((), generator=g)
-        img = torch.where(ys > horizon, ground, sky)
-        inside = (xs - cx) ** 2 + (ys - cy) ** 2 < radius**2
-        images[i] = torch.where(inside, disc, img)
-    return images
+def world_batch(seed: int, split: str, start: int, count: int, size: int) -> torch.Tensor:
+    """Chat-world pictures start..start+count-1 of `split`, (count, 3, size, size) in [-1, 1]."""
+    return render_tensor([world_record(seed, split, start + i) for i in range(count)], size)
 
 
 def run_demo(
@@ -45,19 +34,19 @@ def run_demo(
     learning_rate: float = 2e-3,
     seed: int = 0,
 ) -> dict:
-    """Train `preset` for `steps` on toy pictures; write reconstructions.png, the model folder
-    and summary.json into `out`. Returns the summary."""
+    """Train `preset` for `steps` on fresh chat-world pictures (never one seen twice); write
+    reconstructions.png, the model folder and summary.json into `out`. Returns the summary."""
     out = Path(out)
     torch.manual_seed(seed)
     config = SVQConfig.from_preset(preset)
     model = StyledVAEVQ(config)
-    train = toy_images(4096, config.image_size, seed)
-    held_out = toy_images(8, config.image_size, seed + 1)
+    size = config.image_size
+    held_out = world_batch(seed, "validation", 0, 8, size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     start = time.perf_counter()
     model.train()
     for step in range(steps):
-        batch = train[torch.randint(len(train), (batch_size,))]
+        batch = world_batch(seed, "train", step * batch_size, batch_size, size)
         loss = F.mse_loss(model(batch).recon, batch)
         if not torch.isfinite(loss):
             raise RuntimeError(f"non-finite loss {loss.item()} at step {step}")
@@ -87,7 +76,9 @@ def run_demo(
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("demo", help="train a fresh tokenizer briefly and show reconstructions")
+    parser = sub.add_parser(
+        "demo", help="train a fresh tokenizer briefly on the chat world; show reconstructions"
+    )
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     parser.add_argument("--preset", default="tiny", help="model preset (default tiny)")
     parser.add_argument("--steps", type=int, default=400, help="training steps (default 400)")
