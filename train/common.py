@@ -1,0 +1,328 @@
+"""Small helpers every training stage shares: options, checkpoints, optimiser groups, schedule,
+the non-finite-loss stop, data iteration and run records.
+
+Each stage script (`train/stage1.py`, ...) keeps its own story readable top to bottom: a
+dataclass of options, then setup, data, model, optimiser, loop, save. Only what would be copied
+verbatim between stages lives here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+import yaml
+from accelerate import Accelerator, skip_first_batches
+from torch import nn
+from transformers import HfArgumentParser
+
+T = TypeVar("T")
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+CHECKPOINTS = "checkpoints"  # resumable states live in OUTPUT_DIR/checkpoints/step-NNNNNNNN
+STATE_FILE = "trainer_state.json"  # written last: a checkpoint folder without it is unfinished
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+# --- options -------------------------------------------------------------------------------
+
+
+def parse_options(cls: type[T], argv: Sequence[str] | None = None) -> T:
+    """Parse `[CONFIG.yaml|.json] [--flag value ...]` into the dataclass `cls`.
+
+    The file's values become the defaults and the flags override them (the file first), with
+    `transformers.HfArgumentParser` doing the typing, `--help` and the `--no_flag` forms. A key
+    in the file that is not an option is an error, not silently dropped.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(cls)
+    if args and not args[0].startswith("-") and args[0].endswith(CONFIG_SUFFIXES):
+        path = Path(args.pop(0))
+        values = yaml.safe_load(path.read_text()) or {}  # YAML reads JSON too
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of option names to values")
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown options {unknown}; see --help for the list")
+        for action in parser._actions:  # the file's values become defaults
+            if action.dest in values:
+                action.default = values[action.dest]  # strings still go through `type`
+                action.required = False
+    (options,) = parser.parse_args_into_dataclasses(args=args, look_for_args_file=False)
+    return options
+
+
+def write_yaml(data: dict[str, Any], path: str | Path) -> Path:
+    """Write `data` as YAML atomically (a reader never sees half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)
+    return path
+
+
+def flat_scalars(data: dict[str, Any], prefix: str = "") -> dict[str, int | float | str | bool]:
+    """Nested options -> a flat dict of scalars (lists and None as strings), e.g. for the
+    hyper-parameter table of TensorBoard, which accepts nothing else."""
+    out: dict[str, int | float | str | bool] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_scalars(value, f"{name}."))
+        elif isinstance(value, bool | int | float | str):
+            out[name] = value
+        else:
+            out[name] = str(value)
+    return out
+
+
+# --- optimiser -----------------------------------------------------------------------------
+
+NO_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.Embedding)
+
+
+def param_groups(
+    model: nn.Module, weight_decay: float, no_decay: Iterable[str] = ()
+) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on weight matrices only.
+
+    No decay on biases, 1-D parameters, parameters of norms and embeddings, and the tables named
+    in `no_decay` (exact parameter names, e.g. positional tables and learned queries, which are
+    2-D but are lookup tables, not maps). Names in `no_decay` that the model lacks are ignored,
+    so one list serves every option of a model. Frozen parameters are left out.
+    """
+    tables = set(no_decay)
+    table_modules = {
+        f"{name}.{p}" if name else p
+        for name, module in model.named_modules()
+        if isinstance(module, NO_DECAY_MODULES)
+        for p, _ in module.named_parameters(recurse=False)
+    }
+    decay, keep = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        plain = param.ndim < 2 or name.endswith("bias") or name in tables or name in table_modules
+        (keep if plain else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": keep, "weight_decay": 0.0},
+    ]
+
+
+def warmup_steps(max_steps: int, warmup_steps: int, warmup_ratio: float) -> int:
+    """`warmup_steps` when > 0, else `warmup_ratio` of the run (TrainingArguments' rule)."""
+    return warmup_steps if warmup_steps > 0 else round(warmup_ratio * max_steps)
+
+
+def make_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of `model`'s parameters and buffers, or None if decay 0."""
+    if decay <= 0:
+        return None
+    if not 0 < decay < 1:
+        raise ValueError(f"ema_decay must be in [0, 1), got {decay}")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+# --- the non-finite stop -------------------------------------------------------------------
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss (or gradient norm) is NaN or infinite: the run stops, nothing is saved."""
+
+
+def stop_if_nonfinite(
+    accelerator: Accelerator,
+    value: torch.Tensor,
+    what: str,
+    step: int,
+    last_checkpoint: Path | None,
+) -> None:
+    """Raise NonFiniteLossError on every process if `value` is not finite on any of them (all
+    processes must agree, or the healthy ones would wait for the others for ever)."""
+    bad = (~torch.isfinite(value.detach().float())).any().float().reshape(1)
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, reduction="sum")
+    if bad.item() == 0:
+        return
+    kept = (
+        f"the last good checkpoint is {last_checkpoint}; continue from it with "
+        "--resume_from_checkpoint latest (e.g. with a lower --learning_rate or "
+        "--max_grad_norm)"
+        if last_checkpoint is not None
+        else "no checkpoint was saved before it"
+    )
+    raise NonFiniteLossError(
+        f"stopping: the {what} is {value.detach().float().flatten()[0].item()} (non-finite) "
+        f"at step {step}; nothing from this step was applied or saved, {kept}"
+    )
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+
+def step_folder(root: str | Path, step: int) -> Path:
+    return Path(root) / CHECKPOINTS / f"step-{step:08d}"
+
+
+def checkpoints(root: str | Path) -> list[tuple[int, Path]]:
+    """Finished checkpoints under ROOT/checkpoints, oldest first, as (step, folder)."""
+    folder = Path(root) / CHECKPOINTS
+    found = []
+    if folder.is_dir():
+        for path in folder.iterdir():
+            match = _STEP_DIR.match(path.name)
+            if match and (path / STATE_FILE).is_file():
+                found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    found = checkpoints(root)
+    return found[-1][1] if found else None
+
+
+def resolve_resume(output_dir: str | Path, resume: str | None, overwrite: bool) -> Path | None:
+    """The checkpoint folder to resume from, or None for a fresh run.
+
+    resume: None (fresh; an output folder that already holds checkpoints is an error unless
+    `overwrite`), "latest" (the newest finished checkpoint, or a fresh start when there is none:
+    the same command serves a first launch and a relaunch after preemption), or a folder.
+    """
+    if resume is None:
+        if checkpoints(output_dir) and not overwrite:
+            raise FileExistsError(
+                f"{output_dir} already holds checkpoints: pass --resume_from_checkpoint latest "
+                "to continue that run, or --overwrite_output_dir to start again"
+            )
+        return None
+    if resume == "latest":
+        return latest_checkpoint(output_dir)
+    path = Path(resume)
+    if not (path / STATE_FILE).is_file():
+        raise FileNotFoundError(f"{path} is not a finished checkpoint (no {STATE_FILE} in it)")
+    return path
+
+
+def save_checkpoint(
+    accelerator: Accelerator, root: str | Path, step: int, state: dict[str, Any], keep: int
+) -> Path:
+    """Save the resumable state (accelerate's `save_state`: model, optimiser, registered
+    objects such as the scheduler and EMA, every process's RNG) plus `state` (step, data
+    position...) as ROOT/checkpoints/step-NNNNNNNN, atomically.
+
+    Everything is written into a hidden temporary folder; `trainer_state.json` goes last and a
+    rename makes the folder visible. A run killed mid-save leaves only the temporary folder
+    (ignored, removed by the next save), never a damaged checkpoint; older checkpoints beyond
+    the newest `keep` are removed only after the new one is in place. All processes call this.
+    """
+    final = step_folder(root, step)
+    tmp = final.with_name(f".tmp-{final.name}")
+    if accelerator.is_main_process:
+        for stale in final.parent.glob(".tmp-step-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state_tmp = tmp / f".{STATE_FILE}.tmp"
+        with open(state_tmp, "w") as f:
+            json.dump(state, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(state_tmp, tmp / STATE_FILE)
+        if final.exists():  # the same step saved again (e.g. after a resume): replace it
+            _remove(final)
+        os.rename(tmp, final)
+        _fsync_dir(final.parent)
+        for _, old in checkpoints(root)[:-keep] if keep > 0 else []:
+            _remove(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator: Accelerator, folder: str | Path) -> dict[str, Any]:
+    """Restore what `save_checkpoint` saved; returns its `state` dict."""
+    accelerator.load_state(str(folder))
+    return json.loads((Path(folder) / STATE_FILE).read_text())
+
+
+def _remove(folder: Path) -> None:
+    """Rename first (atomic), then delete: a half-deleted folder never looks like a checkpoint."""
+    trash = folder.with_name(f".trash-{folder.name}-{time.time_ns()}")
+    os.rename(folder, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+def endless_batches(loader: Iterable, start: int = 0) -> Iterator[Any]:
+    """The batches of `loader`, pass after pass without end, beginning after `start` batches
+    (the data position of a resumed run).
+
+    A sized loader (map-style dataset) is re-entered with `set_epoch(pass)`, so a seedable
+    sampler gives each pass its own order, and the skip happens in the sampler (no data is
+    read). A stream (iterable dataset) is skipped by reading and dropping `start` batches.
+    """
+    try:
+        per_pass = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        per_pass = None
+    if per_pass is None:
+        yield from skip_first_batches(loader, start) if start else loader
+        raise RuntimeError("the training stream ended; streams for training must repeat")
+    if per_pass == 0:
+        raise ValueError("the training data has fewer images than one global batch")
+    epoch, skip = divmod(start, per_pass)
+    while True:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        yield from skip_first_batches(loader, skip) if skip else loader
+        epoch, skip = epoch + 1, 0
+
+
+# --- records -------------------------------------------------------------------------------
+
+
+def scalars(record: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numbers of a nested record, flattened for trackers: {"a": {"b": 1}} -> {"a/b": 1};
+    lists become a/0, a/1, ...; strings and None are left out."""
+    out: dict[str, float] = {}
+    items = record.items() if isinstance(record, dict) else enumerate(record)
+    for key, value in items:
+        name = f"{prefix}{key}"
+        if isinstance(value, dict | list | tuple):
+            out.update(scalars(value, f"{name}/"))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def append_jsonl(record: dict[str, Any], path: str | Path) -> None:
+    """Append one JSON line (validation passes, ...) to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
