@@ -10,6 +10,17 @@ from einops import rearrange
 from PIL import Image
 
 
+def check_images(images: torch.Tensor, channels: int, size: int) -> None:
+    """Raise ValueError unless images is a floating (B, channels, size, size) batch."""
+    if images.ndim != 4 or tuple(images.shape[1:]) != (channels, size, size):
+        raise ValueError(
+            f"expected images of shape (B, {channels}, {size}, {size}) in [-1, 1], got "
+            f"{tuple(images.shape)}"
+        )
+    if not images.is_floating_point():
+        raise ValueError(f"expected floating-point images in [-1, 1], got {images.dtype}")
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) in [-1, 1] (unbounded model output allowed) -> (B, H, W, 3) uint8.
     Clamps here, and only here: model outputs stay unbounded."""

@@ -11,6 +11,7 @@ from .config import SVQConfig
 from .decoder import SVQDecoder
 from .encoder import SVQEncoder
 from .hub import HubMixin
+from .images import check_images
 
 
 @dataclass
@@ -50,15 +51,6 @@ class StyledVAEVQ(
         self.codebook: nn.Module | None = None  # set by the vocabulary stage
 
     # --- input checks: a concise error rather than a broadcast surprise
-    def _check_images(self, images: torch.Tensor) -> None:
-        c, s = self.config.in_channels, self.config.image_size
-        if images.ndim != 4 or tuple(images.shape[1:]) != (c, s, s):
-            raise ValueError(
-                f"expected images of shape (B, {c}, {s}, {s}) in [-1, 1], got {tuple(images.shape)}"
-            )
-        if not images.is_floating_point():
-            raise ValueError(f"expected floating-point images in [-1, 1], got {images.dtype}")
-
     def _check_features(self, features: torch.Tensor) -> None:
         n, e = self.config.num_tokens, self.config.token_dim
         if features.ndim != 3 or tuple(features.shape[1:]) != (n, e):
@@ -69,7 +61,7 @@ class StyledVAEVQ(
     # --- public verbs
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images: (B, C, H, W) in [-1, 1] -> features (B, N, E)."""
-        self._check_images(images)
+        check_images(images, self.config.in_channels, self.config.image_size)
         return self.encoder(images)
 
     def decode(self, features: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ from torch import nn
 
 from .configuration import ConfigBase
 from .hub import HubMixin
+from .images import check_images
 from .spatial_vq_layers import ConvDecoder, ConvEncoder
 
 
@@ -265,15 +266,6 @@ class SpatialVQ(
         return self.config.codebook_size
 
     # --- input checks: a concise error rather than a broadcast surprise
-    def _check_images(self, images: torch.Tensor) -> None:
-        c, s = self.config.in_channels, self.config.image_size
-        if images.ndim != 4 or tuple(images.shape[1:]) != (c, s, s):
-            raise ValueError(
-                f"expected images of shape (B, {c}, {s}, {s}) in [-1, 1], got {tuple(images.shape)}"
-            )
-        if not images.is_floating_point():
-            raise ValueError(f"expected floating-point images in [-1, 1], got {images.dtype}")
-
     def _check_ids(self, ids: torch.Tensor) -> None:
         n, k = self.num_tokens, self.codebook_size
         if ids.ndim != 2 or ids.shape[1] != n:
@@ -289,7 +281,7 @@ class SpatialVQ(
     def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
         """images: (B, C, H, W) in [-1, 1] -> latents before quantisation (B, h*w, E), fp32 and
         normalised as the lookup sees them (what `reseed_dead_codes` takes)."""
-        self._check_images(images)
+        check_images(images, self.config.in_channels, self.config.image_size)
         z = self.quant_conv(self.encoder(images))  # (B, E, h, w)
         return self.quantizer.prepare(rearrange(z, "b e h w -> b (h w) e"))
 

@@ -4,5 +4,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub calls (and no ~23 s retri
 
 import torch
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)  # one thread per worker: two workers share two cores
+# The tests' tensors are small: a second intra-op thread only spins, and when the two cores are
+# shared (pytest -n 2, or other jobs) it made small steps 10-60x slower than one thread.
+torch.set_num_threads(1)

@@ -11,8 +11,6 @@ from eval.judge import AttributeJudge, JudgeConfig, JudgeOutput, load_judge
 from eval.train_judge import JudgeTrainingArguments, blur_and_noise, confusion, main
 from svq.data import ATTRIBUTES, SCHEMA
 
-torch.set_num_threads(1)
-
 
 def tiny(**overrides) -> AttributeJudge:
     torch.manual_seed(0)

@@ -7,8 +7,6 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from eval.metrics import psnr, ssim
 
-torch.set_num_threads(1)
-
 
 def reference_ssim(x: np.ndarray, y: np.ndarray) -> float:
     """SSIM as written in Wang et al. 2004 (and their ssim_index.m): images in [0, 1] (L = 1),

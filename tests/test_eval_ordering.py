@@ -14,7 +14,6 @@ from eval.ordering import (
 )
 from svq import StyledVAEVQ, SVQConfig
 
-torch.set_num_threads(1)
 N, SIZE = 6, 16
 
 

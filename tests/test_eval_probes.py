@@ -10,8 +10,6 @@ from eval.probes import encode_world, fit_probes, token_swap_test
 from svq import StyledVAEVQ, SVQConfig
 from svq.data import ATTRIBUTES, ChatWorldDataset
 
-torch.set_num_threads(1)
-
 NUM_CLASSES = (4, 3, 2)
 NAMES = ("ordinal", "colour", "binary")
 

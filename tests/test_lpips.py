@@ -13,17 +13,6 @@ from safetensors.torch import save_file
 import svq.lpips as lpips_mod
 from svq.lpips import LPIPS, SCALE, SHIFT, TAP_CHANNELS, VGG16_URL
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are small: a second intra-op thread only spins when the two cores are
-    shared (measured: a tiny step took 2.5 s with 2 threads under load vs 0.04 s with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # torchvision vgg16().features: conv layers sit at these indices.
 CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 

@@ -11,18 +11,7 @@ import torch.nn.functional as F
 
 from svq.spatial_vq import PRESETS, SpatialVQ, SpatialVQConfig
 
-
 # Each preset's geometry (image size, levels, grid) at a width that runs in milliseconds.
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are small: a second intra-op thread only spins when the two cores are
-    shared (measured: a tiny step took 2.5 s with 2 threads under load vs 0.04 s with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 NARROW = {
     "channels": 8,
     "z_channels": 8,

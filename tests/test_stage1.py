@@ -21,7 +21,6 @@ from svq.data import ImageDataset
 from svq.lpips import LPIPS
 from train import common, stage1
 
-torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "train" / "configs" / "stage1_tiny.yaml")
 
