@@ -231,12 +231,16 @@ def test_lpips_weights_missing_says_how_to_get_them_or_turn_it_off(tmp_path, mon
 
 
 def test_lpips_term_trains_when_weights_exist(tmp_path):
-    trunk = tmp_path / "vgg16.safetensors"  # random VGG weights under torchvision's names
+    # Random weights under the real files' names: torchvision's VGG16 and lpips' vgg.pth.
+    trunk, linear = tmp_path / "vgg16.safetensors", tmp_path / "lin.safetensors"
     torch.manual_seed(0)
-    save_file({f"features.{k}": v for k, v in LPIPS().features.state_dict().items()}, trunk)
+    state = LPIPS().state_dict()
+    save_file({f"features.{k[len('features.'):]}": v for k, v in state.items()
+               if k.startswith("features.")}, trunk)  # fmt: skip
+    save_file({k: v.abs() for k, v in state.items() if k.startswith("lin")}, linear)
     summary = run(
         tmp_path / "run", "--lpips_weight", "0.5", "--lpips_trunk_path", str(trunk),
-        "--max_steps", "1", "--validation_data", "none",
+        "--lpips_linear_path", str(linear), "--max_steps", "1", "--validation_data", "none",
     )  # fmt: skip
     train = summary["train"]
     assert train["train/lpips"] > 0
