@@ -4,7 +4,7 @@
     python benchmarks/model.py --quick   # a smaller sanity run
 
 1. The expert MLPs of the encoder (36 per-query MLPs) as one batched matmul against the seed's
-   Python loop over experts, forward and forward+backward, at widths 256 and 1024.
+   Python loop over 36 separate MLP modules, forward and forward+backward, at widths 256 and 1024.
 2. Encoder+decoder forward and forward+backward images/s for the `tiny` and `small` presets,
    with FLOPs per image (torch's FlopCounterMode) and the fraction of this machine's measured
    fp32 matmul rate that the model reaches.
@@ -19,44 +19,57 @@ import argparse
 import torch
 import torch.nn.functional as F
 from common import matmul_rate, print_table, timed, write_results
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from svq import StyledVAEVQ, SVQConfig
-from svq.layers import ExpertMlp
+from svq.layers import ExpertMlp, Mlp
 
 
-def expert_loop(experts: ExpertMlp, x: torch.Tensor) -> torch.Tensor:
-    """The seed's way: one Linear-GELU-Linear per expert, in a Python loop. x: (B, n, W)."""
-    outs = []
-    for i in range(x.shape[1]):
-        h = F.gelu(F.linear(x[:, i], experts.fc1.weight[i], experts.fc1.bias[i]))
-        outs.append(F.linear(h, experts.fc2.weight[i], experts.fc2.bias[i]))
-    return torch.stack(outs, dim=1)
+class ExpertLoop(nn.Module):
+    """The seed's way: one `Mlp` module per expert, applied in a Python loop. Built from the
+    same weights as a batched `ExpertMlp`, so both compute the same function."""
+
+    def __init__(self, experts: ExpertMlp):
+        super().__init__()
+        n, width, hidden = experts.fc1.weight.shape
+        self.mlps = nn.ModuleList(Mlp(width, hidden) for _ in range(n))
+        with torch.no_grad():
+            for i, mlp in enumerate(self.mlps):
+                mlp.fc1.weight.copy_(experts.fc1.weight[i].T)
+                mlp.fc1.bias.copy_(experts.fc1.bias[i])
+                mlp.fc2.weight.copy_(experts.fc2.weight[i].T)
+                mlp.fc2.bias.copy_(experts.fc2.bias[i])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, n, W) -> (B, n, W)."""
+        return torch.stack([mlp(x[:, i]) for i, mlp in enumerate(self.mlps)], dim=1)
 
 
 def bench_experts(width: int, batch: int, repeats: int) -> list[dict]:
     experts = ExpertMlp(36, width, 4 * width)
+    loop = ExpertLoop(experts)
     x = torch.randn(batch, 36, width, requires_grad=True)
-    torch.testing.assert_close(experts(x), expert_loop(experts, x), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(experts(x), loop(x), rtol=1e-4, atol=1e-4)
     rows = []
     for mode in ("forward", "forward+backward"):
 
-        def run(fn, mode=mode):
+        def run(module, mode=mode):
             if mode == "forward":
                 with torch.no_grad():
-                    fn(experts, x)
+                    module(x)
             else:
-                fn(experts, x).sum().backward()
+                module(x).sum().backward()
 
-        batched = timed(lambda run=run: run(ExpertMlp.forward), repeats)
-        loop = timed(lambda run=run: run(expert_loop), repeats)
+        batched_s = timed(lambda run=run: run(experts), repeats)
+        loop_s = timed(lambda run=run: run(loop), repeats)
         rows.append(
             {
                 "what": f"experts W={width} B={batch}",
                 "mode": mode,
-                "batched_ms": round(1e3 * batched, 2),
-                "loop_ms": round(1e3 * loop, 2),
-                "loop/batched": round(loop / batched, 2),
+                "batched_ms": round(1e3 * batched_s, 2),
+                "loop_ms": round(1e3 * loop_s, 2),
+                "loop/batched": round(loop_s / batched_s, 2),
             }
         )
     return rows
@@ -134,7 +147,16 @@ def bench_base_cuda(batch: int, repeats: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller batches")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's). On a shared machine use 1: a second "
+        "thread that waits for a busy core made small backward passes ~100x slower here",
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     repeats = 2 if args.quick else 5
 
     rate = matmul_rate()

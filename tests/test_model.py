@@ -163,9 +163,11 @@ def test_batched_experts_equal_a_per_expert_loop():
         [
             torch.nn.functional.linear(
                 torch.nn.functional.gelu(
-                    torch.nn.functional.linear(x[:, i], experts.fc1.weight[i], experts.fc1.bias[i])
+                    torch.nn.functional.linear(
+                        x[:, i], experts.fc1.weight[i].T, experts.fc1.bias[i]
+                    )
                 ),
-                experts.fc2.weight[i],
+                experts.fc2.weight[i].T,
                 experts.fc2.bias[i],
             )
             for i in range(5)
