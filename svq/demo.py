@@ -37,6 +37,9 @@ def run_demo(
     """Train `preset` for `steps` on fresh chat-world pictures (never one seen twice); write
     reconstructions.png, the model folder and summary.json into `out`. Returns the summary."""
     out = Path(out)
+    # The tiny model's tensors are small: a second intra-op thread gains nothing, and when the
+    # other core is busy it made backward passes ~100x slower on a 2-core machine.
+    torch.set_num_threads(1)
     torch.manual_seed(seed)
     config = SVQConfig.from_preset(preset)
     model = StyledVAEVQ(config)
