@@ -1,0 +1,70 @@
+"""Constrained decoding of image spans: a `transformers` LogitsProcessor for `model.generate`.
+
+Reading each sequence so far (prompt included): after an open `<boi>` only code tokens are
+allowed (per-position codebooks: only the next position's block), exactly N of them, then only
+`<eoi>`; outside an image span code tokens, `<eoi>` and `<image>` are forbidden. The state is
+recomputed from `input_ids` at every step (no memory between calls), so it works with the KV
+cache, greedy or sampled decoding, batches, and a prompt that ends in `<boi>` (which asks for
+an image). `generate` runs custom processors before its temperature / top-k / top-p warpers, so
+those only ever see allowed tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import LogitsProcessor
+
+from .vocabulary import ImageVocabulary
+
+
+def span_state(
+    input_ids: torch.Tensor, vocab: ImageVocabulary
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids: (B, T) -> (inside (B,) bool: an image span is open; written (B,) long: tokens
+    after its `<boi>`, i.e. the index of the next image position)."""
+    b, t = input_ids.shape
+    if t == 0:
+        return torch.zeros(b, dtype=torch.bool), torch.zeros(b, dtype=torch.long)
+    index = torch.arange(t, device=input_ids.device)
+    last_boi = torch.where(input_ids == vocab.boi_id, index, -1).amax(1)  # (B,)
+    last_eoi = torch.where(input_ids == vocab.eoi_id, index, -1).amax(1)
+    inside = last_boi > last_eoi
+    return inside, torch.where(inside, t - 1 - last_boi, 0)
+
+
+class ImageSpanLogitsProcessor(LogitsProcessor):
+    """Forces well-formed image spans: `<boi>`, exactly N code tokens, `<eoi>`.
+
+    Pass it to `model.generate(..., logits_processor=[ImageSpanLogitsProcessor(vocab)])`.
+    """
+
+    def __init__(self, vocab: ImageVocabulary):
+        self.vocab = vocab
+        self._masks: dict[tuple[int, torch.device], tuple[torch.Tensor, ...]] = {}
+
+    def _token_masks(self, size: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """(outside (V,), is_code (V,), position of each code token (V,), is_eoi (V,)), cached."""
+        key = (size, device)
+        if key not in self._masks:
+            v = self.vocab
+            token = torch.arange(size, device=device)
+            is_code = v.is_code(token)
+            per_block = v.num_codes if v.per_position else v.num_code_tokens
+            position = torch.where(is_code, (token - v.code_offset) // per_block, -1)
+            is_eoi = token == v.eoi_id
+            outside = ~is_code & ~is_eoi & (token != v.image_id)
+            self._masks[key] = (outside, is_code, position, is_eoi)
+        return self._masks[key]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """input_ids: (B, T) the sequences so far; scores: (B, V) next-token logits."""
+        outside, is_code, position, is_eoi = self._token_masks(scores.shape[-1], scores.device)
+        inside, written = span_state(input_ids.to(scores.device), self.vocab)
+        n = self.vocab.num_positions
+        if self.vocab.per_position:
+            code_ok = position.unsqueeze(0) == written.unsqueeze(1)  # (B, V) that position's block
+        else:
+            code_ok = is_code.unsqueeze(0)  # (1, V) every code token
+        in_span = torch.where((written < n).unsqueeze(1), code_ok, is_eoi.unsqueeze(0))
+        allowed = torch.where(inside.unsqueeze(1), in_span, outside.unsqueeze(0))  # (B, V)
+        return scores.masked_fill(~allowed, -float("inf"))

@@ -1,0 +1,88 @@
+"""Understanding: an MLP maps the tokenizer's continuous features (B, 36, E) to LLM input
+embeddings, which replace the `<image>` placeholders of the prompt (LLaVA-1.5's projector)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from svq.configuration import ConfigBase
+from svq.hub import HubMixin
+
+
+@dataclass
+class ProjectorConfig(ConfigBase):
+    """Widths of the understanding projector."""
+
+    model_type: str = "svq_projector"  # written to config.json so a foreign config fails loudly
+    in_dim: int = 128  # E: the svq tokenizer's feature width
+    out_dim: int = 896  # the LLM's hidden size (Qwen2.5-0.5B: 896)
+    hidden_dim: int | None = None  # MLP width; None means out_dim
+    depth: int = 2  # Linear layers; GELU between them (LLaVA-1.5: 2)
+
+    def __post_init__(self) -> None:
+        need = self.require
+        need(self.model_type == "svq_projector", f"model_type is {self.model_type!r}")
+        for name in ("in_dim", "out_dim", "depth"):
+            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        need(
+            self.hidden_dim is None or self.hidden_dim >= 1,
+            f"hidden_dim must be >= 1 or None, got {self.hidden_dim}",
+        )
+
+
+class ImageProjector(nn.Module, HubMixin, library_name="svq", tags=["svq", "projector"]):
+    """features (..., E) -> LLM input embeddings (..., D)."""
+
+    config_class = ProjectorConfig
+
+    def __init__(self, config: ProjectorConfig):
+        super().__init__()
+        self.config = config
+        hidden = config.hidden_dim or config.out_dim
+        widths = [config.in_dim] + [hidden] * (config.depth - 1) + [config.out_dim]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(itertools.pairwise(widths)):
+            if i > 0:
+                layers.append(nn.GELU())
+            layers.append(nn.Linear(a, b))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """features: (..., E) -> (..., D)."""
+        if features.shape[-1] != self.config.in_dim:
+            raise ValueError(
+                f"expected features (..., {self.config.in_dim}), got {tuple(features.shape)}"
+            )
+        weight = self.mlp[0].weight
+        return self.mlp(features.to(device=weight.device, dtype=weight.dtype))
+
+
+def inject_image_embeds(
+    inputs_embeds: torch.Tensor,
+    input_ids: torch.Tensor,
+    image_embeds: torch.Tensor,
+    image_token_id: int,
+) -> torch.Tensor:
+    """Write the images' embeddings at the `<image>` positions, in reading order.
+
+    inputs_embeds: (B, T, D); input_ids: (B, T); image_embeds: (M, N, D), the M images of the
+    batch in order (conversation by conversation, then by position). Returns a new tensor.
+    """
+    mask = input_ids == image_token_id  # (B, T)
+    slots, given = int(mask.sum()), image_embeds.shape[0] * image_embeds.shape[1]
+    if slots != given:
+        raise ValueError(
+            f"the prompt has {slots} <image> tokens but {image_embeds.shape[0]} images x "
+            f"{image_embeds.shape[1]} embeddings = {given} were given"
+        )
+    if image_embeds.shape[-1] != inputs_embeds.shape[-1]:
+        raise ValueError(
+            f"image embeddings are {image_embeds.shape[-1]} wide, the LLM {inputs_embeds.shape[-1]}"
+        )
+    source = image_embeds.reshape(-1, inputs_embeds.shape[-1]).to(inputs_embeds.dtype)
+    # masked_scatter fills the masked slots in row-major order: the same order as the images
+    return inputs_embeds.masked_scatter(mask.unsqueeze(-1), source)

@@ -1,0 +1,191 @@
+"""SVQChat: conversations to tokens, understanding (projected features at the <image> tokens),
+batches mixing conversations with and without pictures, chat replies with pictures by both
+routes, and the VQ head reading the written codes' hidden states."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_llm_tiny import build_chat, conversation, svq_model, tokenizer
+
+from llm import (
+    IGNORE_INDEX,
+    SVQChat,
+    SVQChatConfig,
+    collate,
+    encode_conversation,
+    inject_image_embeds,
+    split_reply,
+)
+from llm.tiny import tiny_llm
+from svq.data import Preprocess, render, world_record
+from svq.images import to_uint8
+
+N = 36
+
+
+@pytest.fixture(scope="module")
+def chat():
+    return build_chat()
+
+
+def test_encoding_labels_assistant_turns_and_finds_images(chat):
+    messages = conversation(0)
+    enc = encode_conversation(messages, chat.tokenizer, chat.vocab)
+    labelled = enc.input_ids[enc.labels != IGNORE_INDEX]
+    reply = chat.vocab.span_text(messages[2]["content"][1]["ids"])
+    expected = "Yes! Here I am skiing." + reply + "<|im_end|>\n"
+    assert chat.tokenizer.decode(labelled) == expected
+    assert torch.equal(enc.labels[enc.labels != IGNORE_INDEX], labelled)
+    assert bool((enc.input_ids[enc.image_positions] == chat.vocab.image_id).all())
+    assert enc.image_positions.shape == (1, N)
+    torch.testing.assert_close(enc.image_features[0], messages[1]["content"][1]["features"])
+    assert torch.equal(enc.code_ids[0], messages[2]["content"][1]["ids"])
+    assert torch.equal(chat.vocab.tokens_to_codes(enc.input_ids[enc.code_positions]), enc.code_ids)
+    assert torch.equal(enc.vq_targets[0], messages[2]["content"][1]["vq_ids"])
+    unresolved = [{"role": "user", "content": [{"type": "image", "image": "x.png"}]}]
+    with pytest.raises(ValueError, match="resolve pictures first"):
+        encode_conversation(unresolved, chat.tokenizer, chat.vocab)
+
+
+def test_understanding_embeddings_land_at_the_image_positions(chat):
+    two = conversation(3)
+    two[1]["content"].append({"type": "image", "features": torch.randn(N, 16)})
+    items = [chat.encode(conversation(1, user_image=False)), chat.encode(two)]
+    batch = collate(items, chat.tokenizer.pad_token_id)
+    assert batch.image_features.shape == (2, N, 16)
+    with torch.no_grad():
+        embeds = chat.embed(batch)
+        tokens = chat.llm.get_input_embeddings()(batch.input_ids)
+        projected = chat.projector(batch.image_features)  # (2, N, D)
+    at_image = batch.input_ids == chat.vocab.image_id
+    assert int(at_image.sum()) == 2 * N and not bool(at_image[0].any())
+    torch.testing.assert_close(embeds[at_image], projected.reshape(-1, projected.shape[-1]))
+    assert torch.equal(embeds[~at_image], tokens[~at_image])
+    with pytest.raises(ValueError, match="72 <image> tokens but 1 images"):
+        inject_image_embeds(tokens, batch.input_ids, projected[:1], chat.vocab.image_id)
+
+
+def test_batch_mixing_conversations_with_and_without_pictures(chat):
+    plain = conversation(4, user_image=False, assistant_image=False)
+    mixed = [conversation(5), plain, conversation(6, user_image=False)]
+    items = [chat.encode(m) for m in mixed]
+    batch = collate(items, chat.tokenizer.pad_token_id)
+    assert batch.code_rows.tolist() == [0, 2]
+    assert batch.vq_targets.shape == (2, 16)
+    with torch.no_grad():
+        out = chat(batch)
+        for row, item in enumerate(items):  # each row as if it were alone
+            alone = chat(collate([item], chat.tokenizer.pad_token_id))
+            t = item.input_ids.shape[0]
+            torch.testing.assert_close(out.logits[row, :t], alone.logits[0], rtol=1e-4, atol=1e-4)
+    assert torch.isfinite(out.loss) and out.vq_loss is not None and out.vq_loss > 0
+    torch.testing.assert_close(out.loss, out.lm_loss + out.vq_loss)
+    # generation, batched with left padding, answers each conversation as alone
+    prompts = [m[:2] for m in mixed]
+    together = chat.generate(prompts, max_new_tokens=40, image_decoder="svq")
+    for prompt, reply in zip(prompts, together, strict=True):
+        alone = chat.chat(prompt, max_new_tokens=40, image_decoder="svq")
+        assert _summary(reply) == _summary(alone)
+
+
+def _summary(reply):
+    return [p["text"] if p["type"] == "text" else p["ids"].tolist() for p in reply["content"]]
+
+
+def _picture(index: int, size: int = 48) -> Image.Image:
+    return render(world_record(0, "train", index), size)
+
+
+def test_chat_replies_with_pictures_by_both_routes(chat, tmp_path):
+    path = tmp_path / "me.png"
+    _picture(1).save(path)
+    messages = [
+        {"role": "user", "content": [
+            {"type": "text", "text": "Look at my photo!"},
+            {"type": "image", "image": _picture(0)},
+            {"type": "image", "path": str(path)},
+            {"type": "text", "text": "Where was I?"},
+        ]},
+    ]  # fmt: skip
+    bias = {"sequence_bias": {(chat.vocab.boi_id,): 9.0}}
+    torch.manual_seed(0)
+    via_head = chat.chat(messages, max_new_tokens=60, do_sample=True, **bias)
+    torch.manual_seed(0)
+    via_svq = chat.chat(messages, max_new_tokens=60, do_sample=True, image_decoder="svq", **bias)
+    assert _summary(via_head) == _summary(via_svq)  # same tokens, two ways to paint them
+    images = [p for p in via_head["content"] if p["type"] == "image"]
+    assert images and via_head["role"] == "assistant"
+    for part in images:
+        assert isinstance(part["image"], Image.Image) and part["image"].size == (16, 16)
+    for part in (p for p in via_svq["content"] if p["type"] == "image"):
+        assert part["image"].size == (32, 32)
+        expected = to_uint8(chat.svq.detokenize(part["ids"].unsqueeze(0)))[0]
+        assert np.array_equal(np.asarray(part["image"]), expected)
+    # the reply goes back into the conversation: its picture stays in context as tokens
+    follow_up = [*messages, via_head, {"role": "user", "content": "Nice!"}]
+    enc = chat.encode(follow_up, add_generation_prompt=True)
+    assert torch.equal(enc.code_ids[0], images[0]["ids"])
+    assert enc.image_features.shape == (2, N, 16)
+
+
+def test_vq_head_reads_the_hidden_states_of_the_written_codes(chat):
+    """Generation-time hidden states (KV cache) = teacher-forced ones at the code tokens."""
+    messages = conversation(7)[:2]
+    torch.manual_seed(0)
+    reply = chat.chat(messages, max_new_tokens=N + 2, sequence_bias={(chat.vocab.boi_id,): 100.0})
+    assert [p["type"] for p in reply["content"]] == ["image"]
+    enc = chat.encode([*messages, reply])
+    batch = collate([enc], chat.tokenizer.pad_token_id)
+    with torch.no_grad():
+        hidden = chat.llm(inputs_embeds=chat.embed(batch), output_hidden_states=True).hidden_states[
+            -1
+        ]
+        pixels = chat.decode_images(enc.code_ids, hidden[0, enc.code_positions], "vq_head")
+    assert np.array_equal(np.asarray(reply["content"][0]["image"]), to_uint8(pixels)[0])
+
+
+def test_prepare_resolves_pictures_with_the_svq_tokenizer(chat, tmp_path):
+    path = tmp_path / "mine.png"
+    _picture(2).save(path)
+    messages = [
+        {"role": "user", "content": [{"type": "image", "image": _picture(3)}]},
+        {"role": "assistant", "content": [{"type": "image", "url": str(path)}]},
+    ]
+    user, assistant = (m["content"][0] for m in chat.prepare(messages, vq_targets=True))
+    pixels = Preprocess(32)(_picture(3)).unsqueeze(0)
+    with torch.no_grad():
+        torch.testing.assert_close(user["features"], chat.svq.encode(pixels)[0])
+    mine = Preprocess(32)(Image.open(path).convert("RGB")).unsqueeze(0)
+    assert torch.equal(assistant["ids"], chat.svq.tokenize(mine)[0])
+    assert assistant["vq_ids"].shape == (16,)
+    assert "features" not in messages[0]["content"][0]  # the input is left alone
+    with pytest.raises(ValueError, match="without a picture"):
+        chat.prepare([{"role": "user", "content": [{"type": "image"}]}])
+
+
+def test_split_reply_drops_an_unfinished_span(chat):
+    v = chat.vocab
+    codes = v.codes_to_tokens(torch.arange(N) % 32).tolist()
+    parts = split_reply([5, 6, v.boi_id, *codes, v.eoi_id, 7, v.boi_id, *codes[:10]], v)
+    assert [(p.kind, p.start) for p in parts] == [("text", 0), ("image", 3), ("text", 40)]
+    assert parts[1].tokens == codes and parts[2].tokens == [7]
+
+
+def test_bad_setups_fail_loudly(tmp_path):
+    tok = tokenizer()
+    tok.chat_template = None
+    with pytest.raises(ValueError, match="chat template"):
+        SVQChat.build(tiny_llm(tok), svq_model(), tokenizer=tok)
+    bare = svq_model()
+    bare.codebook = None
+    with pytest.raises(ValueError, match="no codebook"):
+        SVQChat.build(tiny_llm(tokenizer()), bare, tokenizer=tokenizer())
+    with pytest.raises(FileNotFoundError, match="not a saved SVQChat"):
+        SVQChat.from_pretrained(tmp_path)
+    vocab = build_chat(spatial=False).vocab.to_dict()
+    with pytest.raises(ValueError, match="mode"):
+        SVQChatConfig(vocabulary=vocab, mode="half")
+    with pytest.raises(ValueError, match="needs a VQ head"):
+        chat = build_chat(spatial=False)
+        SVQChat(chat.llm, chat.tokenizer, SVQChatConfig(vocabulary=vocab), chat.svq, chat.projector)
