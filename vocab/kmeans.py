@@ -343,10 +343,15 @@ def _lloyd_pass(
             counts[w] += torch.bincount(ids, minlength=k)
             sums[w].index_add_(0, ids, xs.double())
             inertia[w] += d.sum(dtype=torch.float64)
-            top = d.topk(min(reseed, len(d)))
-            cand_d = torch.cat([far_d[w], top.values])
-            cand_i = torch.cat([far_i[w], top.indices + (offset + start)])
-            keep = cand_d.topk(min(reseed, len(cand_d))).indices
+            if len(far_d[w]) == reseed:  # full: only rows beyond the nearest kept one count
+                beyond = (d > far_d[w][-1]).nonzero().squeeze(1)
+                if len(beyond) == 0:
+                    return
+                d, rows = d[beyond], beyond + (offset + start)
+            else:
+                rows = torch.arange(len(d), device=d.device) + (offset + start)
+            cand_d, cand_i = torch.cat([far_d[w], d]), torch.cat([far_i[w], rows])
+            keep = cand_d.topk(min(reseed, len(cand_d))).indices  # sorted: farthest first
             far_d[w], far_i[w] = cand_d[keep], cand_i[keep]
 
         search.each_chunk(prepare(block, distance), accumulate)
