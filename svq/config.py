@@ -13,6 +13,7 @@ NOISE_TYPES = ("multiplicative", "additive")
 ATOM_NORMS = ("linear", "softmax")
 ADALN_MODES = ("plain", "zero")
 TOKEN_DROPOUTS = ("none", "nested", "tail")
+TARGETS = ("pixels", "spatial_vq")
 
 
 @dataclass
@@ -62,6 +63,11 @@ class SVQConfig(ConfigBase):
     refiner_channels: int = 32  # pixel head conv refiner width
     refiner_kernel: int = 17  # first refiner conv kernel (odd)
     pixel_skip: bool = False  # refiner output adds to the unpatchified image (see PixelHead)
+    # --- decoder target: pixels, or the logits of a spatial VQ tokenizer's grid (DESIGN.md §3)
+    target: str = "pixels"  # "spatial_vq": a code head, logits (B, h*w, K) in one pass
+    spatial_grid_size: int | None = None  # spatial_vq: side h = w of its grid, a multiple of
+    # the decoder's grid (image_size / patch_size)
+    spatial_codebook_size: int | None = None  # spatial_vq: K, the classes of every position
     # --- training-time memory
     gradient_checkpointing: bool = False
 
@@ -134,6 +140,23 @@ class SVQConfig(ConfigBase):
             f"got {self.token_dropout_min_keep}",
         )
         need(self.refiner_kernel % 2 == 1, f"refiner_kernel must be odd, got {self.refiner_kernel}")
+        need(self.target in TARGETS, f"target {self.target!r} is not one of {TARGETS}")
+        spatial = {"spatial_grid_size": self.spatial_grid_size,
+                   "spatial_codebook_size": self.spatial_codebook_size}  # fmt: skip
+        if self.target == "pixels":
+            set_ = [k for k, v in spatial.items() if v is not None]
+            need(not set_, f"{set_} are for target 'spatial_vq', but target is 'pixels'")
+        else:
+            for name, value in spatial.items():
+                need(
+                    isinstance(value, int) and not isinstance(value, bool) and value > 0,
+                    f"target 'spatial_vq' needs {name} as a positive int, got {value!r}",
+                )
+            need(
+                self.spatial_grid_size % self.grid_size == 0,
+                f"spatial_grid_size {self.spatial_grid_size} is not a multiple of the decoder's "
+                f"grid {self.grid_size} (image_size / patch_size)",
+            )
         need(
             self.refiner_channels % 8 == 0,
             f"refiner_channels must be a multiple of 8 (GroupNorm(8, C)), got "

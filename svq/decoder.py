@@ -1,4 +1,8 @@
-"""The decoder: N tokens (B, N, E) -> image, StyleGAN2-w+-like (k tokens injected per block)."""
+"""The decoder: N tokens (B, N, E) -> image, StyleGAN2-w+-like (k tokens injected per block).
+
+The trunk's P position outputs end in a pixel head (target "pixels") or in a code head
+(target "spatial_vq"): logits over a spatial VQ tokenizer's codebook at every position of its
+grid, in one pass."""
 
 from __future__ import annotations
 
@@ -41,9 +45,29 @@ class PixelHead(nn.Module):
         return image + refined if self.skip else refined
 
 
+class CodeHead(nn.Module):
+    """LN on the P = g*g position outputs, Linear(D -> s*s*K): each position predicts the s x s
+    cells of the spatial VQ grid (side S = s*g) it covers, as logits over K codes."""
+
+    def __init__(self, config: SVQConfig):
+        super().__init__()
+        self.grid = config.grid_size
+        self.sub = config.spatial_grid_size // config.grid_size  # s
+        self.norm = nn.LayerNorm(config.decoder_width)
+        self.to_logits = nn.Linear(config.decoder_width, self.sub**2 * config.spatial_codebook_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, P, D) -> logits (B, S*S, K), row-major over the spatial grid (as its ids)."""
+        logits = self.to_logits(self.norm(x))  # (B, g*g, s*s*K)
+        return rearrange(
+            logits, "b (h w) (p q k) -> b (h p w q) k", h=self.grid, p=self.sub, q=self.sub
+        )
+
+
 class SVQDecoder(nn.Module):
     """Bridge Linear(E -> D), conditioned blocks (v1 slots or v2 prepended conditions), plain
-    blocks, pixel head on the P position tokens."""
+    blocks, then on the P position tokens the pixel head (target "pixels") or the code head
+    (target "spatial_vq")."""
 
     def __init__(self, config: SVQConfig):
         super().__init__()
@@ -73,7 +97,11 @@ class SVQDecoder(nn.Module):
             Block(d, config.decoder_heads, config.decoder_mlp_ratio)
             for _ in range(config.decoder_plain_layers)
         )
-        self.pixel_head = PixelHead(config)
+        self.target = config.target
+        if self.target == "pixels":
+            self.pixel_head = PixelHead(config)
+        else:
+            self.code_head = CodeHead(config)
 
     def _run(self, block: nn.Module, *args) -> torch.Tensor:
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
@@ -81,7 +109,8 @@ class SVQDecoder(nn.Module):
         return block(*args)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """features: (B, N, E) -> images (B, C, H, W)."""
+        """features: (B, N, E) -> images (B, C, H, W) (target "pixels") or spatial VQ logits
+        (B, S*S, K) (target "spatial_vq")."""
         conds = self.bridge(features)  # (B, N, D)
         x = self.norm_pos(self.pos_embed).expand(conds.shape[0], -1, -1)  # (B, [N +] P, D)
         for index, block in enumerate(self.cond_blocks):
@@ -92,4 +121,7 @@ class SVQDecoder(nn.Module):
                 x = self._run(block, x, pair)  # sequence grows by k
         for block in self.blocks:
             x = self._run(block, x)
-        return self.pixel_head(x[:, -self.num_patches :])
+        positions = x[:, -self.num_patches :]  # (B, P, D)
+        if self.target == "pixels":
+            return self.pixel_head(positions)
+        return self.code_head(positions)

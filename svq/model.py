@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
 from torch import nn
+
+from vocab import Codebook, CodebookConfig
 
 from .config import SVQConfig
 from .decoder import SVQDecoder
@@ -13,14 +20,21 @@ from .encoder import SVQEncoder
 from .hub import HubMixin
 from .images import check_images
 
+if TYPE_CHECKING:
+    from .spatial_vq import SpatialVQ
+
+CODEBOOK_NAME = "codebook.safetensors"  # beside model.safetensors in a release folder
+
 
 @dataclass
 class SVQOutput:
     """What `StyledVAEVQ.forward` returns."""
 
-    recon: torch.Tensor  # (B, C, H, W) reconstruction, unbounded
+    recon: torch.Tensor | None  # (B, C, H, W) reconstruction, unbounded; None with target
+    # "spatial_vq" (see logits)
     features: torch.Tensor  # (B, N, E) encoder output (noise included in training)
     keep: torch.Tensor | None = None  # (B,) leading tokens kept by token dropout, if applied
+    logits: torch.Tensor | None = None  # (B, S*S, K) spatial VQ logits (target "spatial_vq")
 
 
 class StyledVAEVQ(
@@ -37,6 +51,8 @@ class StyledVAEVQ(
     """
 
     config_class = SVQConfig
+    # target "spatial_vq": the tokenizer that paints the predicted grid; see attach_spatial_vq.
+    _spatial_vq: SpatialVQ | None = None
 
     def __init__(self, config: SVQConfig):
         super().__init__()
@@ -48,7 +64,11 @@ class StyledVAEVQ(
         self.drop_token = (
             nn.Parameter(torch.zeros(config.token_dim)) if config.token_dropout != "none" else None
         )
-        self.codebook: nn.Module | None = None  # set by the vocabulary stage
+        # Set by the vocabulary stage (`attach_codebook`). A submodule, so it follows .to() and
+        # devices, but not part of the weights: it has its own file, codebook.safetensors.
+        self.codebook: Codebook | None = None
+        self.register_state_dict_post_hook(_drop_codebook_keys)
+        self.register_load_state_dict_pre_hook(_keep_codebook)
 
     # --- input checks: a concise error rather than a broadcast surprise
     def _check_features(self, features: torch.Tensor) -> None:
@@ -65,9 +85,60 @@ class StyledVAEVQ(
         return self.encoder(images)
 
     def decode(self, features: torch.Tensor) -> torch.Tensor:
-        """features: (B, N, E) -> images (B, C, H, W), unbounded (clamp when saving)."""
+        """features: (B, N, E) -> images (B, C, H, W), unbounded (clamp when saving).
+
+        With target "spatial_vq" the decoder predicts the spatial VQ grid and the attached
+        spatial tokenizer (`attach_spatial_vq`) paints its most likely codes."""
+        self._check_features(features)
+        if self.config.target == "pixels":
+            return self.decoder(features)
+        spatial = self.spatial_vq
+        if spatial is None:
+            raise RuntimeError(
+                "this model's decoder predicts spatial VQ codes (target 'spatial_vq'): attach "
+                "the spatial tokenizer it was trained against with "
+                "model.attach_spatial_vq(SpatialVQ.from_pretrained(...)) to decode to pixels, "
+                "or use decode_logits"
+            )
+        logits = self.decoder(features)  # (B, S*S, K)
+        return spatial.decode_logits(logits.to(next(spatial.parameters()).device))
+
+    def decode_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """features: (B, N, E) -> spatial VQ logits (B, S*S, K), S = spatial_grid_size,
+        K = spatial_codebook_size, row-major over the grid (target "spatial_vq" only)."""
+        if self.config.target != "spatial_vq":
+            raise ValueError(
+                f"decode_logits needs target 'spatial_vq'; this model's target is "
+                f"{self.config.target!r} (use decode)"
+            )
         self._check_features(features)
         return self.decoder(features)
+
+    @property
+    def spatial_vq(self) -> SpatialVQ | None:
+        """The attached spatial tokenizer (target "spatial_vq"), or None."""
+        return self._spatial_vq
+
+    def attach_spatial_vq(self, spatial: SpatialVQ | None) -> StyledVAEVQ:
+        """Attach the spatial tokenizer whose grid this model's decoder predicts (None
+        detaches). Returns the model.
+
+        It is referenced, not owned: not a submodule, so it is neither saved with this model
+        nor trained by its optimiser nor moved by `.to()`; it decodes on its own device. Its
+        grid, codebook and image size must match this model's config."""
+        cfg = self.config
+        if spatial is not None:
+            if cfg.target != "spatial_vq":
+                raise ValueError(f"this model's target is {cfg.target!r}: no spatial VQ to attach")
+            want = ((cfg.spatial_grid_size,) * 2, cfg.spatial_codebook_size, cfg.image_size)
+            got = (tuple(spatial.grid_size), spatial.codebook_size, spatial.config.image_size)
+            if got != want:
+                raise ValueError(
+                    f"spatial VQ (grid, codebook size, image size) {got} does not match this "
+                    f"model's {want}"
+                )
+        object.__setattr__(self, "_spatial_vq", spatial)  # bypass submodule registration
+        return self
 
     def drop_tail(
         self, features: torch.Tensor, keep: torch.Tensor | int, fill: torch.Tensor | None = None
@@ -108,14 +179,19 @@ class StyledVAEVQ(
         return torch.where(affected, keep, torch.full_like(keep, n))
 
     def forward(self, images: torch.Tensor) -> SVQOutput:
-        """images: (B, C, H, W) in [-1, 1] -> SVQOutput(recon (B, C, H, W), features (B, N, E))."""
+        """images: (B, C, H, W) in [-1, 1] -> SVQOutput(recon (B, C, H, W), features (B, N, E));
+        with target "spatial_vq", logits (B, S*S, K) instead of recon (one pass, no painting:
+        training takes cross-entropy against `spatial.encode(images)`)."""
         features = self.encode(images)
         keep = None
         decoder_input = features
         if self.training and self.drop_token is not None and self.config.token_dropout_prob > 0:
             keep = self.sample_keep(features.shape[0], features.device)
             decoder_input = self.drop_tail(features, keep)
-        return SVQOutput(recon=self.decoder(decoder_input), features=features, keep=keep)
+        out = self.decoder(decoder_input)
+        if self.config.target == "pixels":
+            return SVQOutput(recon=out, features=features, keep=keep)
+        return SVQOutput(recon=None, features=features, keep=keep, logits=out)
 
     def tokenize(self, images: torch.Tensor) -> torch.Tensor:
         """images: (B, C, H, W) in [-1, 1] -> ids (B, N) long, through the attached codebook."""
@@ -129,6 +205,51 @@ class StyledVAEVQ(
         if ids.ndim != 2 or ids.shape[1] != n:
             raise ValueError(f"expected ids of shape (B, {n}), got {tuple(ids.shape)}")
         return self.decode(codebook.lookup(ids))
+
+    def attach_codebook(
+        self, codebook: Codebook | None, source: str = "the codebook"
+    ) -> StyledVAEVQ:
+        """Attach a fitted codebook (None detaches) after checking that it fits the tokens: width
+        E = config.token_dim, and N = config.num_tokens positions if per position. It moves to
+        the model's device. `source` names it in the error (e.g. its file). Returns the model."""
+        if codebook is not None:
+            problem = codebook_mismatch(codebook.config, self.config)
+            if problem is not None:
+                raise ValueError(f"{source} does not fit this tokenizer: {problem}")
+            codebook = codebook.to(next(self.parameters()).device)
+        self.codebook = codebook
+        return self
+
+    # --- files: the codebook beside the weights
+    def _save_pretrained(self, save_directory: Path) -> None:
+        super()._save_pretrained(save_directory)  # config.json + model.safetensors
+        path = Path(save_directory) / CODEBOOK_NAME
+        if self.codebook is not None:
+            self.codebook.save(path)
+        elif path.exists():  # left by an earlier save: it would be attached to these weights
+            path.unlink()
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, **kwargs: Any) -> StyledVAEVQ:
+        model = super()._from_pretrained(model_id=model_id, **kwargs)
+        if os.path.isdir(model_id):
+            path = os.path.join(model_id, CODEBOOK_NAME)
+            path = path if os.path.isfile(path) else None
+        else:
+            try:
+                path = hf_hub_download(
+                    repo_id=model_id,
+                    filename=CODEBOOK_NAME,
+                    revision=kwargs.get("revision"),
+                    cache_dir=kwargs.get("cache_dir"),
+                    token=kwargs.get("token"),
+                    local_files_only=kwargs.get("local_files_only", False),
+                )
+            except EntryNotFoundError:  # a tokenizer released before stage 2
+                path = None
+        if path is not None:
+            model.attach_codebook(Codebook.load(path), source=path)
+        return model
 
     def _require_codebook(self, verb: str) -> nn.Module:
         if self.codebook is None:
@@ -149,3 +270,32 @@ class StyledVAEVQ(
         self.config.gradient_checkpointing = on
         self.encoder.gradient_checkpointing = on
         self.decoder.gradient_checkpointing = on
+
+
+def codebook_mismatch(book: CodebookConfig, config: SVQConfig) -> str | None:
+    """Why a codebook cannot quantise this tokenizer's features, or None if it can."""
+    if book.dim != config.token_dim:
+        return f"its codes are {book.dim}-dim, the tokens {config.token_dim}-dim (token_dim)"
+    if book.per_position and book.num_tokens != config.num_tokens:
+        return (
+            f"it has one codebook for each of {book.num_tokens} positions, the tokenizer "
+            f"{config.num_tokens} tokens (num_tokens)"
+        )
+    return None
+
+
+def _drop_codebook_keys(module: nn.Module, state: dict, prefix: str, metadata: Any) -> None:
+    """state_dict hook: the codebook is saved on its own (codebook.safetensors)."""
+    for key in [k for k in state if k.startswith(f"{prefix}codebook.")]:
+        del state[key]
+
+
+def _keep_codebook(module: nn.Module, state: dict, prefix: str, *args: Any) -> None:
+    """load_state_dict pre-hook: loading weights leaves the attached codebook (or its absence)
+    as it is. Codebook entries of `state` are dropped, and the attached codebook's own buffers
+    stand in for them, so that strict loading finds nothing missing or unexpected."""
+    for key in [k for k in state if k.startswith(f"{prefix}codebook.")]:
+        del state[key]
+    if module.codebook is not None:
+        for name, buffer in module.codebook.named_buffers():
+            state[f"{prefix}codebook.{name}"] = buffer

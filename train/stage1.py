@@ -4,7 +4,9 @@
     torchrun --standalone --nproc_per_node 2 train/stage1.py CONFIG.yaml ...   # 2 CPU processes
     accelerate launch --config_file train/accelerate/ddp_8gpu.yaml train/stage1.py CONFIG.yaml
 
-Loss = mse_weight * MSE + l1_weight * L1 + lpips_weight * LPIPS(VGG), on [-1, 1] pixels.
+Loss = mse_weight * MSE + l1_weight * L1 + lpips_weight * LPIPS(VGG), on [-1, 1] pixels; with
+`--spatial_vq_path` (decoder target "spatial_vq") cross-entropy of the decoder's logits against
+that frozen spatial tokenizer's ids instead, validated on its decode of the most likely codes.
 AdamW (no decay on norms, biases, tables), warm-up + cosine, gradient accumulation through
 accelerate (loss scaled, no sync on micro-steps, scheduler per optimiser step), grad clip,
 optional EMA. Every `save_steps` an atomic resumable checkpoint; every `eval_steps` a validation
@@ -39,6 +41,7 @@ from svq import StyledVAEVQ, SVQConfig
 from svq.data import ChatWorldDataset, ImageDataset, ImageStream, TarShards, open_source
 from svq.images import save_grid
 from svq.lpips import LPIPS
+from svq.spatial_vq import SpatialVQ
 from train import common
 
 logger = logging.getLogger("stage1")
@@ -96,6 +99,9 @@ class Stage1Options:
     lpips_weight: float = 1.0  # LPIPS(VGG16); needs the VGG weights (see svq/lpips.py)
     lpips_trunk_path: str | None = None  # default: $SVQ_LPIPS_DIR or the torch hub cache
     lpips_linear_path: str | None = None  # default: the installed lpips package's vgg.pth
+    spatial_vq_path: str | None = None  # a trained SpatialVQ (train/vq.py's OUTPUT_DIR/model):
+    # the decoder predicts its grid (target "spatial_vq", grid and codebook size taken from it)
+    # with cross-entropy against its ids instead of the pixel losses
     # --- optimisation
     max_steps: int = -1  # optimiser steps; -1: num_train_epochs over a sized dataset
     num_train_epochs: float = 1.0
@@ -170,8 +176,9 @@ def train_loader(o: Stage1Options, size: int) -> tuple[DataLoader, bool]:
     return DataLoader(dataset, shuffle=True, **common_args), True
 
 
-def validation_images(o: Stage1Options, size: int) -> torch.Tensor | None:
-    """The held-out images (num_val_images, 3, size, size), the same on every run."""
+def validation_images(o: Stage1Options, size: int, need: int = 1) -> torch.Tensor | None:
+    """The held-out images (num_val_images, 3, size, size), the same on every run; at least
+    `need` of them. (Also used by train/vq.py, whose options share these data fields.)"""
     if o.validation_data is None:
         return None
     if o.validation_data == "world":
@@ -179,8 +186,8 @@ def validation_images(o: Stage1Options, size: int) -> torch.Tensor | None:
     else:
         dataset = ImageDataset(open_source(o.validation_data, "validation"), size, train=False)
     count = min(o.num_val_images, len(dataset))
-    if count < o.token_eval_images:
-        raise ValueError(f"{o.validation_data} has {count} images, fewer than token_eval_images")
+    if count < need:
+        raise ValueError(f"{o.validation_data} has {count} images, fewer than the {need} needed")
     return torch.stack([dataset[i] for i in range(count)])
 
 
@@ -214,7 +221,38 @@ def reconstruction_loss(
     return terms
 
 
+def load_spatial_vq(o: Stage1Options) -> SpatialVQ | None:
+    """The frozen spatial tokenizer of target "spatial_vq", or None without spatial_vq_path."""
+    if o.spatial_vq_path is None:
+        return None
+    spatial = SpatialVQ.from_pretrained(o.spatial_vq_path).eval().requires_grad_(False)
+    return spatial
+
+
+def code_loss(logits: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Target "spatial_vq": cross-entropy of the decoder's logits (B, S*S, K) against the
+    spatial tokenizer's ids (B, S*S), and the accuracy of the most likely code."""
+    logits = logits.float()
+    ce = F.cross_entropy(logits.flatten(0, 1), ids.flatten())
+    accuracy = (logits.argmax(-1) == ids).float().mean().detach()
+    return {"ce": ce, "code_accuracy": accuracy, "loss": ce}
+
+
 # --- validation ----------------------------------------------------------------------------
+
+
+def spatial_report(model: StyledVAEVQ, features: torch.Tensor, images: torch.Tensor) -> dict:
+    """Target "spatial_vq": the code accuracy of the predicted grids, and the ceiling: PSNR /
+    SSIM of the spatial tokenizer's own reconstruction (its decode of its own ids)."""
+    spatial = model.spatial_vq
+    ids = torch.cat([spatial.encode(x) for x in images.split(64)])  # (n, S*S)
+    logits = torch.cat([model.decode_logits(f) for f in features.split(64)])
+    ceiling = torch.cat([spatial.decode(i) for i in ids.split(64)])
+    return {
+        "code_accuracy": (logits.argmax(-1) == ids).float().mean().item(),
+        "spatial_vq_psnr": psnr(ceiling, images).mean().item(),
+        "spatial_vq_ssim": ssim(ceiling, images).mean().item(),
+    }
 
 
 @torch.no_grad()
@@ -236,6 +274,7 @@ def validate(
         "step": step,
         "psnr": psnr(recon, images).mean().item(),
         "ssim": ssim(recon, images).mean().item(),
+        **(spatial_report(model, features, images) if model.spatial_vq is not None else {}),
         **token_report(model, images[:few], ks, single=final, features=features[:few]),
     }
     fill = default_fill(model, features[:few])
@@ -270,16 +309,32 @@ def main(o: Stage1Options) -> dict:
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING)
     out = Path(o.output_dir)
     resume = common.resolve_resume(out, o.resume_from_checkpoint, o.overwrite_output_dir)
+    spatial = load_spatial_vq(o)  # before seeding: its construction draws random numbers
+    overrides = o.model_overrides
+    if spatial is not None:  # the head's sizes come from the tokenizer it predicts
+        overrides = {"target": "spatial_vq", "spatial_grid_size": spatial.grid_size[0],
+                     "spatial_codebook_size": spatial.codebook_size, **overrides}  # fmt: skip
     set_seed(o.seed)  # the same initial weights on every process
-    config = SVQConfig.from_preset(o.model_preset, **o.model_overrides)
+    config = SVQConfig.from_preset(o.model_preset, **overrides)
     model = StyledVAEVQ(config)
+    if (config.target == "spatial_vq") != (spatial is not None):
+        raise ValueError(
+            f"model target {config.target!r} with spatial_vq_path {o.spatial_vq_path!r}: target "
+            "'spatial_vq' needs --spatial_vq_path and the path needs that target"
+        )
+    if spatial is not None:
+        model.attach_spatial_vq(spatial.to(accelerator.device))  # checks the sizes
     if o.gradient_checkpointing:
         model.gradient_checkpointing_enable()
 
     # --- data
     loader, shard = train_loader(o, config.image_size)
-    val_images = validation_images(o, config.image_size) if accelerator.is_main_process else None
-    lpips = load_lpips(o)
+    val_images = (
+        validation_images(o, config.image_size, o.token_eval_images)
+        if accelerator.is_main_process
+        else None
+    )
+    lpips = load_lpips(o) if spatial is None else None  # target "spatial_vq": no pixel loss
     if lpips is not None:
         lpips.to(accelerator.device)
 
@@ -346,7 +401,10 @@ def main(o: Stage1Options) -> dict:
             with accelerator.accumulate(model):
                 output = model(images)
                 with accelerator.autocast():
-                    terms = reconstruction_loss(output.recon, images, o, lpips)
+                    if spatial is None:
+                        terms = reconstruction_loss(output.recon, images, o, lpips)
+                    else:
+                        terms = code_loss(output.logits, spatial.encode(images))
                 common.stop_if_nonfinite(accelerator, terms["loss"], "loss", step, last_checkpoint)
                 accelerator.backward(terms["loss"])
                 if accelerator.sync_gradients and o.max_grad_norm > 0:
@@ -402,9 +460,12 @@ def main(o: Stage1Options) -> dict:
         tmp.rename(out / "model")
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return {"steps": state["step"], "images_seen": state["images_seen"],
-            "train_seconds": state["train_seconds"], "train": logs, "validation": last_record,
-            "model": str(out / "model")}  # fmt: skip
+    summary = {"steps": state["step"], "images_seen": state["images_seen"],
+               "train_seconds": state["train_seconds"], "train": logs,
+               "validation": last_record, "model": str(out / "model")}  # fmt: skip
+    if accelerator.is_main_process:  # written last: its presence means the run finished
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
 
 
 if __name__ == "__main__":
