@@ -17,6 +17,8 @@ Parts (one job per file):
     chat           SVQChat: everything together, chat / forward / save / load
     loading        load_llm (strict weights), load_tokenizer (tokenizer.json as saved)
     tiny           a from-scratch Qwen2 + sentencepiece tokenizer for tests and the demo
+    sft_data       chat SFT data: world / JSONL chats, the image cache, SFTDataset
+                   (imported on its own: `from llm import sft_data`)
 """
 
 from .chat import SVQChat, SVQChatConfig, SVQChatOutput

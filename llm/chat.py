@@ -44,7 +44,10 @@ from .vq_head import VQHead, VQHeadConfig
 
 CONFIG_NAME = "svq_chat.json"
 MODES = ("full", "lora")
-ROUTES = ("vq_head", "svq")  # how a generated image becomes pixels
+ROUTES = ("vq_head", "svq", "spatial")  # how a generated image becomes pixels
+# What the LLM writes for a picture: "svq" (36 codebook ids) or "spatial" (the spatial VQ's
+# h*w ids in sequence: the serial baseline of issue 9, decoded by the spatial VQ itself).
+IMAGE_TOKENIZERS = ("svq", "spatial")
 
 
 @dataclass
@@ -57,6 +60,7 @@ class SVQChatConfig(ConfigBase):
     lora: dict[str, Any] | None = None  # LoraOptions.to_dict() in LoRA mode
     image_decoder: str = "vq_head"  # default route: VQ head + spatial decoder, or "svq"
     vq_loss_weight: float = 1.0  # weight of the VQ head's loss in `forward`
+    image_tokenizer: str = "svq"  # what the LLM writes: svq ids, or spatial ids (baseline)
 
     def __post_init__(self) -> None:
         need = self.require
@@ -71,6 +75,14 @@ class SVQChatConfig(ConfigBase):
             f"image_decoder {self.image_decoder!r} is not one of {ROUTES}",
         )
         need(self.vq_loss_weight >= 0, f"vq_loss_weight must be >= 0, got {self.vq_loss_weight}")
+        need(
+            self.image_tokenizer in IMAGE_TOKENIZERS,
+            f"image_tokenizer {self.image_tokenizer!r} is not one of {IMAGE_TOKENIZERS}",
+        )
+        need(
+            (self.image_tokenizer == "spatial") == (self.image_decoder == "spatial"),
+            "spatial ids are decoded by the spatial route, and only they are",
+        )
         ImageVocabulary.from_dict(self.vocabulary)  # validates
 
 
@@ -103,6 +115,8 @@ class SVQChat(nn.Module):
             raise ValueError("SVQChat needs the svq tokenizer with its codebook attached")
         if config.image_decoder == "vq_head" and (vq_head is None or spatial is None):
             raise ValueError("image_decoder 'vq_head' needs a VQ head and a spatial VQ")
+        if config.image_tokenizer == "spatial" and spatial is None:
+            raise ValueError("image_tokenizer 'spatial' needs a spatial VQ")
         self.llm = llm
         self.tokenizer = tokenizer
         self.config = config
@@ -130,6 +144,7 @@ class SVQChat(nn.Module):
         image_decoder: str | None = None,
         pad_to_multiple_of: int | None = None,
         seed: int = 0,
+        image_tokenizer: str = "svq",
     ) -> SVQChat:
         """Extend an LLM with the image language and attach the new parts.
 
@@ -141,6 +156,9 @@ class SVQChat(nn.Module):
             are decoded by the svq decoder only.
         lora: LoRA options: wrap the LLM with peft (else full fine-tuning).
         projector / vq_head: overrides of ProjectorConfig / VQHeadConfig fields.
+        image_tokenizer: "spatial" builds the serial baseline: the image tokens are the
+            spatial VQ's codes (h*w per picture, rows initialised from its code vectors), no
+            VQ head, pictures decoded by the spatial VQ; understanding is unchanged.
         """
         if isinstance(llm, str | Path):
             tokenizer = tokenizer or load_tokenizer(llm)
@@ -155,11 +173,18 @@ class SVQChat(nn.Module):
         if codebook is None:
             raise ValueError("SVQChat.build: the svq tokenizer has no codebook; pass one")
         svq.codebook = codebook
-        n = svq.config.num_tokens
+        if image_tokenizer not in IMAGE_TOKENIZERS:
+            raise ValueError(
+                f"image_tokenizer {image_tokenizer!r} is not one of {IMAGE_TOKENIZERS}"
+            )
+        serial = image_tokenizer == "spatial"
+        if serial and spatial is None:
+            raise ValueError("image_tokenizer 'spatial' needs a spatial VQ")
+        n = spatial.num_tokens if serial else svq.config.num_tokens
         vocab = extend_llm(
             llm,
             tokenizer,
-            codebook.codes,
+            spatial.quantizer.codes() if serial else codebook.codes,
             n,
             init,
             seed=seed,
@@ -173,7 +198,7 @@ class SVQChat(nn.Module):
             )
             proj = ImageProjector(head_config)
             head = None
-            if spatial is not None:
+            if spatial is not None and not serial:
                 head = VQHead(
                     VQHeadConfig(
                         llm_hidden=width,
@@ -184,7 +209,10 @@ class SVQChat(nn.Module):
                     )
                 )
         route = image_decoder or ("vq_head" if spatial is not None else "svq")
-        config = SVQChatConfig(vocabulary=vocab.to_dict(), image_decoder=route)
+        route = "spatial" if serial else route
+        config = SVQChatConfig(
+            vocabulary=vocab.to_dict(), image_decoder=route, image_tokenizer=image_tokenizer
+        )
         chat = cls(llm, tokenizer, config, svq, proj, head, spatial)
         if lora is not None:
             chat.enable_lora(lora)
@@ -252,7 +280,11 @@ class SVQChat(nn.Module):
     def _resolve(self, part: dict[str, Any], role: str, vq_targets: bool) -> dict[str, Any]:
         part = dict(part)
         size = self.svq.config.image_size
-        if role == "assistant":
+        if role == "assistant" and self.config.image_tokenizer == "spatial":
+            if part.get("ids") is None:
+                pixels = self._pixels(part, self.spatial.config.image_size)
+                part["ids"] = self.spatial.encode(pixels)[0].cpu()
+        elif role == "assistant":
             if part.get("ids") is None:
                 part["ids"] = self.svq.tokenize(self._pixels(part, size))[0].cpu()
             if vq_targets and self.spatial is not None and part.get("vq_ids") is None:
@@ -304,13 +336,21 @@ class SVQChat(nn.Module):
     ) -> torch.Tensor:
         """Written images -> pixels (G, 3, H, W), unbounded.
 
-        code_ids: (G, N) codebook ids (route "svq": svq decoder on the codebook vectors);
+        code_ids: (G, N) codebook ids (route "svq": svq decoder on the codebook vectors;
+        route "spatial": (G, h*w) spatial ids, the spatial VQ's decoder);
         hidden: (G, N, D) LLM states at the code tokens (route "vq_head": VQ head -> spatial ids
         -> spatial VQ decoder).
         """
         route = route or self.config.image_decoder
         if route not in ROUTES:
             raise ValueError(f"route {route!r} is not one of {ROUTES}")
+        if (route == "spatial") != (self.config.image_tokenizer == "spatial"):
+            raise ValueError(
+                f"route {route!r} cannot decode ids of the {self.config.image_tokenizer!r} "
+                "image tokenizer"
+            )
+        if route == "spatial":
+            return self.spatial.decode(code_ids.to(self.device))
         if route == "svq":
             return self.svq.detokenize(code_ids.to(self.device))
         if self.vq_head is None or self.spatial is None or hidden is None:
@@ -374,7 +414,12 @@ class SVQChat(nn.Module):
                 images.append((ids, state))
                 where.append((row, len(content)))
                 content.append({"type": "image", "image": None, "ids": ids})
-            replies.append({"role": "assistant", "content": content})
+            begun = sum(t == self.vocab.boi_id for t in sequence[:end])
+            drawn = sum(p["type"] == "image" for p in content)
+            # incomplete_images: spans begun but cut off (by max_new_tokens), not returned
+            replies.append(
+                {"role": "assistant", "content": content, "incomplete_images": begun - drawn}
+            )
         if images:
             states = torch.stack([s for _, s in images]) if hidden is not None else None
             pixels = self.decode_images(torch.stack([i for i, _ in images]), states, route)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .vocabulary import ImageVocabulary
+from .vocabulary import BOI, EOI, IMAGE, ImageVocabulary
 
 IGNORE_INDEX = -100
 
@@ -88,7 +88,9 @@ def template_messages(
 
 def _image_text(part: dict[str, Any], role: str, vocab: ImageVocabulary) -> str:
     if role != "assistant" and part.get("features") is not None:
-        return vocab.span_text()
+        # one <image> per feature vector: usually N, but the serial baseline writes pictures
+        # with h*w tokens and still understands them through the svq's N features
+        return BOI + IMAGE * len(part["features"]) + EOI
     if part.get("ids") is not None:
         return vocab.span_text(torch.as_tensor(part["ids"]))
     need = "ids" if role == "assistant" else "features or ids"
@@ -153,12 +155,14 @@ def _with_images(
         raise ValueError(f"{len(parts)} image parts but {len(starts)} <boi> tokens in the text")
     understood, features, written, ids, targets = [], [], [], [], []
     for start, (role, part) in zip(starts, parts, strict=True):
-        positions = torch.arange(start + 1, start + 1 + n)
-        tokens = input_ids[positions]
-        if bool((tokens == vocab.image_id).all()):
+        understanding = start + 1 < len(input_ids) and int(input_ids[start + 1]) == vocab.image_id
+        if understanding:
+            positions = torch.arange(start + 1, start + 1 + len(part["features"]))
             understood.append(positions)
             features.append(torch.as_tensor(part["features"]).float())
         else:
+            positions = torch.arange(start + 1, start + 1 + n)
+            tokens = input_ids[positions]
             written.append(positions)
             ids.append(vocab.tokens_to_codes(tokens))
             given = part.get("vq_ids") if role == "assistant" else None
@@ -173,7 +177,7 @@ def _with_images(
     return EncodedConversation(
         input_ids=input_ids,
         labels=labels,
-        image_positions=torch.stack(understood) if understood else empty,
+        image_positions=torch.stack(understood) if understood else empty.clone(),
         image_features=torch.stack(features) if features else None,
         code_positions=torch.stack(written) if written else empty,
         code_ids=torch.stack(ids) if ids else empty.clone(),

@@ -1,0 +1,411 @@
+"""Chat SFT (issue 8): teach an LLM to draw the pictures a chat asks for, keep its own look
+across them and answer about the user's pictures (DESIGN.md §1, §7).
+
+    python train/llm_sft.py train/configs/llm_sft_tiny.yaml --output_dir runs/sft \
+        --svq_path RUN/stage2/model --spatial_vq_path RUN/vq/model --judge_path runs/judge
+    torchrun --standalone --nproc_per_node 2 train/llm_sft.py CONFIG.yaml ...   # 2 CPU processes
+
+Model: `llm: tiny` builds a from-scratch Qwen2 (`llm.tiny`: a sentencepiece tokenizer trained on
+the chat world's text, preset `tiny_preset`) and trains every weight (`mode: full`); a local
+path or hub id loads that LLM (`mode: lora`: LoRA adapters, the image tokens' rows, the
+projector and the VQ head train). The svq tokenizer and the spatial VQ stay frozen.
+
+Data (`llm.sft_data`): the chat world's train dialogues ("world") or a JSONL file of chats;
+every picture is encoded once into a cache (OUTPUT_DIR/image_cache unless `cache_dir`).
+Assistant pictures are targets (36 ids: LM labels; spatial ids: VQ-head labels), user pictures
+are understood (features through the projector); labels on assistant turns only.
+
+Loss = lm_loss_weight * LM cross-entropy (text and image tokens) + vq_loss_weight * VQ-head
+cross-entropy over the spatial grid; both are logged. The conventions of stage 1
+(`train/common.py`): accelerate, gradient accumulation, atomic resumable checkpoints, progress,
+TensorBoard, a non-finite loss stops the run. Every `eval_steps` and at the end:
+`eval.chat.evaluate_chat` on held-out dialogues (validation and held-out identities).
+
+Writes OUTPUT_DIR/model (SVQChat.save_pretrained), OUTPUT_DIR/summary.json (what `main`
+returns), OUTPUT_DIR/chat_eval.json (+ images/) from the final evaluation, options.yaml,
+validation.jsonl, checkpoints/, logs/.
+
+`image_tokenizer: spatial` trains the baseline of issue 9: the same LLM writing each picture as
+the spatial VQ's h*w ids in sequence (no VQ head; the spatial decoder paints them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from eval.chat import evaluate_chat
+from eval.judge import load_judge
+from llm import LoraOptions, SVQChat, collate
+from llm.sft_data import SFTDataset, encode_images, load_chats, load_svq
+from llm.tiny import chat_world_corpus, tiny_llm, train_tokenizer
+from svq.spatial_vq import SpatialVQ
+from train import common
+
+logger = logging.getLogger("llm_sft")
+
+
+@dataclass
+class SFTOptions:
+    """Every option of a chat SFT run. A YAML file gives them first; `--flag value` overrides."""
+
+    # --- run
+    output_dir: str  # model/, summary.json, chat_eval.json, checkpoints/, logs/, options.yaml
+    overwrite_output_dir: bool = False  # start again in a folder that holds checkpoints
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "aliases": ["--resume"],
+            "nargs": "?",
+            "const": "latest",
+            "help": "a checkpoint folder, or 'latest' (also a bare --resume)",
+        },
+    )
+    seed: int = 0  # init of the new parts and data order
+    use_cpu: bool = False  # train on the CPU even where a GPU exists
+    # --- model
+    svq_path: str = ""  # StyledVAEVQ release folder with its codebook.safetensors
+    spatial_vq_path: str | None = None  # SpatialVQ folder: the VQ head's target and decoder
+    judge_path: str | None = None  # AttributeJudge folder: judged validation scores
+    llm: str = "tiny"  # "tiny" (from scratch, llm.tiny) or a local path / hub id
+    tiny_preset: str = "test"  # llm.tiny preset for llm: tiny ("test", "demo")
+    tiny_corpus_dialogues: int = 400  # chat-world dialogues the tiny tokenizer is trained on
+    mode: str = "full"  # "full" (every LLM weight) or "lora"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    init: str = "projection"  # new token rows: "projection" of the codebook, or "mean"
+    projector: dict | str | None = None  # ProjectorConfig fields (JSON on the command line)
+    vq_head: dict | str | None = None  # VQHeadConfig fields (width, depth, heads, ...)
+    image_tokenizer: str = "svq"  # "svq" (36 tokens + VQ head) or "spatial" (baseline: h*w ids)
+    gradient_checkpointing: bool = False
+    # --- data
+    train_data: str = "world"  # "world" (the chat world's train split) or a chats .jsonl
+    world_seed: int = 0
+    num_train_dialogues: int = 2000  # world only
+    lang: str = "en"  # world only: "en", "zh" or "mixed"
+    cache_dir: str | None = None  # image cache; default OUTPUT_DIR/image_cache
+    max_length: int = 1024  # longer chats are left out (counted in the log)
+    dataloader_num_workers: int = 0
+    # --- validation
+    num_val_dialogues: int = 16  # held-out chats (validation and held-out identities, in turn)
+    val_seed: int = 0  # the world they come from
+    eval_max_new_tokens: int = 0  # 0: room for two pictures and text
+    eval_batch_size: int = 8
+    # --- loss and optimisation
+    lm_loss_weight: float = 1.0
+    vq_loss_weight: float = 1.0
+    max_steps: int = -1  # optimiser steps; -1: num_train_epochs
+    num_train_epochs: float = 1.0
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+    bf16: bool = False
+    fp16: bool = False
+    # --- monitoring and saving
+    logging_steps: int = 10
+    eval_steps: int = 0  # also at the end; 0: only at the end
+    save_steps: int = 500  # also at the end
+    save_total_limit: int = 2
+    report_to: str = "tensorboard"
+
+    def __post_init__(self) -> None:
+        for name in ("projector", "vq_head"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = json.loads(value) if value not in ("", "none", "None") else None
+            setattr(self, name, dict(value) if value else None)
+        for name in ("spatial_vq_path", "judge_path", "cache_dir"):
+            if getattr(self, name) in ("", "none", "None"):
+                setattr(self, name, None)
+        if not self.svq_path:
+            raise ValueError("svq_path is required: a StyledVAEVQ folder with its codebook")
+        if self.mode not in ("full", "lora"):
+            raise ValueError(f"mode must be 'full' or 'lora', got {self.mode!r}")
+        if self.image_tokenizer not in ("svq", "spatial"):
+            raise ValueError(f"image_tokenizer must be 'svq' or 'spatial': {self.image_tokenizer}")
+        if self.image_tokenizer == "spatial" and self.spatial_vq_path is None:
+            raise ValueError("image_tokenizer 'spatial' needs spatial_vq_path")
+        positive = ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be > 0, or -1 for num_train_epochs: {self.max_steps}")
+        if min(self.lm_loss_weight, self.vq_loss_weight) < 0:
+            raise ValueError("loss weights must be >= 0")
+        if self.bf16 and self.fp16:
+            raise ValueError("choose one of bf16 and fp16")
+        if self.num_val_dialogues < 0:
+            raise ValueError(f"num_val_dialogues must be >= 0, got {self.num_val_dialogues}")
+
+
+# --- model ---------------------------------------------------------------------------------
+
+
+def build_model(o: SFTOptions) -> SVQChat:
+    """The SVQChat to train: the LLM extended with the image language, new parts attached."""
+    svq = load_svq(o.svq_path)
+    spatial = None
+    if o.spatial_vq_path is not None:
+        spatial = SpatialVQ.from_pretrained(o.spatial_vq_path).requires_grad_(False).eval()
+    lora = None
+    if o.mode == "lora":
+        lora = LoraOptions(r=o.lora_r, alpha=o.lora_alpha, dropout=o.lora_dropout)
+    kwargs = {"init": o.init, "lora": lora, "projector": o.projector, "seed": o.seed}
+    if o.image_tokenizer == "spatial":
+        kwargs["image_tokenizer"] = "spatial"
+    else:
+        kwargs["vq_head"] = o.vq_head
+    if o.llm == "tiny":
+        tokenizer = train_tokenizer(chat_world_corpus(o.tiny_corpus_dialogues, o.seed))
+        llm = tiny_llm(tokenizer, o.tiny_preset, o.seed)
+        chat = SVQChat.build(llm, svq, spatial, tokenizer=tokenizer, **kwargs)
+    else:
+        chat = SVQChat.build(o.llm, svq, spatial, **kwargs)
+    chat.config.vq_loss_weight = o.vq_loss_weight
+    if o.gradient_checkpointing:
+        chat.llm.gradient_checkpointing_enable()
+    return chat
+
+
+def sft_loss(chat_output, o: SFTOptions) -> dict[str, torch.Tensor]:
+    """The weighted loss and its terms (vq 0 when the batch has no spatial targets)."""
+    lm = chat_output.lm_loss.float()
+    vq = chat_output.vq_loss.float() if chat_output.vq_loss is not None else lm.new_zeros(())
+    return {"loss": o.lm_loss_weight * lm + o.vq_loss_weight * vq, "lm_loss": lm, "vq_loss": vq}
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+def validate(chat: SVQChat, judge, o: SFTOptions, out_dir: Path, step: int) -> dict:
+    """evaluate_chat on the held-out dialogues; the record: step and the three scores."""
+    with torch.random.fork_rng(devices=[]):  # no effect on the training's random stream
+        report = evaluate_chat(
+            chat, judge, num_dialogues=o.num_val_dialogues, seed=o.val_seed, out_dir=out_dir,
+            lang="zh" if o.lang == "zh" else "en", max_new_tokens=o.eval_max_new_tokens or None,
+            batch_size=o.eval_batch_size,
+        )  # fmt: skip
+    return {"step": step, **scores(report)}
+
+
+def scores(report: dict) -> dict:
+    """The headline numbers of a chat_eval report."""
+    following, identity = report["generation_following"], report["identity_consistency"]
+    return {
+        "generation_following": following["mean"] if following else None,
+        "identity_within_dialogue": identity["within_dialogue"] if identity else None,
+        "identity_vs_reference": identity["vs_reference"] if identity else None,
+        "understanding_accuracy": report["understanding"]["accuracy"],
+        "image_token_validity": report["image_token_validity"],
+    }
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def main(o: SFTOptions) -> dict:
+    """Train; returns (and writes to summary.json) wall time, steps, losses, validation."""
+    started = time.perf_counter()
+    accelerator = Accelerator(
+        cpu=o.use_cpu or not torch.accelerator.is_available(),
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=o.gradient_accumulation_steps, sync_with_dataloader=False
+        ),
+        mixed_precision="bf16" if o.bf16 else "fp16" if o.fp16 else None,
+        log_with=None if o.report_to == "none" else o.report_to,
+        project_config=ProjectConfiguration(o.output_dir, logging_dir=f"{o.output_dir}/logs"),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=o.seed),
+        # a batch without user pictures leaves the projector unused (or the VQ head, without
+        # assistant pictures): DDP must not wait for their gradients
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING)
+    out = Path(o.output_dir)
+    resume = common.resolve_resume(out, o.resume_from_checkpoint, o.overwrite_output_dir)
+    set_seed(o.seed)  # the same new weights on every process
+    chat = build_model(o).to(accelerator.device)
+    judge = load_judge(o.judge_path, accelerator.device) if o.judge_path else None
+
+    # --- data: pictures encoded once (by the main process; the others read its cache)
+    data = load_chats(
+        o.train_data, seed=o.world_seed, split="train", num_dialogues=o.num_train_dialogues,
+        lang=o.lang,
+    )  # fmt: skip
+    cache_dir = Path(o.cache_dir) if o.cache_dir else out / "image_cache"
+    with accelerator.main_process_first():
+        images = encode_images(
+            data, chat.svq, chat.spatial, cache_dir, progress=accelerator.is_main_process
+        )
+    written = "spatial" if o.image_tokenizer == "spatial" else "svq"
+    dataset = SFTDataset(data, images, chat.tokenizer, chat.vocab, o.max_length, written)
+    pad = chat.tokenizer.pad_token_id
+    pad = pad if pad is not None else chat.tokenizer.eos_token_id
+    loader = DataLoader(
+        dataset,
+        batch_size=o.per_device_train_batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=partial(collate, pad_token_id=pad),
+        num_workers=o.dataloader_num_workers,
+        generator=torch.Generator().manual_seed(o.seed),
+    )
+
+    # --- optimiser and schedule
+    trainable = [n for n, p in chat.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        common.param_groups(chat, o.weight_decay),
+        lr=o.learning_rate,
+        betas=(o.adam_beta1, o.adam_beta2),
+        eps=o.adam_epsilon,
+    )
+    accum, world = o.gradient_accumulation_steps, accelerator.num_processes
+    global_batch = o.per_device_train_batch_size * accum * world
+    model, optimizer, loader = accelerator.prepare(chat, optimizer, loader)
+    max_steps = o.max_steps
+    if max_steps < 0:
+        max_steps = math.ceil(o.num_train_epochs * len(loader) / accum)
+    warmup = common.warmup_steps(max_steps, o.warmup_steps, o.warmup_ratio)
+    scheduler = get_scheduler(o.lr_scheduler_type, optimizer, warmup, max_steps)
+    accelerator.register_for_checkpointing(scheduler)
+    raw = accelerator.unwrap_model(model)
+
+    state = {"step": 0, "dialogues_seen": 0, "train_seconds": 0.0}
+    if resume is not None:
+        state = common.load_checkpoint(accelerator, resume)
+        logger.info("resumed from %s at step %d", resume, state["step"])
+    else:
+        set_seed(o.seed, device_specific=True)
+    resolved = {
+        **asdict(o),
+        "resolved": {"max_steps": max_steps, "warmup_steps": warmup, "global_batch": global_batch,
+                     "processes": world, "resumed_from": str(resume) if resume else None,
+                     "train_dialogues": len(dataset), "too_long": dataset.num_too_long,
+                     "pictures": len(images.ids), "cache_reused": images.reused,
+                     "trainable_parameters": sum(p.numel() for p in raw.parameters()
+                                                 if p.requires_grad),
+                     "trainable_tensors": len(trainable)},
+    }  # fmt: skip
+    if accelerator.is_main_process:
+        common.write_yaml(resolved, out / "options.yaml")
+    accelerator.init_trackers("llm_sft", config=common.flat_scalars(resolved))
+    logger.info("%s", json.dumps(resolved["resolved"]))
+
+    # --- loop
+    batches = common.endless_batches(loader, state["step"] * accum)
+    last_checkpoint = common.latest_checkpoint(out)
+    bar = tqdm(total=max_steps, initial=state["step"], disable=not accelerator.is_main_process)
+    logs, last_record, grad_norm, terms = {}, None, None, {}
+    window_start, window_items = time.perf_counter(), 0
+    model.train()
+    for step in range(state["step"] + 1, max_steps + 1):
+        step_start = time.perf_counter()
+        for _ in range(accum):
+            batch = next(batches).to(accelerator.device)
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    terms = sft_loss(model(batch), o)
+                common.stop_if_nonfinite(accelerator, terms["loss"], "loss", step, last_checkpoint)
+                accelerator.backward(terms["loss"])
+                if accelerator.sync_gradients and o.max_grad_norm > 0:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), o.max_grad_norm)
+                    if grad_norm is not None and not o.fp16:
+                        common.stop_if_nonfinite(
+                            accelerator, grad_norm, "gradient norm", step, last_checkpoint
+                        )
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        state["step"], state["dialogues_seen"] = step, state["dialogues_seen"] + global_batch
+        state["train_seconds"] += time.perf_counter() - step_start
+        window_items += global_batch
+
+        if step % o.logging_steps == 0 or step == max_steps:
+            speed = window_items / (time.perf_counter() - window_start)
+            logs = {f"train/{k}": v.item() for k, v in terms.items()}
+            logs.update({"train/lr": scheduler.get_last_lr()[0], "train/dialogues_per_s": speed})
+            if grad_norm is not None:
+                logs["train/grad_norm"] = float(grad_norm)
+            accelerator.log(logs, step=step)
+            bar.set_postfix(lm=f"{logs['train/lm_loss']:.3f}", vq=f"{logs['train/vq_loss']:.3f}")
+            window_start, window_items = time.perf_counter(), 0
+        bar.update(1)
+
+        final = step == max_steps
+        periodic = o.eval_steps and step % o.eval_steps == 0 and not final
+        if accelerator.is_main_process and o.num_val_dialogues and periodic:
+            last_record = validate(raw, judge, o, out / "val" / f"step-{step:08d}", step)
+            common.append_jsonl(last_record, out / "validation.jsonl")
+            accelerator.log(common.scalars(last_record, "val/"), step=step)
+            logger.info("validation at step %d: %s", step, json.dumps(last_record))
+            model.train()
+        if step % o.save_steps == 0 or final:
+            last_checkpoint = common.save_checkpoint(
+                accelerator, out, step, state, o.save_total_limit
+            )
+        accelerator.wait_for_everyone()
+
+    # --- save, then the final evaluation (OUTPUT_DIR/chat_eval.json and images/)
+    bar.close()
+    summary = {}
+    if accelerator.is_main_process:
+        tmp = out / ".model.tmp"
+        if tmp.exists():
+            common._remove(tmp)
+        raw.save_pretrained(tmp)
+        if (out / "model").exists():
+            common._remove(out / "model")
+        tmp.rename(out / "model")
+        if o.num_val_dialogues:
+            last_record = validate(raw, judge, o, out, state["step"])
+            common.append_jsonl(last_record, out / "validation.jsonl")
+            accelerator.log(common.scalars(last_record, "val/"), step=state["step"])
+            logger.info("final validation: %s", json.dumps(last_record))
+        summary = {
+            "steps": state["step"],
+            "dialogues_seen": state["dialogues_seen"],
+            "train_seconds": round(state["train_seconds"], 1),
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "lm_loss": logs.get("train/lm_loss"),
+            "vq_loss": logs.get("train/vq_loss") if raw.vq_head is not None else None,
+            "validation": last_record,
+            "image_tokenizer": o.image_tokenizer,
+            "model": str(out / "model"),
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
+
+if __name__ == "__main__":
+    try:
+        main(common.parse_options(SFTOptions))
+    except common.NonFiniteLossError as error:
+        logger.error("%s", error)
+        sys.exit(1)
