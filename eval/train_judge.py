@@ -2,6 +2,10 @@
 
     python eval/train_judge.py --output_dir runs/judge                   # the release judge
     python eval/train_judge.py --output_dir /tmp/j --max_steps 2 --eval_images 16   # a smoke run
+    python eval/train_judge.py --output_dir runs/demo/judge --image_size 32 --max_minutes 2.5 \
+        --eval_images 256 --warmup_steps 50 --num_workers 1                  # a demo's judge
+
+From Python (the demo pipeline): `train("runs/demo/judge", **QUICK)` returns the folder.
 
 The training stream never repeats a picture, so the judge cannot overfit; it never sees
 tokenizer output. At the end the judge is evaluated on clean renders of the validation split
@@ -55,6 +59,28 @@ class JudgeTrainingArguments:
     # torch intra-op threads (0: torch's default). One: on a shared CPU, two OpenMP threads
     # waiting for each other made steps 7-18x slower (eval/RESULTS_judge.md).
     threads: int = 1
+
+
+# A judge for a quick demo: 32 px, 2.5 minutes. Measured on the shared 2-core CPU (busy):
+# 2,212 steps, 141,568 pictures (~950 img/s with one rendering worker); on 256 clean 32 px
+# validation renders 97.2% mean accuracy, 100% on the scene attributes, shirt and hat, but
+# skin_tone 83.6%, glasses 88.3%, hair_style 94.5%: enough to see which attributes survive
+# tokenization, not a replacement for the release judge (>= 98% on every attribute).
+QUICK: dict = {
+    "image_size": 32,
+    "max_minutes": 2.5,
+    "eval_images": 256,
+    "warmup_steps": 50,
+    "eval_every": 1_000_000,
+    "num_workers": 1,
+}
+
+
+def train(output_dir: str | Path, **options) -> Path:
+    """Train a judge with `JudgeTrainingArguments` options (e.g. `**QUICK`, max_steps=...)
+    and save it to `output_dir`; returns that folder (load it with `eval.judge.load_judge`)."""
+    main(JudgeTrainingArguments(output_dir=str(output_dir), **options))
+    return Path(output_dir)
 
 
 def render_split(split: str, n: int, size: int, world_seed: int) -> tuple[torch.Tensor, ...]:

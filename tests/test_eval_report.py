@@ -1,0 +1,211 @@
+"""build_report on a tiny run folder built here: every section present and rendered, pictures
+inline, and "not run" sections (with their reason) when parts of the run are missing."""
+
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+
+from eval.judge import AttributeJudge, JudgeConfig
+from eval.report import SECTIONS, build_report, prefix_with_judge
+from svq import StyledVAEVQ, SVQConfig
+from svq.data import ATTRIBUTES
+from svq.images import save_grid
+from svq.spatial_vq import SpatialVQ, SpatialVQConfig
+from vocab import Codebook
+
+FAST = {"num_images": 6, "probe_images": 24, "lpips": None, "inception": None, "strict": True}
+
+
+def tiny_run(root: Path) -> Path:
+    """RUN/stage1 (model, validation.jsonl, summary.json), RUN/stage2/model with
+    codebook.safetensors, RUN/vq/model, RUN/judge (untrained tiny judge) and
+    RUN/sft/chat_eval.json with one picture."""
+    torch.manual_seed(0)
+    model = StyledVAEVQ(SVQConfig.from_preset("tiny")).eval()
+    model.save_pretrained(root / "stage1" / "model")
+    (root / "stage1" / "validation.jsonl").write_text(
+        "\n".join(json.dumps({"step": s, "psnr": 10 + s / 10, "ssim": 0.1 * s}) for s in (1, 2))
+    )
+    (root / "stage1" / "summary.json").write_text(json.dumps({"steps": 2, "psnr": 10.2}))
+    # StyledVAEVQ.save_pretrained does not (yet) write the codebook: it is saved beside the
+    # weights as codebook.safetensors, the layout SVQChat uses and eval.reconstruction.load_svq
+    # reads.
+    model.save_pretrained(root / "stage2" / "model")
+    codes = torch.randn(16, model.config.token_dim, generator=torch.Generator().manual_seed(0))
+    Codebook.from_codes(codes).save(root / "stage2" / "model" / "codebook.safetensors")
+    SpatialVQ(SpatialVQConfig.from_preset("tiny")).save_pretrained(root / "vq" / "model")
+    AttributeJudge(JudgeConfig.from_preset("tiny")).save_pretrained(root / "judge")
+    sft = root / "sft"
+    save_grid([torch.zeros(1, 3, 16, 16)], sft / "images" / "a.png", pad=0)
+    chat_eval = {
+        "dialogues": 1,
+        "generation_following": {"per_attribute": {"place": 0.5}, "mean": 0.5, "n_images": 1},
+        "identity_consistency": None,
+        "understanding": {"accuracy": 0.25, "per_question": {"season": 0.25}, "n": 4},
+        "image_token_validity": 1.0,
+        "transcripts": [
+            {
+                "id": "d0",
+                "messages": [
+                    {"role": "user", "text": "Draw <a> beach.", "images": []},
+                    {"role": "assistant", "text": "Here.", "images": ["images/a.png"]},
+                ],
+            }
+        ],
+        "baseline": {"dialogues": 1, "understanding": {"accuracy": 0.1, "n": 4}},
+    }
+    (sft / "chat_eval.json").write_text(json.dumps(chat_eval))
+    return root
+
+
+class Page(HTMLParser):
+    """Collects section ids with their status, <img> sources, and anything fetched."""
+
+    def __init__(self):
+        super().__init__()
+        self.sections, self.images, self.external, self.text = {}, [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "section":
+            self.sections[attrs["id"]] = attrs["data-status"]
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if tag in ("script", "link", "iframe") or (tag == "img" and "srcset" in attrs):
+            self.external.append(tag)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(path: Path) -> Page:
+    page = Page()
+    page.feed(path.read_text())
+    return page
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory):
+    run = tiny_run(tmp_path_factory.mktemp("run"))
+    return run, build_report(run, **FAST)
+
+
+def test_every_section_runs_and_renders_with_pictures_inline(full_report):
+    run, report = full_report
+    out = run / "report"
+    assert json.loads((out / "report.json").read_text()) == report
+    assert list(report["sections"]) == list(SECTIONS)
+    assert {n: s["status"] for n, s in report["sections"].items()} == dict.fromkeys(SECTIONS, "ok")
+    page = parse(out / "report.html")
+    assert page.sections == dict.fromkeys(SECTIONS, "ok")
+    assert page.external == []
+    # grids (reconstruction, spatial VQ), plots (training, prefix, ablation, probes, usage) and
+    # the chat picture, every one a data URI
+    assert len(page.images) == 8
+    assert all(src.startswith("data:image/png;base64,") for src in page.images)
+    text = " ".join(page.text)
+    assert "Draw <a> beach." in text  # the transcript, escaped and shown as written
+    for name in ("reconstruction.png", "spatial_vq.png", "prefix.png", "probes.png"):
+        assert (out / name).is_file()
+
+
+def test_report_contents(full_report):
+    _, report = full_report
+    s = report["sections"]
+    rec = s["reconstruction"]
+    assert rec["quantised"]["psnr"] is not None and "gap_db" in rec
+    assert set(rec["judge"]) == {"originals", "continuous", "quantised", "mean"}
+    assert "LPIPS not requested" in rec["notes"]["lpips"]
+    assert "inception" in rec["notes"]["rfid"].lower()
+    assert [r["k"] for r in s["ordering"]["prefix"]] == list(range(37))
+    assert "judge_mean" in s["ordering"]["prefix"][0]
+    assert len(s["ordering"]["probes"]["accuracy"]) == 36
+    assert s["codebook"]["num_codes"] == 16
+    assert s["spatial_vq"]["image_size"] == 16
+    assert s["chat"]["understanding"]["accuracy"] == 0.25
+    labels = {row["label"] for row in s["summary"]["headline"]}
+    assert {"PSNR, quantised tokens", "chat: understanding accuracy"} <= labels
+
+
+def test_missing_parts_are_not_run_with_a_reason(tmp_path):
+    run = tiny_run(tmp_path / "run")
+    shutil.rmtree(run / "stage2")
+    shutil.rmtree(run / "vq")
+    shutil.rmtree(run / "judge")
+    (run / "sft" / "chat_eval.json").unlink()
+    report = build_report(run, tmp_path / "out", **FAST)
+    s = report["sections"]
+    assert s["reconstruction"]["status"] == "ok"  # stage 1 model, continuous only
+    assert "no codebook" in s["reconstruction"]["quantised"]["skipped"]
+    assert "no judge" in s["reconstruction"]["judge"]["skipped"]
+    assert s["codebook"] == {"status": "not run", "reason": s["codebook"]["reason"]}
+    assert "no codebook" in s["codebook"]["reason"]
+    assert s["spatial_vq"]["status"] == "not run" and "vq/model" in s["spatial_vq"]["reason"]
+    assert s["chat"]["status"] == "not run" and "chat_eval.json" in s["chat"]["reason"]
+    page = parse(tmp_path / "out" / "report.html")
+    assert set(page.sections) == set(SECTIONS)
+    assert page.sections["chat"] == "not run"
+    assert any("not run: no chat evaluation" in t for t in page.text)
+
+
+def test_an_empty_run_folder_gives_a_report_of_not_run_sections(tmp_path):
+    report = build_report(tmp_path, **FAST)
+    states = {n: s["status"] for n, s in report["sections"].items()}
+    assert states == {"summary": "ok", **dict.fromkeys(SECTIONS[1:], "not run")}
+    assert "stage1/model" in report["sections"]["reconstruction"]["reason"]
+    assert set(parse(tmp_path / "report" / "report.html").sections) == set(SECTIONS)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_report(tmp_path / "nope")
+
+
+def test_chat_can_be_evaluated_afresh(tmp_path, monkeypatch):
+    """--rerun_chat: eval.chat.evaluate_chat on RUN/sft/model (both faked here: the real ones
+    are tested in their own files); its chat_eval.json lands in the report folder."""
+    import eval.chat
+    import llm.chat
+
+    run = tmp_path / "run"
+    (run / "sft" / "model").mkdir(parents=True)
+    calls = []
+
+    def fake_evaluate(chat, judge, *, num_dialogues, seed, out_dir, lang="en", **_):
+        calls.append((chat, judge, num_dialogues, seed, lang))
+        return {"dialogues": num_dialogues, "understanding": {"accuracy": 0.5}, "transcripts": []}
+
+    monkeypatch.setattr(eval.chat, "evaluate_chat", fake_evaluate)
+    monkeypatch.setattr(llm.chat.SVQChat, "from_pretrained", classmethod(lambda cls, d: "chat"))
+    report = build_report(run, rerun_chat=True, chat_dialogues=3, **FAST)
+    chat = report["sections"]["chat"]
+    assert chat["status"] == "ok" and chat["dialogues"] == 3
+    assert calls == [("chat", None, 3, 0, "en")]
+    assert (run / "report" / "chat" / "chat_eval.json").is_file()
+
+
+def test_a_quick_judge_trained_into_the_run_is_reported(tmp_path):
+    from eval.train_judge import QUICK, train
+
+    options = {**QUICK, "preset": "tiny", "max_steps": 2, "eval_images": 8, "num_workers": 0}
+    assert train(tmp_path / "judge", **options) == tmp_path / "judge"
+    report = build_report(tmp_path, **FAST)
+    training = report["sections"]["training"]
+    assert training["status"] == "ok" and training["judge"]["steps"] == 2
+    assert set(training["judge"]["accuracy"]["validation"]) == set(ATTRIBUTES)
+    assert report["settings"]["judge"] == str(tmp_path / "judge")
+
+
+def test_prefix_with_judge_matches_the_prefix_curve_on_a_planted_ordering():
+    from test_eval_ordering import Toy, toy_images
+
+    from eval.ordering import encode_all, prefix_curve
+
+    model = Toy(used=range(2))  # tokens 2.. dead: the curve rises twice, then stays flat
+    images = toy_images(Toy())
+    rows = prefix_with_judge(model, images, None, None, encode_all(model, images))
+    expected = prefix_curve(model, images)
+    assert [r["psnr"] for r in rows] == pytest.approx([r["psnr"] for r in expected])
+    assert rows[2]["psnr"] > rows[1]["psnr"] > rows[0]["psnr"]
+    assert "judge_mean" not in rows[0]
