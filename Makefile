@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 DEMO_OUT ?= runs/demo
+BUDGET ?= quick
 export HF_HUB_OFFLINE := 1
 
 .PHONY: setup demo test lint format bench
@@ -19,7 +20,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/svq demo --out $(DEMO_OUT)
+	$(VENV)/bin/svq demo --out $(DEMO_OUT) --budget $(BUDGET)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from eval import cli as evaluation
+
 from . import demo
+from .commands import chat, codec, train
 from .data import command as world
 
 
@@ -14,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="svq", description="svq: an ordered 36-token image language for small LLMs."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (demo, world):  # explicit wiring: each module adds its parser
+    # explicit wiring: each module adds its parser(s)
+    for command in (demo, world, train, codec, chat, evaluation):
         command.add_parser(sub)
     return parser
 

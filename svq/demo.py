@@ -1,98 +1,247 @@
-"""`svq demo`: build a fresh tokenizer, fit it briefly on chat-world pictures rendered on the
-fly, and write held-out originals and their reconstructions side by side to a PNG.
+"""`svq demo`: the whole pipeline on the embedded default (the chat world), end to end.
 
-(The end-to-end pipeline demo grows out of this; for now it is the smallest honest run of the
-model: encode -> 36 tokens -> decode, trained for a few seconds on CPU.)
+    svq demo --out runs/demo --budget quick      # < 15 min on a 2-core CPU
+    svq demo --out runs/demo --budget standard   # < 90 min
+
+Stages, each a training script's `main` (or the eval suite) with the options of
+`train/configs/demo_<budget>.yaml` (a stage's config file + overrides):
+
+    judge    the attribute judge the eval suite scores with (eval/train_judge.py)
+    stage1   the tokenizer: 36 continuous tokens (train/stage1.py)
+    stage2   the k-means vocabulary + decoder fine-tune on ids (train/stage2.py)
+    vq       the spatial VQ tokenizer, the last mile (train/vq.py)
+    sft      chat SFT of the tiny LLM: generate, stay consistent, understand (train/llm_sft.py)
+    report   the eval suite over everything: RUN/report/report.html (eval/report.py)
+
+Two cores: `judge` then `vq` run in a second process while `stage1` then `stage2` run in
+this one (each stage uses one thread; the stages of a chain depend on each other, the chains
+do not). A stage is finished when its folder holds its summary; re-running skips finished
+stages, and stage 1 resumes from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
-import torch
-import torch.nn.functional as F
+import yaml
 
-from .config import SVQConfig
-from .data import render_tensor, world_record
-from .images import save_grid
-from .model import StyledVAEVQ
+CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
+BUDGETS = ("test", "quick", "standard")
+ORDER = ("judge", "stage1", "stage2", "vq", "sft", "report")
+BACKGROUND = ("judge", "vq")  # the second process's chain
+DONE = {  # the file whose presence means a stage finished (written last by the stage)
+    "judge": "judge/metrics.json",
+    "stage1": "stage1/summary.json",
+    "stage2": "stage2/summary.json",
+    "vq": "vq/summary.json",
+    "sft": "sft/summary.json",
+    "report": "report/report.json",
+}
 
 
-def world_batch(seed: int, split: str, start: int, count: int, size: int) -> torch.Tensor:
-    """Chat-world pictures start..start+count-1 of `split`, (count, 3, size, size) in [-1, 1]."""
-    return render_tensor([world_record(seed, split, start + i) for i in range(count)], size)
+def load_budget(budget: str) -> dict[str, dict[str, Any]]:
+    """The stage -> options table of a budget (train/configs/demo_<budget>.yaml)."""
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; choose one of {BUDGETS}")
+    table = yaml.safe_load((CONFIGS / f"demo_{budget}.yaml").read_text())
+    missing = [stage for stage in ORDER if stage not in table]
+    if missing:
+        raise ValueError(f"demo_{budget}.yaml has no options for {missing}")
+    return table
 
 
-def run_demo(
-    out: str | Path,
-    preset: str = "tiny",
-    steps: int = 400,
-    batch_size: int = 32,
-    learning_rate: float = 2e-3,
-    seed: int = 0,
-) -> dict:
-    """Train `preset` for `steps` on fresh chat-world pictures (never one seen twice); write
-    reconstructions.png, the model folder and summary.json into `out`. Returns the summary."""
-    out = Path(out)
-    # The tiny model's tensors are small: a second intra-op thread gains nothing, and when the
-    # other core is busy it made backward passes ~100x slower on a 2-core machine.
-    torch.set_num_threads(1)
-    torch.manual_seed(seed)
-    config = SVQConfig.from_preset(preset)
-    model = StyledVAEVQ(config)
-    size = config.image_size
-    held_out = world_batch(seed, "validation", 0, 8, size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+def flags(options: dict[str, Any]) -> list[str]:
+    """{"max_steps": 5, "prefix_ks": [0, 36], "model_overrides": {...}} -> ["--max_steps", "5",
+    "--prefix_ks", "0", "36", "--model_overrides", '{...}'] for a script's parser (a list as
+    several values, a dict as JSON)."""
+    argv = []
+    for key, value in options.items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            argv += [f"--{key}", *(str(v) for v in value)]
+        else:
+            argv += [f"--{key}", json.dumps(value) if isinstance(value, dict) else str(value)]
+    return argv
+
+
+def script_argv(stage: str, options: dict[str, Any], run: Path) -> list[str]:
+    """A training script's argv: its config file, then the budget's overrides, then the run's
+    folders (which always win)."""
+    options = dict(options)
+    config = CONFIGS / options.pop("config")
+    folders = {"output_dir": run / stage}
+    if stage == "stage1":
+        folders["resume_from_checkpoint"] = "latest"
+    if stage == "stage2":
+        folders["model_path"] = run / "stage1" / "model"
+    if stage == "sft":
+        folders.update(svq_path=run / "stage2" / "model", spatial_vq_path=run / "vq" / "model",
+                       judge_path=run / "judge")  # fmt: skip
+    return [str(config), *flags(options), *flags({k: str(v) for k, v in folders.items()})]
+
+
+# --- the stages ----------------------------------------------------------------------------
+
+
+def run_judge(run: Path, options: dict[str, Any]) -> None:
+    from eval.train_judge import train as train_judge
+
+    train_judge(run / "judge", **options)
+
+
+SCRIPT_OPTIONS = {  # stage -> (training script module, its options dataclass)
+    "stage1": ("train.stage1", "Stage1Options"),
+    "stage2": ("train.stage2", "Stage2Options"),
+    "vq": ("train.vq", "VQOptions"),
+    "sft": ("train.llm_sft", "SFTOptions"),
+}
+
+
+def run_script(run: Path, stage: str, options: dict[str, Any]) -> dict:
+    from train import common
+
+    module_name, options_name = SCRIPT_OPTIONS[stage]
+    module = importlib.import_module(module_name)
+    argv = script_argv(stage, options, run)
+    return module.main(common.parse_options(getattr(module, options_name), argv))
+
+
+def run_report(run: Path, options: dict[str, Any]) -> dict:
+    from eval.report import build_report
+
+    return build_report(run, **options)
+
+
+def done(run: Path, stage: str) -> bool:
+    return (run / DONE[stage]).is_file()
+
+
+def run_stage(run: Path, budget: str, stage: str) -> None:
+    """Run one stage in this process (one torch thread), unless it is finished."""
+    import torch
+
+    if done(run, stage):
+        print(f"[demo] {stage}: finished before, skipped", flush=True)
+        return
+    torch.set_num_threads(1)  # a 2-core machine: one thread per stage, two stages at once
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # not every checkpoint file
+    options = load_budget(budget)[stage]
+    print(f"[demo] {stage}: starting", flush=True)
     start = time.perf_counter()
-    model.train()
-    for step in range(steps):
-        batch = world_batch(seed, "train", step * batch_size, batch_size, size)
-        loss = F.mse_loss(model(batch).recon, batch)
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"non-finite loss {loss.item()} at step {step}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        if step % 50 == 0 or step == steps - 1:
-            print(f"step {step:4d}  mse {loss.item():.4f}", flush=True)
-    model.eval()
-    with torch.no_grad():
-        recon = model.decode(model.encode(held_out))
-    mse = F.mse_loss(recon.clamp(-1, 1), held_out).item()
-    psnr = 10 * torch.log10(torch.tensor(4.0 / mse)).item()  # peak-to-peak 2 in [-1, 1]
-    grid = save_grid([held_out, recon], out / "reconstructions.png")
-    model.save_pretrained(out / "model")
-    summary = {
-        "preset": preset,
-        "steps": steps,
-        "seconds": round(time.perf_counter() - start, 1),
-        "held_out_psnr_db": round(psnr, 2),
-        "grid": str(grid),
-        "model": str(out / "model"),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    if stage == "judge":
+        run_judge(run, options)
+    elif stage == "report":
+        run_report(run, options)
+    else:
+        run_script(run, stage, options)
+    print(f"[demo] {stage}: done in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def start_background(run: Path, budget: str, stages: list[str]) -> subprocess.Popen | None:
+    """The second process: `python -m svq.demo --stages judge,vq ...`, logging to a file."""
+    todo = [s for s in stages if not done(run, s)]
+    if not todo:
+        return None
+    log = (run / "background.log").open("a")
+    command = [sys.executable, "-m", "svq.demo", "--out", str(run), "--budget", budget,
+               "--stages", ",".join(todo)]  # fmt: skip
+    print(f"[demo] {', '.join(todo)}: running in a second process (log: {log.name})", flush=True)
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait(process: subprocess.Popen | None, run: Path) -> None:
+    if process is not None and process.wait() != 0:
+        tail = "".join((run / "background.log").read_text().splitlines(True)[-20:])
+        raise RuntimeError(f"the background stages failed (exit {process.returncode}):\n{tail}")
+
+
+def run_demo(out: str | Path, budget: str = "quick", parallel: bool = True) -> dict:
+    """Every stage into `out` (see the module docstring); returns the headline figures."""
+    run = Path(out)
+    run.mkdir(parents=True, exist_ok=True)
+    load_budget(budget)  # a bad budget fails before anything starts
+    start = time.perf_counter()
+    background = start_background(run, budget, list(BACKGROUND)) if parallel else None
+    try:
+        for stage in ORDER:
+            if background is not None and stage in BACKGROUND:
+                continue
+            if stage == "sft":
+                wait(background, run)  # sft needs the judge and the spatial VQ
+                background = None
+            run_stage(run, budget, stage)
+    finally:
+        if background is not None and background.poll() is None:
+            background.terminate()
+    headline = headlines(run)
+    headline["minutes"] = round((time.perf_counter() - start) / 60, 1)
+    (run / "demo.json").write_text(json.dumps({"budget": budget, **headline}, indent=2))
+    return headline
+
+
+HEADLINES = (  # (label in the report's summary, how the demo names it, how it prints it)
+    ("PSNR, quantised tokens", "reconstruction from the 36 ids (dB)", "{:.2f} dB"),
+    ("chat: generation following", "generated pictures that follow the request", "{:.1%}"),
+    ("chat: understanding accuracy", "right answers about shown pictures", "{:.1%}"),
+)
+
+
+def headlines(run: Path) -> dict[str, Any]:
+    """Three figures from the report: reconstruction from 36 ids, pictures that follow the
+    request, answers about shown pictures (None where the report has no such figure)."""
+    report = json.loads((run / DONE["report"]).read_text())
+    rows = {row["label"]: row["value"] for row in report["sections"]["summary"]["headline"]}
+    figures = {name: rows.get(label) for label, name, _ in HEADLINES}
+    return {"report": str(run / "report" / "report.html"), **figures}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "demo", help="train a fresh tokenizer briefly on the chat world; show reconstructions"
+        "demo",
+        help="the whole pipeline on the chat world: tokenizer, vocabulary, spatial VQ, chat "
+        "SFT, eval report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    parser.add_argument("--preset", default="tiny", help="model preset (default tiny)")
-    parser.add_argument("--steps", type=int, default=400, help="training steps (default 400)")
-    parser.add_argument("--seed", type=int, default=0)
+    add_arguments(parser)
     parser.set_defaults(run=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    summary = run_demo(args.out, preset=args.preset, steps=args.steps, seed=args.seed)
-    print(
-        f"held-out PSNR {summary['held_out_psnr_db']} dB after {summary['steps']} steps "
-        f"({summary['seconds']} s); originals (top) vs reconstructions (bottom): {summary['grid']}"
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    parser.add_argument(
+        "--budget", default="quick", choices=BUDGETS,
+        help="quick: < 15 min on 2 cores; standard: < 90 min; test: seconds, for the tests",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sequential", action="store_true", help="one process: no second chain of stages"
     )
+    parser.add_argument("--stages", help=argparse.SUPPRESS)  # the second process's chain
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.stages:  # inside the second process
+        for stage in args.stages.split(","):
+            run_stage(Path(args.out), args.budget, stage)
+        return 0
+    figures = run_demo(args.out, args.budget, parallel=not args.sequential)
+    print(f"\n[demo] finished in {figures.pop('minutes')} min; report: {figures.pop('report')}")
+    for _, name, form in HEADLINES:
+        value = figures[name]
+        print(f"  {name}: {'not measured' if value is None else form.format(value)}")
     return 0
+
+
+if __name__ == "__main__":
+    main_parser = argparse.ArgumentParser(prog="python -m svq.demo")
+    add_arguments(main_parser)
+    sys.exit(_run(main_parser.parse_args()))

@@ -43,3 +43,13 @@ def save_grid(rows: list[torch.Tensor], path: str | Path, pad: int = 2) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(canvas).save(path)
     return path
+
+
+def save_image(image: torch.Tensor, path: str | Path) -> Path:
+    """Write one (3, H, W) picture in [-1, 1] as a PNG (or any format PIL infers from path)."""
+    if image.ndim != 3:
+        raise ValueError(f"expected one picture (3, H, W), got shape {tuple(image.shape)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(to_uint8(image[None])[0]).save(path)
+    return path

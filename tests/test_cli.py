@@ -1,13 +1,17 @@
+import importlib
+import inspect
 import json
 import subprocess
 import sys
 
 import pytest
-import torch
-from PIL import Image
 
+from eval.report import build_report
+from llm import SVQChat
 from svq import StyledVAEVQ
 from svq.cli import build_parser, main
+from svq.demo import DONE, ORDER, load_budget, start_background, wait
+from svq.spatial_vq import SpatialVQ
 
 
 def test_help_lists_the_commands(capsys):
@@ -25,20 +29,85 @@ def test_console_script_entry_point_runs():
         [sys.executable, "-m", "svq", "demo", "--help"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert "--steps" in result.stdout
+    assert "--budget" in result.stdout
 
 
-def test_demo_writes_reconstructions_and_a_loadable_model(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--steps", "3"]) == 0
-    assert "held-out PSNR" in capsys.readouterr().out
-    grid = Image.open(tmp_path / "reconstructions.png")
-    assert grid.size[0] > grid.size[1] > 64  # two rows of 32px pictures, side by side
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["steps"] == 3 and summary["held_out_psnr_db"] > 0
-    model = StyledVAEVQ.from_pretrained(tmp_path / "model")
-    assert model.encode(torch.zeros(1, 3, 32, 32)).shape == (1, 36, 16)
+def test_every_command_has_help(capsys):
+    for command in build_parser()._subparsers._group_actions[0].choices:
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0, command
+        assert "usage: svq" in capsys.readouterr().out
 
 
-def test_demo_bad_preset_is_a_clear_error(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--preset", "huge"]) == 2
-    assert "unknown preset 'huge'" in capsys.readouterr().err
+def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
+    """The whole pipeline at the test budget, in one process: every stage's release folder,
+    a report with every section, the headline figures; a second run skips every stage."""
+    run = tmp_path / "run"
+    assert main(["demo", "--out", str(run), "--budget", "test", "--sequential"]) == 0
+    out = capsys.readouterr().out
+    for stage in ORDER:
+        assert f"[demo] {stage}: starting" in out and f"[demo] {stage}: done" in out
+    assert StyledVAEVQ.from_pretrained(run / "stage2" / "model").codebook is not None
+    assert StyledVAEVQ.from_pretrained(run / "stage1" / "model").codebook is None
+    assert SpatialVQ.from_pretrained(run / "vq" / "model").num_tokens > 0
+    assert SVQChat.from_pretrained(run / "sft" / "model").vocab.num_positions == 36
+    report = json.loads((run / "report" / "report.json").read_text())
+    sections = report["sections"]
+    assert {name: s["status"] for name, s in sections.items()} == {
+        name: "ok" for name in ("summary", "training", "reconstruction", "ordering", "codebook",
+                                "spatial_vq", "chat")
+    }  # fmt: skip
+    html = (run / "report" / "report.html").read_text()
+    assert "<img" in html and 'src="data:image/png;base64,' in html
+    figures = json.loads((run / "demo.json").read_text())
+    assert figures["budget"] == "test" and figures["reconstruction from the 36 ids (dB)"] > 0
+    assert "report: " in out and str(run / "report" / "report.html") in out
+    # re-running skips what is finished
+    (run / "report" / "report.json").unlink()  # ... except the report, which runs again
+    assert main(["demo", "--out", str(run), "--budget", "test", "--sequential"]) == 0
+    out = capsys.readouterr().out
+    for stage in ORDER[:-1]:
+        assert f"[demo] {stage}: finished before, skipped" in out
+    assert "[demo] report: starting" in out
+
+
+def test_demo_second_process_runs_the_background_chain(tmp_path, capsys):
+    run = tmp_path / "run"
+    for stage in ("stage1", "stage2", "sft", "report"):  # only judge and vq left to do
+        (run / DONE[stage]).parent.mkdir(parents=True, exist_ok=True)
+        (run / DONE[stage]).write_text("{}")
+    process = start_background(run, "test", ["judge", "vq"])
+    wait(process, run)
+    assert (run / DONE["judge"]).is_file() and (run / DONE["vq"]).is_file()
+    log = (run / "background.log").read_text()
+    assert "[demo] judge: done" in log and "[demo] vq: done" in log
+    assert start_background(run, "test", ["judge", "vq"]) is None  # nothing left
+
+
+def test_demo_bad_budget_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--out", str(tmp_path), "--budget", "huge"])
+    assert "invalid choice: 'huge'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown budget 'huge'"):
+        load_budget("huge")
+
+
+def test_demo_budgets_parse_for_every_stage(tmp_path):
+    """Every budget's options are accepted by the stage's own parser (a typo in a budget file
+    would otherwise surface minutes into a demo)."""
+    from eval.train_judge import JudgeTrainingArguments
+    from svq.demo import SCRIPT_OPTIONS, script_argv
+    from train import common
+
+    for budget in ("test", "quick", "standard"):
+        table = load_budget(budget)
+        JudgeTrainingArguments(output_dir=str(tmp_path), **table["judge"])
+        for stage, (module, options_class) in SCRIPT_OPTIONS.items():
+            cls = getattr(importlib.import_module(module), options_class)
+            options = common.parse_options(cls, script_argv(stage, table[stage], tmp_path))
+            assert options.output_dir == str(tmp_path / stage)
+            for key, value in table[stage].items():
+                if key != "config":
+                    assert getattr(options, key) == value, (budget, stage, key)
+        assert set(inspect.signature(build_report).parameters) >= set(table["report"])

@@ -1,0 +1,112 @@
+"""`svq chat --model DIR`: talk with an image-speaking LLM (an SVQChat folder, e.g. the demo's
+RUN/sft/model) in the terminal. Image paths typed in a message are shown to the model; the
+pictures it writes are saved as PNGs and their paths printed.
+
+    you> I went to Huangshan in autumn! photos/me.png
+    assistant> I went in winter and went skiing!
+      [picture: chat/reply_1_0.png]
+    /reset starts a new conversation, /quit (or end of input) leaves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def parse_message(line: str) -> dict[str, Any]:
+    """A typed line -> a user message: words that are image paths become image parts (they
+    must exist), the rest is the text."""
+    parts, words = [], []
+    for word in line.split():
+        if word.lower().endswith(IMAGE_SUFFIXES):
+            if not Path(word).is_file():
+                raise FileNotFoundError(f"image {word} does not exist")
+            parts.append({"type": "image", "path": word})
+        else:
+            words.append(word)
+    if words:
+        parts.append({"type": "text", "text": " ".join(words)})
+    return {"role": "user", "content": parts}
+
+
+def converse(
+    chat, stdin: TextIO, stdout: TextIO, out: Path, system: str | None, **generate: Any
+) -> int:
+    """The read-reply loop; returns the number of replies. Pictures go to out/."""
+    from svq.data import load_image  # checks a shown image is readable before the model sees it
+
+    def fresh() -> list[dict[str, Any]]:
+        return [{"role": "system", "content": system}] if system else []
+
+    messages, replies = fresh(), 0
+    while True:
+        stdout.write("you> ")
+        stdout.flush()
+        line = stdin.readline()
+        if not line or line.strip() == "/quit":
+            return replies
+        line = line.strip()
+        if not line:
+            continue
+        if line == "/reset":
+            messages = fresh()
+            stdout.write("(new conversation)\n")
+            continue
+        try:
+            message = parse_message(line)
+            for part in message["content"]:
+                if part["type"] == "image":
+                    load_image(part["path"])
+        except (FileNotFoundError, ValueError) as error:
+            stdout.write(f"error: {error}\n")
+            continue
+        messages.append(message)
+        reply = chat.chat(messages, **generate)
+        replies += 1
+        texts = []
+        for index, part in enumerate(reply["content"]):
+            if part["type"] == "text":
+                texts.append(part["text"])
+            else:
+                path = out / f"reply_{replies}_{index}.png"
+                out.mkdir(parents=True, exist_ok=True)
+                part["image"].save(path)
+                texts.append(f"\n  [picture: {path}]")
+        stdout.write("assistant> " + " ".join(texts).strip() + "\n")
+        messages.append(reply)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from llm import SVQChat
+
+    torch.set_num_threads(args.threads)
+    chat = SVQChat.from_pretrained(args.model)
+    converse(
+        chat, sys.stdin, sys.stdout, Path(args.out), args.system,
+        max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
+        **({"temperature": args.temperature} if args.temperature > 0 else {}),
+    )  # fmt: skip
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "chat",
+        help="talk with an image-speaking LLM in the terminal",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="an SVQChat folder (e.g. RUN/sft/model)")
+    p.add_argument("--out", default="chat", help="folder for the pictures it writes")
+    p.add_argument("--system", help="a system prompt (e.g. the persona)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.set_defaults(run=run)

@@ -1,0 +1,49 @@
+"""`svq train STAGE CONFIG.yaml [--flag value ...]`: the training scripts under one command.
+
+Same options as running the script (`python train/stage1.py CONFIG.yaml ...`); `svq train
+STAGE --help` lists them. Multi-process runs use the scripts directly under torchrun or
+`accelerate launch` (README, "Scaling out").
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# stage -> (module, options dataclass, what it does)
+STAGES = {
+    "stage1": ("train.stage1", "Stage1Options", "the tokenizer: 36 continuous tokens"),
+    "stage2": ("train.stage2", "Stage2Options", "the k-means vocabulary (+ decoder fine-tune)"),
+    "vq": ("train.vq", "VQOptions", "the spatial VQ tokenizer (the last mile)"),
+    "sft": ("train.llm_sft", "SFTOptions", "chat SFT of the LLM"),
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    from train import common
+
+    module_name, options_name, _ = STAGES[args.stage]
+    module = importlib.import_module(module_name)
+    options = common.parse_options(getattr(module, options_name), args.options)
+    try:
+        summary = module.main(options)
+    except common.NonFiniteLossError as error:
+        print(f"svq train {args.stage}: {error}")
+        return 1
+    print(f"svq train {args.stage}: done; release folder {summary.get('model', '?')}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    stages = "\n".join(f"  {name:8s}{what}" for name, (_, _, what) in STAGES.items())
+    p = sub.add_parser(
+        "train",
+        help="run a training stage: stage1, stage2, vq, sft",
+        description=f"Run a training stage in this process.\n\nstages:\n{stages}\n\n"
+        "OPTIONS: a YAML config (train/configs/) first, then --flag value overrides; "
+        "`svq train STAGE --help` lists a stage's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("stage", choices=sorted(STAGES), help="which stage")
+    p.add_argument("options", nargs=argparse.REMAINDER, help="CONFIG.yaml [--flag value ...]")
+    p.set_defaults(run=run)
