@@ -40,7 +40,6 @@ from svq.images import save_grid
 
 from .metrics import psnr, ssim
 
-CODEBOOK_FILE = "codebook.safetensors"
 INCEPTION_ENV = "SVQ_INCEPTION"
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_URL = (
@@ -58,16 +57,10 @@ INCEPTION_HELP = (
 
 
 def load_svq(path: str | Path, spatial_vq: str | Path | None = None) -> StyledVAEVQ:
-    """A saved StyledVAEVQ in eval mode, with `codebook.safetensors` from the same folder
-    attached when the folder has one and loading did not attach it already. A model whose
-    decoder predicts a spatial VQ grid (config.target "spatial_vq") paints through the
+    """A saved StyledVAEVQ in eval mode (with its codebook when the folder has one). A model
+    whose decoder predicts a spatial VQ grid (config.target "spatial_vq") paints through the
     SpatialVQ saved in `spatial_vq`, which it then needs."""
-    from vocab import Codebook
-
     model = StyledVAEVQ.from_pretrained(str(path)).eval()
-    book = Path(path) / CODEBOOK_FILE
-    if model.codebook is None and book.is_file():
-        model.codebook = Codebook.load(book)
     if getattr(model.config, "target", "pixels") == "spatial_vq":
         if spatial_vq is None or not (Path(spatial_vq) / "config.json").is_file():
             raise FileNotFoundError(

@@ -7,8 +7,7 @@ the understanding projector, the VQ head and the spatial VQ decoder — with `ch
     llm/                    the LLM (`save_pretrained`; in LoRA mode the un-adapted, resized
                             base) and its tokenizer
     adapter/                LoRA mode: the peft adapter (LoRA matrices + trained new rows)
-    svq/                    StyledVAEVQ (config.json + model.safetensors)
-    codebook.safetensors    its k-means codebook
+    svq/                    StyledVAEVQ (config.json, model.safetensors, codebook.safetensors)
     projector/              ImageProjector
     vq_head/, spatial_vq/   VQHead and SpatialVQ, when there is a spatial decoder
 """
@@ -172,7 +171,7 @@ class SVQChat(nn.Module):
         codebook = codebook if codebook is not None else svq.codebook
         if codebook is None:
             raise ValueError("SVQChat.build: the svq tokenizer has no codebook; pass one")
-        svq.codebook = codebook
+        svq.attach_codebook(codebook)  # checks it fits the tokenizer
         if image_tokenizer not in IMAGE_TOKENIZERS:
             raise ValueError(
                 f"image_tokenizer {image_tokenizer!r} is not one of {IMAGE_TOKENIZERS}"
@@ -455,13 +454,7 @@ class SVQChat(nn.Module):
         else:
             self.llm.save_pretrained(directory / "llm")
         self.tokenizer.save_pretrained(directory / "llm")
-        codebook = self.svq.codebook
-        self.svq.codebook = None  # saved on its own: StyledVAEVQ's weights file has no codebook
-        try:
-            self.svq.save_pretrained(directory / "svq")
-        finally:
-            self.svq.codebook = codebook
-        codebook.save(directory / "codebook.safetensors")
+        self.svq.save_pretrained(directory / "svq")  # with svq/codebook.safetensors
         self.projector.save_pretrained(directory / "projector")
         if self.vq_head is not None:
             self.vq_head.save_pretrained(directory / "vq_head")
@@ -492,8 +485,7 @@ class SVQChat(nn.Module):
         )
         if found != vocab:
             raise ValueError(f"{directory}: the tokenizer's image tokens {found} != {vocab}")
-        svq = StyledVAEVQ.from_pretrained(str(directory / "svq"))
-        svq.codebook = Codebook.load(directory / "codebook.safetensors")
+        svq = StyledVAEVQ.from_pretrained(str(directory / "svq"))  # attaches its codebook
         projector = ImageProjector.from_pretrained(str(directory / "projector"))
         vq_head = spatial = None
         if (directory / "vq_head").is_dir():

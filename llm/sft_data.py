@@ -52,7 +52,6 @@ from svq.data import Preprocess, WorldRecord, load_image, render_tensor
 from svq.data.writer import iter_split
 from svq.model import StyledVAEVQ
 from svq.spatial_vq import SpatialVQ
-from vocab import Codebook
 
 from .conversation import EncodedConversation, encode_conversation
 from .vocabulary import ImageVocabulary
@@ -170,12 +169,9 @@ class ImageTensors:
 
 
 def load_svq(path: str | Path) -> StyledVAEVQ:
-    """A StyledVAEVQ release folder with its codebook (codebook.safetensors in the folder,
-    attached here if `from_pretrained` did not), frozen, in eval mode."""
+    """A StyledVAEVQ release folder with its codebook (`codebook.safetensors`, which
+    `from_pretrained` attaches), frozen, in eval mode."""
     model = StyledVAEVQ.from_pretrained(str(path))
-    codebook_file = Path(path) / "codebook.safetensors"
-    if getattr(model, "codebook", None) is None and codebook_file.is_file():
-        model.codebook = Codebook.load(codebook_file)
     if model.codebook is None:
         raise ValueError(f"{path} has no codebook.safetensors: fit one first (train/stage2.py)")
     return model.requires_grad_(False).eval()
