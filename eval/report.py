@@ -326,7 +326,8 @@ def chat_section(
 ) -> dict:
     """RUN/sft/chat_eval.json (written by the SFT stage), or with `rerun` a fresh
     `eval.chat.evaluate_chat` of RUN/sft/model into out/chat/. Image paths in the transcripts
-    stay relative to `base_dir`, the folder of the JSON."""
+    stay relative to `base_dir`, the folder of the JSON. The scores of RUN/baseline (the same
+    LLM writing the spatial VQ's grid serially) go beside them as "baseline" when present."""
     source = run / "sft" / "chat_eval.json"
     if rerun:
         source = run_chat_eval(run / "sft" / "model", judge, out / "chat", num_dialogues, seed)
@@ -336,6 +337,10 @@ def chat_section(
             "with RUN/sft/model present)"
         )
     data = _read_json(source)
+    baseline = run / "baseline" / "chat_eval.json"  # the serial spatial route (svq demo)
+    if "baseline" not in data and baseline.is_file():
+        data["baseline"] = {k: v for k, v in _read_json(baseline).items() if k != "transcripts"}
+        data["baseline"]["source"] = str(baseline)
     return {"status": "ok", "source": str(source), "base_dir": str(source.parent), **data}
 
 

@@ -11,11 +11,12 @@ Stages, each a training script's `main` (or the eval suite) with the options of
     stage2   the k-means vocabulary + decoder fine-tune on ids (train/stage2.py)
     vq       the spatial VQ tokenizer, the last mile (train/vq.py)
     sft      chat SFT of the tiny LLM: generate, stay consistent, understand (train/llm_sft.py)
+    baseline the same SFT with pictures written as the spatial VQ's grid, serially
     report   the eval suite over everything: RUN/report/report.html (eval/report.py)
 
-Two cores: `judge` then `vq` run in a second process while `stage1` then `stage2` run in
-this one (each stage uses one thread; the stages of a chain depend on each other, the chains
-do not). A stage is finished when its folder holds its summary; re-running skips finished
+Two cores: `judge`, `vq` and `baseline` run in a second process while `stage1`, `stage2`
+and `sft` run in this one (each stage uses one thread; a stage waits for the stages it reads,
+`NEEDS`). A stage is finished when its folder holds its summary; re-running skips finished
 stages, and stage 1 resumes from its last checkpoint.
 """
 
@@ -35,14 +36,21 @@ import yaml
 
 CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
 BUDGETS = ("test", "quick", "standard")
-ORDER = ("judge", "stage1", "stage2", "vq", "sft", "report")
-BACKGROUND = ("judge", "vq")  # the second process's chain
+ORDER = ("judge", "stage1", "stage2", "vq", "sft", "baseline", "report")
+BACKGROUND = ("judge", "vq", "baseline")  # the second process's chain
+NEEDS = {  # what a stage reads from earlier stages
+    "stage2": ("stage1",),
+    "sft": ("stage2", "vq", "judge"),
+    "baseline": ("stage2", "vq", "judge"),
+    "report": ("sft", "baseline"),
+}
 DONE = {  # the file whose presence means a stage finished (written last by the stage)
     "judge": "judge/metrics.json",
     "stage1": "stage1/summary.json",
     "stage2": "stage2/summary.json",
     "vq": "vq/summary.json",
     "sft": "sft/summary.json",
+    "baseline": "baseline/summary.json",
     "report": "report/report.json",
 }
 
@@ -83,7 +91,7 @@ def script_argv(stage: str, options: dict[str, Any], run: Path) -> list[str]:
         folders["resume_from_checkpoint"] = "latest"
     if stage == "stage2":
         folders["model_path"] = run / "stage1" / "model"
-    if stage == "sft":
+    if stage in ("sft", "baseline"):
         folders.update(svq_path=run / "stage2" / "model", spatial_vq_path=run / "vq" / "model",
                        judge_path=run / "judge")  # fmt: skip
     return [str(config), *flags(options), *flags({k: str(v) for k, v in folders.items()})]
@@ -103,6 +111,7 @@ SCRIPT_OPTIONS = {  # stage -> (training script module, its options dataclass)
     "stage2": ("train.stage2", "Stage2Options"),
     "vq": ("train.vq", "VQOptions"),
     "sft": ("train.llm_sft", "SFTOptions"),
+    "baseline": ("train.llm_sft", "SFTOptions"),  # with image_tokenizer: spatial
 }
 
 
@@ -158,10 +167,19 @@ def start_background(run: Path, budget: str, stages: list[str]) -> subprocess.Po
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
-def wait(process: subprocess.Popen | None, run: Path) -> None:
-    if process is not None and process.wait() != 0:
-        tail = "".join((run / "background.log").read_text().splitlines(True)[-20:])
-        raise RuntimeError(f"the background stages failed (exit {process.returncode}):\n{tail}")
+def wait_for(run: Path, stages: tuple[str, ...], process: subprocess.Popen | None = None) -> None:
+    """Block until `stages` are finished (the other process is doing them); an error if that
+    process ends without finishing them."""
+    while not all(done(run, stage) for stage in stages):
+        if process is not None and process.poll() is not None:
+            log = run / "background.log"
+            tail = "".join(log.read_text().splitlines(True)[-20:]) if log.is_file() else ""
+            missing = [stage for stage in stages if not done(run, stage)]
+            raise RuntimeError(
+                f"the second process ended (exit {process.returncode}) without finishing "
+                f"{missing}; the end of {log}:\n{tail}"
+            )
+        time.sleep(2)
 
 
 def run_demo(out: str | Path, budget: str = "quick", parallel: bool = True) -> dict:
@@ -175,9 +193,7 @@ def run_demo(out: str | Path, budget: str = "quick", parallel: bool = True) -> d
         for stage in ORDER:
             if background is not None and stage in BACKGROUND:
                 continue
-            if stage == "sft":
-                wait(background, run)  # sft needs the judge and the spatial VQ
-                background = None
+            wait_for(run, NEEDS.get(stage, ()), background)
             run_stage(run, budget, stage)
     finally:
         if background is not None and background.poll() is None:
@@ -231,6 +247,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.stages:  # inside the second process
         for stage in args.stages.split(","):
+            wait_for(Path(args.out), NEEDS.get(stage, ()))  # e.g. stage 2, from the first
             run_stage(Path(args.out), args.budget, stage)
         return 0
     figures = run_demo(args.out, args.budget, parallel=not args.sequential)

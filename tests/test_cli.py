@@ -10,7 +10,7 @@ from eval.report import build_report
 from llm import SVQChat
 from svq import StyledVAEVQ
 from svq.cli import build_parser, main
-from svq.demo import DONE, ORDER, load_budget, start_background, wait
+from svq.demo import DONE, ORDER, load_budget, start_background, wait_for
 from svq.spatial_vq import SpatialVQ
 
 
@@ -58,6 +58,8 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
         name: "ok" for name in ("summary", "training", "reconstruction", "ordering", "codebook",
                                 "spatial_vq", "chat")
     }  # fmt: skip
+    assert sections["chat"]["baseline"]["dialogues"] >= 1  # the serial route beside the model
+    assert SVQChat.from_pretrained(run / "baseline" / "model").config.image_tokenizer == "spatial"
     html = (run / "report" / "report.html").read_text()
     assert "<img" in html and 'src="data:image/png;base64,' in html
     figures = json.loads((run / "demo.json").read_text())
@@ -78,11 +80,18 @@ def test_demo_second_process_runs_the_background_chain(tmp_path, capsys):
         (run / DONE[stage]).parent.mkdir(parents=True, exist_ok=True)
         (run / DONE[stage]).write_text("{}")
     process = start_background(run, "test", ["judge", "vq"])
-    wait(process, run)
-    assert (run / DONE["judge"]).is_file() and (run / DONE["vq"]).is_file()
+    wait_for(run, ("judge", "vq"), process)
+    assert process.wait() == 0
     log = (run / "background.log").read_text()
     assert "[demo] judge: done" in log and "[demo] vq: done" in log
     assert start_background(run, "test", ["judge", "vq"]) is None  # nothing left
+    # a second process that fails is an error naming what it left undone, with its log
+    (run / DONE["vq"]).unlink()
+    (run / "vq" / "model").rename(run / "vq" / "old")
+    (run / "vq" / "model").write_text("not a folder")  # the spatial VQ cannot be saved there
+    process = start_background(run, "test", ["vq"])
+    with pytest.raises(RuntimeError, match=r"without finishing \['vq'\]"):
+        wait_for(run, ("vq",), process)
 
 
 def test_demo_bad_budget_is_a_clear_error(tmp_path, capsys):

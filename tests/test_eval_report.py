@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from eval.html import chat as render_chat
 from eval.judge import AttributeJudge, JudgeConfig
-from eval.report import SECTIONS, build_report, prefix_with_judge
+from eval.report import SECTIONS, build_report, chat_section, prefix_with_judge
 from svq import StyledVAEVQ, SVQConfig
 from svq.data import ATTRIBUTES
 from svq.images import save_grid
@@ -31,12 +32,8 @@ def tiny_run(root: Path) -> Path:
         "\n".join(json.dumps({"step": s, "psnr": 10 + s / 10, "ssim": 0.1 * s}) for s in (1, 2))
     )
     (root / "stage1" / "summary.json").write_text(json.dumps({"steps": 2, "psnr": 10.2}))
-    # StyledVAEVQ.save_pretrained does not (yet) write the codebook: it is saved beside the
-    # weights as codebook.safetensors, the layout SVQChat uses and eval.reconstruction.load_svq
-    # reads.
-    model.save_pretrained(root / "stage2" / "model")
     codes = torch.randn(16, model.config.token_dim, generator=torch.Generator().manual_seed(0))
-    Codebook.from_codes(codes).save(root / "stage2" / "model" / "codebook.safetensors")
+    model.attach_codebook(Codebook.from_codes(codes)).save_pretrained(root / "stage2" / "model")
     SpatialVQ(SpatialVQConfig.from_preset("tiny")).save_pretrained(root / "vq" / "model")
     AttributeJudge(JudgeConfig.from_preset("tiny")).save_pretrained(root / "judge")
     sft = root / "sft"
@@ -209,3 +206,20 @@ def test_prefix_with_judge_matches_the_prefix_curve_on_a_planted_ordering():
     assert [r["psnr"] for r in rows] == pytest.approx([r["psnr"] for r in expected])
     assert rows[2]["psnr"] > rows[1]["psnr"] > rows[0]["psnr"]
     assert "judge_mean" not in rows[0]
+
+
+def test_the_serial_baseline_run_goes_beside_the_model(tmp_path):
+    """RUN/baseline/chat_eval.json (the demo's serial spatial route) becomes the chat
+    section's "baseline" column; its transcripts stay out."""
+    run = tiny_run(tmp_path / "run")
+    data = json.loads((run / "sft" / "chat_eval.json").read_text())
+    baseline = {**data.pop("baseline"), "transcripts": data["transcripts"]}
+    (run / "sft" / "chat_eval.json").write_text(json.dumps(data))
+    (run / "baseline").mkdir()
+    (run / "baseline" / "chat_eval.json").write_text(json.dumps(baseline))
+    section = chat_section(run, tmp_path / "out")
+    assert section["baseline"]["understanding"]["accuracy"] == 0.1
+    assert "transcripts" not in section["baseline"]
+    assert len(section["transcripts"]) == 1
+    html = render_chat(section, tmp_path / "out")
+    assert "<th>baseline</th>" in html and ">0.1<" in html
