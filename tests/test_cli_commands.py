@@ -145,3 +145,17 @@ def test_train_command_runs_a_stage(tmp_path, capsys):
     assert "done; release folder" in capsys.readouterr().out
     assert json.loads((out / "summary.json").read_text())["steps"] == 1
     assert StyledVAEVQ.from_pretrained(out / "model").config.image_size == 32
+
+
+def test_train_command_help_and_bad_options(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "vq", "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: svq train vq" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # argparse's own error for an unknown stage
+        main(["train", "stage9", "x.yaml"])
+    assert "invalid choice: 'stage9'" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("max_stepz: 3\n")
+    assert main(["train", "stage1", str(bad), "--output_dir", str(tmp_path / "o")]) == 2
+    assert "unknown options ['max_stepz']" in capsys.readouterr().err

@@ -35,15 +35,16 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 # --- options -------------------------------------------------------------------------------
 
 
-def parse_options(cls: type[T], argv: Sequence[str] | None = None) -> T:
+def parse_options(cls: type[T], argv: Sequence[str] | None = None, prog: str | None = None) -> T:
     """Parse `[CONFIG.yaml|.json] [--flag value ...]` into the dataclass `cls`.
 
     The file's values become the defaults and the flags override them (the file first), with
     `transformers.HfArgumentParser` doing the typing, `--help` and the `--no_flag` forms. A key
-    in the file that is not an option is an error, not silently dropped.
+    in the file that is not an option is an error, not silently dropped. `prog`: the command
+    name `--help` and errors show (default: the script's).
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(cls)
+    parser = HfArgumentParser(cls, prog=prog)
     if args and not args[0].startswith("-") and args[0].endswith(CONFIG_SUFFIXES):
         path = Path(args.pop(0))
         values = yaml.safe_load(path.read_text()) or {}  # YAML reads JSON too

@@ -24,7 +24,9 @@ def run(args: argparse.Namespace) -> int:
 
     module_name, options_name, _ = STAGES[args.stage]
     module = importlib.import_module(module_name)
-    options = common.parse_options(getattr(module, options_name), args.options)
+    options = common.parse_options(
+        getattr(module, options_name), args.options, prog=f"svq train {args.stage}"
+    )
     try:
         summary = module.main(options)
     except common.NonFiniteLossError as error:
