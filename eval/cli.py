@@ -106,6 +106,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num_dialogues", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lang", default="en", choices=("en", "zh"))
+    p.add_argument(
+        "--image_decoder",
+        choices=("vq_head", "svq"),
+        help="how written pictures become pixels: the VQ head + spatial decoder, or the svq "
+        "decoder on the written ids (default: the model's own)",
+    )
     p.set_defaults(run=_chat)
 
     p = parts.add_parser(
@@ -257,6 +263,7 @@ def _chat(args: argparse.Namespace) -> int:
             args.num_dialogues,
             args.seed,
             args.lang,
+            args.image_decoder,
         )
     except NotRun as reason:
         return _fail("chat", reason)

@@ -351,9 +351,11 @@ def run_chat_eval(
     num_dialogues: int = 8,
     seed: int = 0,
     lang: str = "en",
+    image_decoder: str | None = None,
 ) -> Path:
     """Load an SVQChat folder, run `eval.chat.evaluate_chat` (without a judge: no judged
-    scores), write out/chat_eval.json and its pictures in out/images/."""
+    scores), write out/chat_eval.json and its pictures in out/images/. `image_decoder`: how
+    written pictures become pixels ("vq_head", "svq"; default: the model's own)."""
     try:
         from .chat import evaluate_chat
     except ImportError as error:
@@ -367,8 +369,9 @@ def run_chat_eval(
     chat = SVQChat.from_pretrained(model_dir)
     out.mkdir(parents=True, exist_ok=True)
     result = evaluate_chat(
-        chat, judge, num_dialogues=num_dialogues, seed=seed, out_dir=out, lang=lang
-    )
+        chat, judge, num_dialogues=num_dialogues, seed=seed, out_dir=out, lang=lang,
+        image_decoder=image_decoder,
+    )  # fmt: skip
     path = out / "chat_eval.json"
     path.write_text(json.dumps(jsonable(result), indent=1) + "\n")
     return path

@@ -68,3 +68,25 @@ def test_all_writes_the_report(run, tmp_path, capsys):
     assert (tmp_path / "report.html").is_file()
     printed = capsys.readouterr().out
     assert "spatial_vq      ok" in printed and "report.html" in printed
+
+
+def test_chat_passes_the_image_decoder(tmp_path, monkeypatch, capsys):
+    """`svq eval chat --image_decoder svq` reaches evaluate_chat (model and evaluation faked:
+    the real ones are tested in test_eval_chat.py)."""
+    import eval.chat
+    import llm.chat
+
+    calls = []
+
+    def fake_evaluate(chat, judge, *, num_dialogues, seed, out_dir, lang, image_decoder, **_):
+        calls.append((chat, num_dialogues, image_decoder))
+        return {"dialogues": num_dialogues, "transcripts": []}
+
+    monkeypatch.setattr(eval.chat, "evaluate_chat", fake_evaluate)
+    monkeypatch.setattr(llm.chat.SVQChat, "from_pretrained", classmethod(lambda cls, d: "chat"))
+    (tmp_path / "model").mkdir()
+    argv = ["eval", "chat", "--model", str(tmp_path / "model"), "--out", str(tmp_path / "o"),
+            "--num_dialogues", "2", "--image_decoder", "svq"]  # fmt: skip
+    assert main(argv) == 0
+    assert calls == [("chat", 2, "svq")]
+    assert json.loads((tmp_path / "o" / "chat_eval.json").read_text())["dialogues"] == 2
