@@ -54,15 +54,18 @@ def ssim(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     r = torch.arange(SSIM_WINDOW, dtype=x.dtype, device=x.device) - SSIM_WINDOW // 2
     g = torch.exp(-(r**2) / (2 * SSIM_SIGMA**2))
     g = g / g.sum()
-    window = torch.outer(g, g).expand(c, 1, SSIM_WINDOW, SSIM_WINDOW)  # (C, 1, 11, 11)
-
-    def local(z: torch.Tensor) -> torch.Tensor:  # Gaussian-weighted mean, valid positions
-        return F.conv2d(z, window, groups=c)  # (B, C, H - 10, W - 10)
-
-    mu_x, mu_y = local(x), local(y)
-    var_x = local(x * x) - mu_x**2
-    var_y = local(y * y) - mu_y**2
-    cov = local(x * y) - mu_x * mu_y
+    # The 2-D Gaussian window is the outer product g g^T, so a column pass then a row pass give
+    # the same local means with 22 instead of 121 multiplies per pixel; the five statistics go
+    # through one grouped convolution. (B, 5C, H, W) -> (B, 5C, H - 10, W - 10), valid only.
+    stats = torch.cat([x, y, x * x, y * y, x * y], dim=1)
+    groups = stats.shape[1]
+    column = g.view(1, 1, -1, 1).expand(groups, 1, SSIM_WINDOW, 1)
+    row = g.view(1, 1, 1, -1).expand(groups, 1, 1, SSIM_WINDOW)
+    local = F.conv2d(F.conv2d(stats, column, groups=groups), row, groups=groups)
+    mu_x, mu_y, e_xx, e_yy, e_xy = local.split(c, dim=1)
+    var_x = e_xx - mu_x**2
+    var_y = e_yy - mu_y**2
+    cov = e_xy - mu_x * mu_y
     c1, c2 = SSIM_K1**2, SSIM_K2**2  # data range 1
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
         (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
