@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from accelerate.state import AcceleratorState, GradientState
+from conftest import reset_accelerate
 from safetensors.torch import load_file
 
 from eval.judge import AttributeJudge, JudgeConfig
@@ -26,15 +26,6 @@ from vocab import Codebook
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "train" / "configs" / "llm_sft_tiny.yaml")
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate():
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 def save_svq(folder: Path, seed: int = 0) -> Path:
@@ -63,8 +54,7 @@ def options(out: Path, parts: dict[str, Path], *flags: str) -> llm_sft.SFTOption
 
 
 def run(out: Path, parts: dict[str, Path], *flags: str) -> dict:
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate()
     return llm_sft.main(options(out, parts, *flags))
 
 

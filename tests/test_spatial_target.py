@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
+from conftest import reset_accelerate
 
 from svq import StyledVAEVQ, SVQConfig
 from svq.decoder import CodeHead
@@ -105,23 +105,13 @@ def test_attach_decode_and_save_load(tmp_path):
         assert torch.equal(loaded.attach_spatial_vq(spatial).decode(features), pixels)
 
 
-@pytest.fixture
-def fresh_accelerate():
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
-def test_end_to_end_spatial_vq_then_stage1_then_pixels(tmp_path, fresh_accelerate):
+def test_end_to_end_spatial_vq_then_stage1_then_pixels(tmp_path):
     # 1. a tiny spatial VQ at 32px (8x8 grid, 64 codes), 2 steps of train/vq.py
     vq.main(common.parse_options(vq.VQOptions, [
         str(ROOT / "train" / "configs" / "vq_tiny.yaml"), "--output_dir", str(tmp_path / "vq"),
         "--model_overrides", '{"image_size": 32}', "--validation_data", "none",
     ]))  # fmt: skip
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate()
     # 2. stage 1 of the tiny svq predicting its grid: the target comes from the path
     tiny = str(ROOT / "train" / "configs" / "stage1_tiny.yaml")
     out = tmp_path / "s1"
@@ -153,8 +143,7 @@ def test_end_to_end_spatial_vq_then_stage1_then_pixels(tmp_path, fresh_accelerat
     with torch.no_grad():
         assert model.decode(model.encode(images(3))).shape == (3, 3, 32, 32)
     # a spatial_vq target without the tokenizer to train against is an error
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate()
     bad = common.parse_options(stage1.Stage1Options, [tiny, "--output_dir", str(tmp_path / "b"),
                                "--model_overrides", json.dumps(SPATIAL)])  # fmt: skip
     with pytest.raises(ValueError, match="needs --spatial_vq_path"):

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.state import AcceleratorState, GradientState
+from conftest import reset_accelerate
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -25,23 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "train" / "configs" / "stage1_tiny.yaml")
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate():
-    """Each run builds its own Accelerator; accelerate keeps process-wide singletons."""
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
 def options(out: Path, *flags: str) -> stage1.Stage1Options:
     return common.parse_options(stage1.Stage1Options, [TINY, "--output_dir", str(out), *flags])
 
 
 def run(out: Path, *flags: str) -> dict:
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate()
     return stage1.main(options(out, *flags))
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
+from conftest import reset_accelerate
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -33,24 +33,13 @@ def stage1_model(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate():
-    """Each run builds its own Accelerator; accelerate keeps process-wide singletons."""
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
 def options(out: Path, model: Path, *flags: str) -> stage2.Stage2Options:
     argv = [TINY, "--output_dir", str(out), "--model_path", str(model), *flags]
     return common.parse_options(stage2.Stage2Options, argv)
 
 
 def run(out: Path, model: Path, *flags: str) -> dict:
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate()
     return stage2.main(options(out, model, *flags))
 
 

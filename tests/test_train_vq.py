@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from accelerate.state import AcceleratorState, GradientState
+from conftest import reset_accelerate
 from safetensors.torch import load_file
 
 from svq.discriminator import PatchDiscriminator, hinge_d_loss, hinge_g_loss
@@ -18,23 +18,12 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "train" / "configs" / "vq_tiny.yaml")
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate():
-    """Each run builds its own Accelerator; accelerate keeps process-wide singletons."""
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
 def options(out: Path, *flags: str) -> vq.VQOptions:
     return common.parse_options(vq.VQOptions, [TINY, "--output_dir", str(out), *flags])
 
 
 def run(out: Path, *flags: str) -> dict:
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate()
     return vq.main(options(out, *flags))
 
 

@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 
 import torch
 import yaml
-from accelerate import Accelerator, skip_first_batches
+from accelerate import Accelerator, DataLoaderConfiguration, skip_first_batches
+from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
 from torch import nn
 from transformers import HfArgumentParser
 
@@ -60,6 +61,44 @@ def parse_options(cls: type[T], argv: Sequence[str] | None = None, prog: str | N
                 action.required = False
     (options,) = parser.parse_args_into_dataclasses(args=args, look_for_args_file=False)
     return options
+
+
+def none_if_empty(value: Any) -> Any:
+    """ "", "none" and "None" (what a YAML file or a flag gives for no value) -> None."""
+    return None if value in ("", "none", "None") else value
+
+
+def check_training_options(o: Any, positive: Sequence[str] = ()) -> None:
+    """The checks every stage's options share: per-device batch, accumulation and logging steps
+    (and the stage's own `positive` fields) >= 1; max_steps > 0 or -1 where the stage has it;
+    one of bf16 and fp16."""
+    shared = ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps")
+    for name in (*shared, *positive):
+        if getattr(o, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(o, name)}")
+    max_steps = getattr(o, "max_steps", -1)
+    if max_steps == 0 or max_steps < -1:
+        raise ValueError(f"max_steps must be > 0, or -1 for num_train_epochs; got {max_steps}")
+    if o.bf16 and o.fp16:
+        raise ValueError("choose one of bf16 and fp16")
+
+
+def make_accelerator(o: Any, **kwargs: Any) -> Accelerator:
+    """The Accelerator of a run from its TrainingArguments-named options (use_cpu, bf16/fp16,
+    gradient_accumulation_steps, report_to, output_dir, seed); kwargs go to Accelerator."""
+    return Accelerator(
+        # On a machine without GPU accelerate needs cpu=True to form a process group (gloo)
+        # from torchrun's variables; without it each process would train alone.
+        cpu=o.use_cpu or not torch.accelerator.is_available(),
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=o.gradient_accumulation_steps, sync_with_dataloader=False
+        ),
+        mixed_precision="bf16" if o.bf16 else "fp16" if o.fp16 else None,
+        log_with=None if o.report_to == "none" else o.report_to,
+        project_config=ProjectConfiguration(o.output_dir, logging_dir=f"{o.output_dir}/logs"),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=o.seed),
+        **kwargs,
+    )
 
 
 def write_yaml(data: dict[str, Any], path: str | Path) -> Path:
@@ -259,6 +298,20 @@ def load_checkpoint(accelerator: Accelerator, folder: str | Path) -> dict[str, A
     """Restore what `save_checkpoint` saved; returns its `state` dict."""
     accelerator.load_state(str(folder))
     return json.loads((Path(folder) / STATE_FILE).read_text())
+
+
+def save_release(model: Any, out: str | Path) -> Path:
+    """`model.save_pretrained` into OUT/model through OUT/.model.tmp and a rename, so a run
+    killed mid-save leaves the previous release whole. Main process only."""
+    out = Path(out)
+    tmp, release = out / ".model.tmp", out / "model"
+    if tmp.exists():  # left by a run killed mid-save
+        _remove(tmp)
+    model.save_pretrained(tmp)
+    if release.exists():
+        _remove(release)
+    tmp.rename(release)
+    return release
 
 
 def _remove(folder: Path) -> None:

@@ -41,8 +41,8 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
-from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
+from accelerate import DistributedDataParallelKwargs
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -140,8 +140,7 @@ class SFTOptions:
                 value = json.loads(value) if value not in ("", "none", "None") else None
             setattr(self, name, dict(value) if value else None)
         for name in ("spatial_vq_path", "judge_path", "cache_dir"):
-            if getattr(self, name) in ("", "none", "None"):
-                setattr(self, name, None)
+            setattr(self, name, common.none_if_empty(getattr(self, name)))
         if not self.svq_path:
             raise ValueError("svq_path is required: a StyledVAEVQ folder with its codebook")
         if self.mode not in ("full", "lora"):
@@ -150,16 +149,9 @@ class SFTOptions:
             raise ValueError(f"image_tokenizer must be 'svq' or 'spatial': {self.image_tokenizer}")
         if self.image_tokenizer == "spatial" and self.spatial_vq_path is None:
             raise ValueError("image_tokenizer 'spatial' needs spatial_vq_path")
-        positive = ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError(f"max_steps must be > 0, or -1 for num_train_epochs: {self.max_steps}")
+        common.check_training_options(self)
         if min(self.lm_loss_weight, self.vq_loss_weight) < 0:
             raise ValueError("loss weights must be >= 0")
-        if self.bf16 and self.fp16:
-            raise ValueError("choose one of bf16 and fp16")
         if self.num_val_dialogues < 0:
             raise ValueError(f"num_val_dialogues must be >= 0, got {self.num_val_dialogues}")
 
@@ -232,15 +224,8 @@ def scores(report: dict) -> dict:
 def main(o: SFTOptions) -> dict:
     """Train; returns (and writes to summary.json) wall time, steps, losses, validation."""
     started = time.perf_counter()
-    accelerator = Accelerator(
-        cpu=o.use_cpu or not torch.accelerator.is_available(),
-        gradient_accumulation_plugin=GradientAccumulationPlugin(
-            num_steps=o.gradient_accumulation_steps, sync_with_dataloader=False
-        ),
-        mixed_precision="bf16" if o.bf16 else "fp16" if o.fp16 else None,
-        log_with=None if o.report_to == "none" else o.report_to,
-        project_config=ProjectConfiguration(o.output_dir, logging_dir=f"{o.output_dir}/logs"),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=o.seed),
+    accelerator = common.make_accelerator(
+        o,
         # a batch without user pictures leaves the projector unused (or the VQ head, without
         # assistant pictures): DDP must not wait for their gradients
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
@@ -374,13 +359,7 @@ def main(o: SFTOptions) -> dict:
     bar.close()
     summary = {}
     if accelerator.is_main_process:
-        tmp = out / ".model.tmp"
-        if tmp.exists():
-            common._remove(tmp)
-        raw.save_pretrained(tmp)
-        if (out / "model").exists():
-            common._remove(out / "model")
-        tmp.rename(out / "model")
+        common.save_release(raw, out)
         if o.num_val_dialogues:
             last_record = validate(raw, judge, o, out, state["step"])
             common.append_jsonl(last_record, out / "validation.jsonl")

@@ -26,8 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -130,22 +129,12 @@ class Stage1Options:
         if isinstance(self.model_overrides, str):
             self.model_overrides = json.loads(self.model_overrides)
         self.model_overrides = dict(self.model_overrides or {})
-        if self.validation_data in ("", "none", "None"):
-            self.validation_data = None
-        positive = ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError(
-                f"max_steps must be > 0, or -1 for num_train_epochs; got {self.max_steps}"
-            )
+        self.validation_data = common.none_if_empty(self.validation_data)
+        common.check_training_options(self)
         if min(self.mse_weight, self.l1_weight, self.lpips_weight) < 0:
             raise ValueError("loss weights must be >= 0")
         if self.mse_weight + self.l1_weight + self.lpips_weight == 0:
             raise ValueError("all loss weights are 0: nothing to train")
-        if self.bf16 and self.fp16:
-            raise ValueError("choose one of bf16 and fp16")
         if self.token_eval_images < 2 or self.num_val_images < self.token_eval_images:
             raise ValueError("need 2 <= token_eval_images <= num_val_images")
 
@@ -294,18 +283,7 @@ def validate(
 def main(o: Stage1Options) -> dict:
     """Train; returns a summary (steps, images, wall time, last validation)."""
     # --- setup
-    accelerator = Accelerator(
-        # On a machine without GPU accelerate needs cpu=True to form a process group (gloo)
-        # from torchrun's variables; without it each process would train alone.
-        cpu=o.use_cpu or not torch.accelerator.is_available(),
-        gradient_accumulation_plugin=GradientAccumulationPlugin(
-            num_steps=o.gradient_accumulation_steps, sync_with_dataloader=False
-        ),
-        mixed_precision="bf16" if o.bf16 else "fp16" if o.fp16 else None,
-        log_with=None if o.report_to == "none" else o.report_to,
-        project_config=ProjectConfiguration(o.output_dir, logging_dir=f"{o.output_dir}/logs"),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=o.seed),
-    )
+    accelerator = common.make_accelerator(o)
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING)
     out = Path(o.output_dir)
     resume = common.resolve_resume(out, o.resume_from_checkpoint, o.overwrite_output_dir)
@@ -452,12 +430,7 @@ def main(o: Stage1Options) -> dict:
     # --- save
     bar.close()
     if accelerator.is_main_process:
-        release = ema.module if ema is not None else raw_model
-        tmp = out / ".model.tmp"
-        release.save_pretrained(tmp)
-        if (out / "model").exists():
-            common._remove(out / "model")
-        tmp.rename(out / "model")
+        common.save_release(ema.module if ema is not None else raw_model, out)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     summary = {"steps": state["step"], "images_seen": state["images_seen"],

@@ -37,10 +37,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate import Accelerator
 from accelerate.utils import (
-    GradientAccumulationPlugin,
-    ProjectConfiguration,
     broadcast_object_list,
     set_seed,
 )
@@ -142,19 +140,14 @@ class Stage2Options:
     report_to: str = "tensorboard"  # an accelerate tracker name, or "none"
 
     def __post_init__(self) -> None:
-        if self.validation_data in ("", "none", "None"):
-            self.validation_data = None
+        self.validation_data = common.none_if_empty(self.validation_data)
         check_distance(self.distance)
         if self.kmeans_init not in INITS:
             raise ValueError(f"kmeans_init must be one of {INITS}, got {self.kmeans_init!r}")
-        positive = (
+        common.check_training_options(self, positive=(
             "num_codes", "num_feature_images", "feature_batch_size", "kmeans_iters",
-            "num_val_images", "per_device_train_batch_size", "gradient_accumulation_steps",
-            "logging_steps", "save_steps",
-        )  # fmt: skip
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            "num_val_images", "save_steps",
+        ))  # fmt: skip
         if self.finetune_steps < 0:
             raise ValueError(
                 f"finetune_steps must be >= 0 (0: no fine-tune), got {self.finetune_steps}"
@@ -163,8 +156,6 @@ class Stage2Options:
             raise ValueError("loss weights must be >= 0")
         if self.finetune_steps and self.mse_weight + self.l1_weight + self.lpips_weight == 0:
             raise ValueError("all loss weights are 0: nothing to fine-tune")
-        if self.bf16 and self.fp16:
-            raise ValueError("choose one of bf16 and fp16")
 
 
 # --- the stage-1 tokenizer -----------------------------------------------------------------
@@ -545,18 +536,7 @@ def main(o: Stage2Options) -> dict[str, Any]:
     is also written to OUTPUT_DIR/summary.json (the main process evaluates: elsewhere the
     "before" and "after" figures are None)."""
     run_started = time.perf_counter()
-    accelerator = Accelerator(
-        # On a machine without GPU accelerate needs cpu=True to form a process group (gloo)
-        # from torchrun's variables; without it each process would work alone.
-        cpu=o.use_cpu or not torch.accelerator.is_available(),
-        gradient_accumulation_plugin=GradientAccumulationPlugin(
-            num_steps=o.gradient_accumulation_steps, sync_with_dataloader=False
-        ),
-        mixed_precision="bf16" if o.bf16 else "fp16" if o.fp16 else None,
-        log_with=None if o.report_to == "none" else o.report_to,
-        project_config=ProjectConfiguration(o.output_dir, logging_dir=f"{o.output_dir}/logs"),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=o.seed),
-    )
+    accelerator = common.make_accelerator(o)
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING)
     out, is_main = Path(o.output_dir), accelerator.is_main_process
     resume = common.resolve_resume(out, o.resume_from_checkpoint, o.overwrite_output_dir)
@@ -629,13 +609,7 @@ def main(o: Stage2Options) -> dict[str, Any]:
         "timings": {},
     }  # fmt: skip
     if is_main:
-        tmp = out / ".model.tmp"
-        if tmp.exists():
-            common._remove(tmp)
-        model.save_pretrained(tmp)  # config.json, model.safetensors, codebook.safetensors
-        if (out / "model").exists():
-            common._remove(out / "model")
-        tmp.rename(out / "model")
+        common.save_release(model, out)  # config.json, model.safetensors, codebook.safetensors
         if grid is not None:
             save_grid(grid, out / "grid.png")
     accelerator.wait_for_everyone()

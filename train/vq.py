@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
+from accelerate import Accelerator
+from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -119,24 +119,14 @@ class VQOptions:
         if isinstance(self.model_overrides, str):
             self.model_overrides = json.loads(self.model_overrides)
         self.model_overrides = dict(self.model_overrides or {})
-        if self.validation_data in ("", "none", "None"):
-            self.validation_data = None
-        positive = ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError(
-                f"max_steps must be > 0, or -1 for num_train_epochs; got {self.max_steps}"
-            )
+        self.validation_data = common.none_if_empty(self.validation_data)
+        common.check_training_options(self)
         if min(self.mse_weight, self.l1_weight, self.lpips_weight, self.gan_weight) < 0:
             raise ValueError("loss weights must be >= 0")
         if self.mse_weight + self.l1_weight + self.lpips_weight == 0:
             raise ValueError("mse, l1 and lpips weights are all 0: nothing to reconstruct with")
         if self.gan_start_step < 0 or self.reseed_steps < 0 or self.num_val_images < 1:
             raise ValueError("gan_start_step and reseed_steps must be >= 0, num_val_images >= 1")
-        if self.bf16 and self.fp16:
-            raise ValueError("choose one of bf16 and fp16")
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -194,16 +184,7 @@ def main(o: VQOptions) -> dict:
     time, last training logs and validation, the release folder."""
     wall_start = time.perf_counter()
     # --- setup
-    accelerator = Accelerator(
-        cpu=o.use_cpu or not torch.accelerator.is_available(),  # see train/stage1.py
-        gradient_accumulation_plugin=GradientAccumulationPlugin(
-            num_steps=o.gradient_accumulation_steps, sync_with_dataloader=False
-        ),
-        mixed_precision="bf16" if o.bf16 else "fp16" if o.fp16 else None,
-        log_with=None if o.report_to == "none" else o.report_to,
-        project_config=ProjectConfiguration(o.output_dir, logging_dir=f"{o.output_dir}/logs"),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=o.seed),
-    )
+    accelerator = common.make_accelerator(o)
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING)
     out = Path(o.output_dir)
     resume = common.resolve_resume(out, o.resume_from_checkpoint, o.overwrite_output_dir)
@@ -367,11 +348,7 @@ def main(o: VQOptions) -> dict:
                "wall_seconds": time.perf_counter() - wall_start, "train": logs,
                "validation": last_record, "model": str(out / "model")}  # fmt: skip
     if accelerator.is_main_process:
-        tmp = out / ".model.tmp"
-        raw_model.save_pretrained(tmp)
-        if (out / "model").exists():
-            common._remove(out / "model")
-        tmp.rename(out / "model")
+        common.save_release(raw_model, out)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     accelerator.wait_for_everyone()
     accelerator.end_training()
