@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import shutil
@@ -22,7 +23,7 @@ from typing import Any, TypeVar
 import torch
 import yaml
 from accelerate import Accelerator, DataLoaderConfiguration, skip_first_batches
-from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
+from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
 from torch import nn
 from transformers import HfArgumentParser
 
@@ -298,6 +299,36 @@ def load_checkpoint(accelerator: Accelerator, folder: str | Path) -> dict[str, A
     """Restore what `save_checkpoint` saved; returns its `state` dict."""
     accelerator.load_state(str(folder))
     return json.loads((Path(folder) / STATE_FILE).read_text())
+
+
+def start_state(
+    accelerator: Accelerator, resume: Path | None, seed: int, fresh: dict[str, Any]
+) -> dict[str, Any]:
+    """The run's counters: from the checkpoint `resume` (which also restores the weights,
+    optimiser, scheduler and RNG), or `fresh` with each process seeded for its own noise."""
+    if resume is None:
+        set_seed(seed, device_specific=True)  # each process its own noise and dropout
+        return fresh
+    state = load_checkpoint(accelerator, resume)
+    logging.getLogger("train").info("resumed from %s at step %d", resume, state["step"])
+    return state
+
+
+def record_options(accelerator: Accelerator, resolved: dict[str, Any], out: Path, name: str):
+    """The resolved options to OUT/options.yaml (main process) and to the trackers."""
+    if accelerator.is_main_process:
+        write_yaml(resolved, out / "options.yaml")
+    accelerator.init_trackers(name, config=flat_scalars(resolved))
+
+
+def run_script(main: Any, options_class: type, logger: logging.Logger) -> None:
+    """A stage script's `__main__`: parse sys.argv into the options, run; a non-finite loss
+    exits with status 1 after logging which step (the last checkpoint is kept)."""
+    try:
+        main(parse_options(options_class))
+    except NonFiniteLossError as error:
+        logger.error("%s", error)
+        sys.exit(1)
 
 
 def save_release(model: Any, out: str | Path) -> Path:

@@ -280,12 +280,8 @@ def main(o: SFTOptions) -> dict:
     accelerator.register_for_checkpointing(scheduler)
     raw = accelerator.unwrap_model(model)
 
-    state = {"step": 0, "dialogues_seen": 0, "train_seconds": 0.0}
-    if resume is not None:
-        state = common.load_checkpoint(accelerator, resume)
-        logger.info("resumed from %s at step %d", resume, state["step"])
-    else:
-        set_seed(o.seed, device_specific=True)
+    fresh = {"step": 0, "dialogues_seen": 0, "train_seconds": 0.0}
+    state = common.start_state(accelerator, resume, o.seed, fresh)
     resolved = {
         **asdict(o),
         "resolved": {"max_steps": max_steps, "warmup_steps": warmup, "global_batch": global_batch,
@@ -296,9 +292,7 @@ def main(o: SFTOptions) -> dict:
                                                  if p.requires_grad),
                      "trainable_tensors": len(trainable)},
     }  # fmt: skip
-    if accelerator.is_main_process:
-        common.write_yaml(resolved, out / "options.yaml")
-    accelerator.init_trackers("llm_sft", config=common.flat_scalars(resolved))
+    common.record_options(accelerator, resolved, out, "llm_sft")
     logger.info("%s", json.dumps(resolved["resolved"]))
 
     # --- loop
@@ -383,8 +377,4 @@ def main(o: SFTOptions) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main(common.parse_options(SFTOptions))
-    except common.NonFiniteLossError as error:
-        logger.error("%s", error)
-        sys.exit(1)
+    common.run_script(main, SFTOptions, logger)

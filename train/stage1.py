@@ -344,21 +344,15 @@ def main(o: Stage1Options) -> dict:
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
 
-    state = {"step": 0, "images_seen": 0, "train_seconds": 0.0}
-    if resume is not None:
-        state = common.load_checkpoint(accelerator, resume)  # weights, optimiser, RNG, ...
-        logger.info("resumed from %s at step %d", resume, state["step"])
-    else:
-        set_seed(o.seed, device_specific=True)  # each process its own noise and dropout
+    fresh = {"step": 0, "images_seen": 0, "train_seconds": 0.0}
+    state = common.start_state(accelerator, resume, o.seed, fresh)
     resolved = {
         **asdict(o),
         "model_config": config.to_dict(),
         "resolved": {"max_steps": max_steps, "warmup_steps": warmup, "global_batch": global_batch,
                      "processes": world, "resumed_from": str(resume) if resume else None},
     }  # fmt: skip
-    if accelerator.is_main_process:
-        common.write_yaml(resolved, out / "options.yaml")
-    accelerator.init_trackers("stage1", config=common.flat_scalars(resolved))
+    common.record_options(accelerator, resolved, out, "stage1")
     logger.info(
         "%s: %.2fM params, %d steps x global batch %d (%d per device x %d accumulation x %d "
         "processes), warm-up %d", o.model_preset, sum(p.numel() for p in raw_model.parameters())
@@ -442,8 +436,4 @@ def main(o: Stage1Options) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main(common.parse_options(Stage1Options))
-    except common.NonFiniteLossError as error:
-        logger.error("%s", error)
-        sys.exit(1)
+    common.run_script(main, Stage1Options, logger)

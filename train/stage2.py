@@ -40,7 +40,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import (
     broadcast_object_list,
-    set_seed,
 )
 from torch import nn
 from torch.utils.data import DataLoader, Subset
@@ -466,12 +465,8 @@ def finetune(
     warmup = common.warmup_steps(steps, o.warmup_steps, o.warmup_ratio)
     scheduler = get_scheduler(o.lr_scheduler_type, optimizer, warmup, steps)  # one per step
     accelerator.register_for_checkpointing(scheduler)
-    state = {"step": 0, "images_seen": 0, "train_seconds": 0.0}
-    if resume is not None:
-        state = common.load_checkpoint(accelerator, resume)  # weights, optimiser, RNG, ...
-        logger.info("resumed the fine-tune from %s at step %d", resume, state["step"])
-    else:
-        set_seed(o.seed, device_specific=True)
+    fresh = {"step": 0, "images_seen": 0, "train_seconds": 0.0}
+    state = common.start_state(accelerator, resume, o.seed, fresh)
 
     batches = common.endless_batches(loader, state["step"] * accum)
     last_checkpoint = common.latest_checkpoint(out)
@@ -548,9 +543,7 @@ def main(o: Stage2Options) -> dict[str, Any]:
         "resolved": {"features_dir": str(features_dir), "processes": accelerator.num_processes,
                      "weights_sha256": weights, "resumed_from": str(resume) if resume else None},
     }  # fmt: skip
-    if is_main:
-        common.write_yaml(resolved, out / "options.yaml")
-    accelerator.init_trackers("stage2", config=common.flat_scalars(resolved))
+    common.record_options(accelerator, resolved, out, "stage2")
     timings: dict[str, float] = {}
 
     # --- 1. features
@@ -622,8 +615,4 @@ def main(o: Stage2Options) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        main(common.parse_options(Stage2Options))
-    except common.NonFiniteLossError as error:
-        logger.error("%s", error)
-        sys.exit(1)
+    common.run_script(main, Stage2Options, logger)

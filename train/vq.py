@@ -239,21 +239,15 @@ def main(o: VQOptions) -> dict:
     raw_model: SpatialVQ = accelerator.unwrap_model(model)
     raw_disc = accelerator.unwrap_model(disc) if disc is not None else None
 
-    state = {"step": 0, "images_seen": 0, "train_seconds": 0.0, "codes_reseeded": 0}
-    if resume is not None:
-        state = common.load_checkpoint(accelerator, resume)  # weights, optimisers, RNG, ...
-        logger.info("resumed from %s at step %d", resume, state["step"])
-    else:
-        set_seed(o.seed, device_specific=True)  # each process its own noise and dropout
+    fresh = {"step": 0, "images_seen": 0, "train_seconds": 0.0, "codes_reseeded": 0}
+    state = common.start_state(accelerator, resume, o.seed, fresh)
     resolved = {
         **asdict(o),
         "model_config": config.to_dict(),
         "resolved": {"max_steps": max_steps, "warmup_steps": warmup, "global_batch": global_batch,
                      "processes": world, "resumed_from": str(resume) if resume else None},
     }  # fmt: skip
-    if accelerator.is_main_process:
-        common.write_yaml(resolved, out / "options.yaml")
-    accelerator.init_trackers("vq", config=common.flat_scalars(resolved))
+    common.record_options(accelerator, resolved, out, "vq")
     logger.info(
         "%s: %.2fM params, grid %s x codebook %d, %d steps x global batch %d",
         o.model_preset, sum(p.numel() for p in raw_model.parameters()) / 1e6, config.grid_size,
@@ -356,8 +350,4 @@ def main(o: VQOptions) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main(common.parse_options(VQOptions))
-    except common.NonFiniteLossError as error:
-        logger.error("%s", error)
-        sys.exit(1)
+    common.run_script(main, VQOptions, logger)
