@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub calls (and no ~23 s retries) in tests
@@ -23,3 +24,25 @@ def fresh_accelerate():
     reset_accelerate()
     yield
     reset_accelerate()
+
+
+@contextlib.contextmanager
+def killed_after_checkpoint(monkeypatch: pytest.MonkeyPatch, step: int):
+    """The training run inside dies (KeyboardInterrupt, which this expects) right after it has
+    written its checkpoint of `step`, as a run killed between two saves would."""
+    from train import common
+
+    real_save = common.save_checkpoint
+
+    def save_then_die(accelerator, root, at, *args):
+        folder = real_save(accelerator, root, at, *args)
+        if at == step:
+            raise KeyboardInterrupt
+        return folder
+
+    monkeypatch.setattr(common, "save_checkpoint", save_then_die)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        monkeypatch.setattr(common, "save_checkpoint", real_save)

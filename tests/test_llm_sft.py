@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import reset_accelerate
+from conftest import killed_after_checkpoint, reset_accelerate
 from safetensors.torch import load_file
 
 from eval.judge import AttributeJudge, JudgeConfig
@@ -185,18 +185,8 @@ FLAGS = ("--max_steps", "4", "--save_steps", "2", "--num_val_dialogues", "0",
 
 def test_resume_equals_an_uninterrupted_run(tmp_path, parts, monkeypatch):
     run(tmp_path / "straight", parts, *FLAGS)
-    real_save = common.save_checkpoint
-
-    def save_then_die(accelerator, root, step, *args):
-        folder = real_save(accelerator, root, step, *args)
-        if step == 2:
-            raise KeyboardInterrupt
-        return folder
-
-    monkeypatch.setattr(common, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_checkpoint(monkeypatch, 2):
         run(tmp_path / "resumed", parts, *FLAGS)
-    monkeypatch.setattr(common, "save_checkpoint", real_save)
     with pytest.raises(FileExistsError, match="resume"):
         run(tmp_path / "resumed", parts, *FLAGS)
     summary = run(tmp_path / "resumed", parts, *FLAGS, "--resume")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import reset_accelerate
+from conftest import killed_after_checkpoint, reset_accelerate
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -197,18 +197,8 @@ def test_finetune_resumes_exactly(tmp_path, stage1_model, monkeypatch):
     assert not all(torch.equal(s1[k], s2[k]) for k in s1 if k.startswith("decoder."))
     assert [s for s, _ in common.checkpoints(tmp_path / "straight")] == [2, 4]
 
-    real_save = common.save_checkpoint
-
-    def save_then_die(accelerator, root, step, *args):
-        folder = real_save(accelerator, root, step, *args)
-        if step == 2:
-            raise KeyboardInterrupt  # killed right after the step-2 checkpoint
-        return folder
-
-    monkeypatch.setattr(common, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_checkpoint(monkeypatch, 2):
         run(tmp_path / "resumed", stage1_model, *FINETUNE)
-    monkeypatch.setattr(common, "save_checkpoint", real_save)
     with pytest.raises(FileExistsError, match="resume"):
         run(tmp_path / "resumed", stage1_model, *FINETUNE)  # would silently start over
     resumed = run(tmp_path / "resumed", stage1_model, *FINETUNE, "--resume")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import reset_accelerate
+from conftest import killed_after_checkpoint, reset_accelerate
 from safetensors.torch import load_file
 
 from svq.discriminator import PatchDiscriminator, hinge_d_loss, hinge_g_loss
@@ -89,18 +89,8 @@ TRAIN_FLAGS = (
 
 def test_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     run(tmp_path / "straight", *TRAIN_FLAGS)
-    real_save = common.save_checkpoint
-
-    def save_then_die(accelerator, root, step, *args):
-        folder = real_save(accelerator, root, step, *args)
-        if step == 2:
-            raise KeyboardInterrupt  # killed right after the step-2 checkpoint
-        return folder
-
-    monkeypatch.setattr(common, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_checkpoint(monkeypatch, 2):
         run(tmp_path / "resumed", *TRAIN_FLAGS)
-    monkeypatch.setattr(common, "save_checkpoint", real_save)
     with pytest.raises(FileExistsError, match="resume"):
         run(tmp_path / "resumed", *TRAIN_FLAGS)
     summary = run(tmp_path / "resumed", *TRAIN_FLAGS, "--resume")
