@@ -211,6 +211,32 @@ def stop_if_nonfinite(
     )
 
 
+def backward_step(
+    accelerator: Accelerator,
+    loss: torch.Tensor,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    o: Any,
+    step: int,
+    last_checkpoint: Path | None,
+) -> torch.Tensor | None:
+    """One micro-step inside `accelerator.accumulate(model)`: stop on a non-finite loss,
+    backward, and on the step that syncs, clip to `o.max_grad_norm` (0: off) and stop on a
+    non-finite gradient norm; then the optimiser steps (accelerate makes it a no-op on the other
+    micro-steps). Returns the gradient norm when it was clipped here, else None (DeepSpeed clips
+    by its own config)."""
+    stop_if_nonfinite(accelerator, loss, "loss", step, last_checkpoint)
+    accelerator.backward(loss)
+    grad_norm = None
+    if accelerator.sync_gradients and o.max_grad_norm > 0:
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), o.max_grad_norm)
+        if grad_norm is not None and not o.fp16:  # fp16's scaler skips overflows itself
+            stop_if_nonfinite(accelerator, grad_norm, "gradient norm", step, last_checkpoint)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
 # --- checkpoints ---------------------------------------------------------------------------
 
 

@@ -309,16 +309,10 @@ def main(o: SFTOptions) -> dict:
             with accelerator.accumulate(model):
                 with accelerator.autocast():
                     terms = sft_loss(model(batch), o)
-                common.stop_if_nonfinite(accelerator, terms["loss"], "loss", step, last_checkpoint)
-                accelerator.backward(terms["loss"])
-                if accelerator.sync_gradients and o.max_grad_norm > 0:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), o.max_grad_norm)
-                    if grad_norm is not None and not o.fp16:
-                        common.stop_if_nonfinite(
-                            accelerator, grad_norm, "gradient norm", step, last_checkpoint
-                        )
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                norm = common.backward_step(
+                    accelerator, terms["loss"], model, optimizer, o, step, last_checkpoint
+                )
+                grad_norm = norm if norm is not None else grad_norm
         scheduler.step()
         state["step"], state["dialogues_seen"] = step, state["dialogues_seen"] + global_batch
         state["train_seconds"] += time.perf_counter() - step_start

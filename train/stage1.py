@@ -377,17 +377,10 @@ def main(o: Stage1Options) -> dict:
                         terms = reconstruction_loss(output.recon, images, o, lpips)
                     else:
                         terms = code_loss(output.logits, spatial.encode(images))
-                common.stop_if_nonfinite(accelerator, terms["loss"], "loss", step, last_checkpoint)
-                accelerator.backward(terms["loss"])
-                if accelerator.sync_gradients and o.max_grad_norm > 0:
-                    # None under DeepSpeed, which clips by its own config (gradient_clipping).
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), o.max_grad_norm)
-                    if grad_norm is not None and not o.fp16:  # fp16's scaler skips overflows
-                        common.stop_if_nonfinite(
-                            accelerator, grad_norm, "gradient norm", step, last_checkpoint
-                        )
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                norm = common.backward_step(
+                    accelerator, terms["loss"], model, optimizer, o, step, last_checkpoint
+                )
+                grad_norm = norm if norm is not None else grad_norm
         scheduler.step()
         if ema is not None:
             ema.update_parameters(raw_model)

@@ -481,16 +481,10 @@ def finetune(
                 recon = net(images)
                 with accelerator.autocast():
                     terms = stage1.reconstruction_loss(recon, images, o, lpips)
-                common.stop_if_nonfinite(accelerator, terms["loss"], "loss", step, last_checkpoint)
-                accelerator.backward(terms["loss"])
-                if accelerator.sync_gradients and o.max_grad_norm > 0:
-                    grad_norm = accelerator.clip_grad_norm_(net.parameters(), o.max_grad_norm)
-                    if grad_norm is not None and not o.fp16:  # fp16's scaler skips overflows
-                        common.stop_if_nonfinite(
-                            accelerator, grad_norm, "gradient norm", step, last_checkpoint
-                        )
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                norm = common.backward_step(
+                    accelerator, terms["loss"], net, optimizer, o, step, last_checkpoint
+                )
+                grad_norm = norm if norm is not None else grad_norm
         scheduler.step()
         state["step"], state["images_seen"] = step, state["images_seen"] + global_batch
         state["train_seconds"] += time.perf_counter() - started

@@ -279,16 +279,10 @@ def main(o: VQOptions) -> dict:
                         terms["gan_g"] = hinge_g_loss(raw_disc(output.recon).float())
                         raw_disc.requires_grad_(True)
                         terms["loss"] = terms["loss"] + o.gan_weight * terms["gan_g"]
-                common.stop_if_nonfinite(accelerator, terms["loss"], "loss", step, last_checkpoint)
-                accelerator.backward(terms["loss"])
-                if accelerator.sync_gradients and o.max_grad_norm > 0:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), o.max_grad_norm)
-                    if grad_norm is not None and not o.fp16:
-                        common.stop_if_nonfinite(
-                            accelerator, grad_norm, "gradient norm", step, last_checkpoint
-                        )
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                norm = common.backward_step(
+                    accelerator, terms["loss"], model, optimizer, o, step, last_checkpoint
+                )
+                grad_norm = norm if norm is not None else grad_norm
             if adversarial:
                 with accelerator.accumulate(disc):
                     with accelerator.autocast():
