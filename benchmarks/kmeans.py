@@ -5,8 +5,11 @@
 
 Every method runs the same number of Lloyd iterations on the same data; the final inertia of
 each is computed the same way (sum of squared distances to the nearest final centroid, fp64).
+Each fit runs in a fresh process (the libraries' OpenMP runtimes disturb each other in one).
 The machine may be shared: the methods run back to back in a rotating order, each repeat's
-times are compared as ratios to the faiss run next to it, and the load average is recorded.
+times are compared as ratios to the faiss run next to it (and best against best), and the
+load average is recorded. svq's runs also record when their centroids first became as good as
+faiss's final ones (time to faiss's inertia).
 The assignment pass (K = 194,560 codes, E = 128, the reference vocabulary) runs in a fresh
 process so that its peak memory is its own. Needs the `bench` extra: faiss-cpu, scikit-learn.
 Writes benchmarks/results/kmeans.json.
@@ -22,6 +25,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,7 +40,7 @@ from vocab.distance import NearestCode, prepare  # noqa: E402
 
 # (rows, dim, k, repeats)
 # assign: (rows, dim, K, rows also run through faiss for a ratio)
-FULL = {"cases": [(200_000, 64, 1024, 3), (1_000_000, 64, 4096, 2)], "iters": 20,
+FULL = {"cases": [(200_000, 64, 1024, 5), (1_000_000, 64, 4096, 2)], "iters": 20,
         "assign": (1_000_000, 128, 194_560, 50_000)}  # fmt: skip
 QUICK = {"cases": [(20_000, 32, 128, 2), (50_000, 64, 512, 1)], "iters": 10,
          "assign": (10_000, 128, 194_560, 10_000)}  # fmt: skip
@@ -63,9 +67,16 @@ def nearest_distances(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
 
 
 # --- the methods: each returns (centroids, iterations run, init used)
-def run_svq(x, k, iters, seed, init):
-    c, _ = kmeans(x, k, iters=iters, tol=0, init=init, seed=seed)
-    return c, iters, init
+def run_svq(x, k, iters, seed, init, bounds=None):
+    """Also returns the trace: (seconds since the start, inertia of the centroids so far)
+    after every iteration, for the time svq takes to match faiss's final inertia."""
+    trace, start = [], time.perf_counter()
+
+    def record(step):
+        trace.append((time.perf_counter() - start, step.inertia))
+
+    c, _ = kmeans(x, k, iters=iters, tol=0, init=init, seed=seed, bounds=bounds, callback=record)
+    return c, iters, init, trace
 
 
 def run_faiss(x, k, iters, seed):
@@ -76,7 +87,7 @@ def run_faiss(x, k, iters, seed):
     km.cp.max_points_per_centroid = n  # no subsampling: every method sees all the data
     km.cp.min_points_per_centroid = 1
     km.train(x.numpy())
-    return km.centroids, iters, "random"
+    return km.centroids, iters, "random", None
 
 
 def run_sklearn(x, k, iters, seed):
@@ -86,12 +97,13 @@ def run_sklearn(x, k, iters, seed):
     km = KMeans(k, init=init, n_init=1, max_iter=iters, tol=0.0, algorithm="lloyd",
                 random_state=seed)  # fmt: skip
     km.fit(x.numpy())
-    return km.cluster_centers_, int(km.n_iter_), init
+    return km.cluster_centers_, int(km.n_iter_), init, None
 
 
 METHODS = {
     "svq": lambda x, k, it, s: run_svq(x, k, it, s, "kmeans++"),
     "svq-random-init": lambda x, k, it, s: run_svq(x, k, it, s, "random"),
+    "svq-no-bounds": lambda x, k, it, s: run_svq(x, k, it, s, "kmeans++", bounds=False),
     "faiss": run_faiss,
     "sklearn": run_sklearn,
 }
@@ -101,25 +113,25 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-def bench_case(n, dim, k, repeats, iters, seed=0) -> dict:
+def bench_case(n, dim, k, repeats, iters, threads, seed=0) -> dict:
     x = make_data(n, dim, k, seed)
     runs = []
     names = list(METHODS)
-    for r in range(repeats):
-        order = names[r % len(names) :] + names[: r % len(names)]  # rotate who goes first
-        for name in order:
-            if name == "sklearn" and r > 0:
-                continue  # minutes per run (its k-means++ is a Python loop): first repeat only
-            load_before, cpu0, t0 = load(), time.process_time(), time.perf_counter()
-            centroids, done, init = METHODS[name](x, k, iters, seed + r)
-            wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-            runs.append({
-                "method": name, "repeat": r, "init": init, "iters": done, "wall_s": wall,
-                "cpu_s": cpu, "inertia": inertia(x, centroids), "load_before": load_before,
-                "load_after": load(),
-            })  # fmt: skip
-            print(f"  {n}x{dim}->{k} r{r} {name:16s} {wall:8.2f}s inertia {runs[-1]['inertia']:.6g}"
-                  f" (load {load_before:.1f})", flush=True)  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "x.npy"
+        np.save(data, x.numpy())
+        for r in range(repeats):
+            order = names[r % len(names) :] + names[: r % len(names)]  # rotate who goes first
+            for name in order:
+                if name == "sklearn" and r > 0:
+                    continue  # minutes per run (its k-means++ is a Python loop): first repeat
+                load_before = load()
+                run = fit_in_child(name, data, k, iters, seed + r, threads, Path(tmp) / "c.npy")
+                run.update(method=name, repeat=r, load_before=load_before, load_after=load())
+                run["inertia"] = inertia(x, np.load(Path(tmp) / "c.npy"))
+                runs.append(run)
+                print(f"  {n}x{dim}->{k} r{r} {name:16s} {run['wall_s']:8.2f}s inertia "
+                      f"{run['inertia']:.6g} (load {load_before:.1f})", flush=True)  # fmt: skip
     summary = {}
     faiss_runs = {run["repeat"]: run for run in runs if run["method"] == "faiss"}
     for name in names:
@@ -133,6 +145,14 @@ def bench_case(n, dim, k, repeats, iters, seed=0) -> dict:
             "time_vs_faiss_median": statistics.median(
                 run["wall_s"] / faiss_runs[run["repeat"]]["wall_s"] for run in mine
             ),
+            # Best against best: on a shared machine the least disturbed run of each method.
+            "time_vs_faiss_best": min(run["wall_s"] for run in mine)
+            / min(run["wall_s"] for run in faiss_runs.values()),
+            # Time until the centroids so far are as good as faiss's final ones (same repeat),
+            # over faiss's time; None if they never are within the iterations.
+            "time_to_faiss_inertia_vs_faiss_median": median_or_none(
+                [time_to_faiss(run, faiss_runs[run["repeat"]]) for run in mine]
+            ),
             "inertia_median": statistics.median(run["inertia"] for run in mine),
             "inertia_vs_faiss_median": statistics.median(
                 run["inertia"] / faiss_runs[run["repeat"]]["inertia"] - 1 for run in mine
@@ -140,6 +160,44 @@ def bench_case(n, dim, k, repeats, iters, seed=0) -> dict:
         }
     return {"rows": n, "dim": dim, "k": k, "iters": iters, "repeats": repeats,
             "summary": summary, "runs": runs}  # fmt: skip
+
+
+def time_to_faiss(run: dict, faiss_run: dict) -> float | None:
+    """Time until a traced run's centroids were as good as faiss's final ones, over faiss's
+    time; None without a trace or if they never were."""
+    reached = (t for t, value in run["trace"] or [] if value <= faiss_run["inertia"])
+    seconds = next(reached, None)
+    return seconds / faiss_run["wall_s"] if seconds is not None else None
+
+
+def median_or_none(values: list[float | None]) -> float | None:
+    """The median of the values that are not None; None if all are (or a run never got
+    there: then the median would flatter)."""
+    if not values or any(v is None for v in values):
+        return None
+    return statistics.median(values)
+
+
+def fit_in_child(name, data, k, iters, seed, threads, out) -> dict:
+    """Run one method in a fresh process (faiss, scikit-learn and torch each bring their own
+    OpenMP runtime; in one process, faiss's 2-thread runs took 3.7 or 7.7 s at random, alone
+    always 3.8 s) and return its timing; its centroids go to `out`."""
+    cmd = [sys.executable, __file__, "--threads", str(threads), "--fit-child", name, str(data)]
+    cmd += [str(k), str(iters), str(seed), str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def fit_child(name: str, data: str, k: int, iters: int, seed: int, out: str) -> dict:
+    """The child's side: fit, save the centroids, return the timing (data loading excluded)."""
+    x = torch.from_numpy(np.load(data))  # a view: no torch op runs for faiss or sklearn
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    centroids, done, init, trace = METHODS[name](x, k, iters, seed)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    np.save(out, np.asarray(centroids, dtype=np.float32))
+    return {"init": init, "iters": done, "wall_s": wall, "cpu_s": cpu, "trace": trace}
 
 
 def peak_rss_mib() -> float:
@@ -221,14 +279,18 @@ def machine() -> dict:
 def print_table(cases: list[dict], assign: dict) -> None:
     print(
         f"\n{'case':18s} {'method':16s} {'init':9s} {'iters':>5s} {'best s':>7s} {'median s':>8s} "
-        f"{'x faiss':>7s} {'inertia':>12s} {'vs faiss':>8s}"
+        f"{'x faiss':>7s} {'best/best':>9s} {'to faiss inertia':>16s} {'inertia':>12s} "
+        f"{'vs faiss':>8s}"
     )
     for case in cases:
         label = f"{case['rows'] // 1000}k x {case['dim']} -> {case['k']}"
         for name, s in case["summary"].items():
+            reach = s["time_to_faiss_inertia_vs_faiss_median"]
+            reach = "-" if reach is None else f"{reach:.2f}"
             print(
                 f"{label:18s} {name:16s} {s['init']:9s} {s['iters']:5d} {s['wall_s_best']:7.2f} "
                 f"{s['wall_s_median']:8.2f} {s['time_vs_faiss_median']:7.2f} "
+                f"{s['time_vs_faiss_best']:9.2f} {reach:>16s} "
                 f"{s['inertia_median']:12.6g} {100 * s['inertia_vs_faiss_median']:+7.2f}%"
             )
     a, f = assign, assign["vs_faiss"]
@@ -252,21 +314,31 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "kmeans.json"))
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="for every library")
     parser.add_argument("--assign-child", nargs=4, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--fit-child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.fit_child:
+        name, data, k, iters, seed, out = args.fit_child
+        if name.startswith("svq"):
+            torch.set_num_threads(args.threads)
+        elif name == "faiss":
+            import faiss
+
+            faiss.omp_set_num_threads(args.threads)
+        else:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(args.threads)  # scikit-learn's OpenMP and BLAS
+        print(json.dumps(fit_child(name, data, int(k), int(iters), int(seed), out)))
+        return
     torch.set_num_threads(args.threads)
     if args.assign_child:
         print(json.dumps(assign_child(*args.assign_child)))
         return
 
-    import faiss
-    from threadpoolctl import threadpool_limits
-
-    faiss.omp_set_num_threads(args.threads)
-    threadpool_limits(args.threads)  # scikit-learn's OpenMP and BLAS
     plan = QUICK if args.quick else FULL
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     load_start = os.getloadavg()
-    cases = [bench_case(n, d, k, r, plan["iters"]) for n, d, k, r in plan["cases"]]
+    cases = [bench_case(n, d, k, r, plan["iters"], args.threads) for n, d, k, r in plan["cases"]]
     child = [sys.executable, __file__, "--threads", str(args.threads), "--assign-child"]
     child += [str(v) for v in plan["assign"]]
     print(f"  assignment pass {plan['assign']} in a fresh process...", flush=True)
@@ -279,9 +351,12 @@ def main() -> None:
         "load_average_start": load_start,
         "load_average_end": os.getloadavg(),
         "note": "The machine is shared with other jobs: compare the ratios (paired with the "
-        "faiss run of the same repeat), not absolute times. Inertia is computed the same way "
+        "faiss run of the same repeat), not absolute times. Every fit runs in a fresh "
+        "process. Inertia is computed the same way "
         "for every method. faiss starts from random points, svq from k-means++ on a sample "
-        "(svq-random-init starts like faiss); sklearn from k-means++ unless rows * k > "
+        "(svq-random-init starts like faiss); svq and svq-random-init keep distance bounds "
+        "(vocab/bounds.py), svq-no-bounds is svq without them; sklearn from k-means++ "
+        "unless rows * k > "
         f"{SKLEARN_KMEANSPP_MAX}, and only in the first repeat (its k-means++ takes minutes).",
         "data": "Gaussian mixture, 4k components with random centres N(0, I) and scales "
         "U(0.2, 0.8); assignment pass: unit vectors.",

@@ -30,12 +30,16 @@ def fits(data: np.ndarray, k: int) -> dict[str, torch.Tensor]:
     cosine = kmeans(
         torch.from_numpy(np.array(flat)), k, iters=5, tol=0, distance="cosine", init=init
     )
+    # k >= 512: grouped search with per-point bounds (each rank keeps its own points' bounds).
+    bounded = kmeans(flat, 512, iters=4, tol=0, seed=3, bounds=True)
     book = Codebook.fit(torch.from_numpy(np.array(data)), k, per_position=True, iters=5, tol=0)
     return {
         "l2_centroids": l2.centroids,
         "l2_counts": l2.counts,
         "cos_centroids": cosine.centroids,
         "cos_counts": cosine.counts,
+        "bounded_centroids": bounded.centroids,
+        "bounded_counts": bounded.counts,
         "book_codes": book.codes,
         "book_counts": book.counts,
     }

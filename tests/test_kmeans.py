@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 import vocab.source
 from vocab import KMeansStep, kmeans, nearest
-from vocab.distance import NearestCode
+from vocab.bounds import bound_groups, coherent_order
+from vocab.distance import NearestCode, bound_group_size
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,6 +164,51 @@ def test_streaming_blocks_equal_in_memory(tmp_path, monkeypatch):
     assert torch.equal(run.counts, ref.counts)
 
 
+@pytest.mark.parametrize("distance", ["l2", "cosine"])
+def test_bounds_skip_points_and_change_nothing(distance, tmp_path, monkeypatch):
+    """Bounded passes (k >= 512) give plain Lloyd's clusters, in the caller's centroid order,
+    while searching fewer points as the centroids settle; also when streaming blocks."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(3000, 8, generator=gen) * (0.5 + torch.rand(3000, 1, generator=gen))
+    init = x[torch.randperm(3000, generator=gen)[:600]] + 0.01  # no point exactly a centroid
+    plain_steps, steps = [], []
+    plain = kmeans(
+        x, 600, iters=8, tol=0, init=init, distance=distance, bounds=False,
+        callback=plain_steps.append,
+    )  # fmt: skip
+    run = kmeans(x, 600, iters=8, tol=0, init=init, distance=distance, callback=steps.append)
+    torch.testing.assert_close(run.centroids, plain.centroids, atol=1e-6, rtol=1e-6)
+    assert torch.equal(run.counts, plain.counts)
+    for a, b in zip(plain_steps, steps, strict=True):
+        assert b.inertia == pytest.approx(a.inertia, rel=1e-6)
+    assert [s.searched for s in plain_steps] == [3000] * 8
+    assert steps[0].searched == 3000 and steps[-1].searched < 0.8 * 3000  # bounds (on by default)
+    # The same from a memory-mapped file read in blocks of 700 rows, in tiles of 128 codes
+    # (group minima from several tiles) and chunks of 100 rows on two threads.
+    np.save(tmp_path / "x.npy", x.numpy())
+    monkeypatch.setattr(vocab.source, "BLOCK_BYTES", 700 * 4 * 8)
+    streamed = kmeans(
+        tmp_path / "x.npy", 600, iters=8, tol=0, init=init, distance=distance,
+        code_tile=128, rows=100, workers=2,
+    )  # fmt: skip
+    torch.testing.assert_close(streamed.centroids, plain.centroids, atol=1e-6, rtol=1e-6)
+    assert torch.equal(streamed.counts, plain.counts)
+
+
+def test_bound_groups_and_order():
+    assert bound_groups(511) == 0 and bound_groups(512) == 8 and bound_groups(600) == 10
+    assert bound_groups(194_560) == 32
+    assert bound_group_size(600, 10) == 64 and bound_group_size(194_560, 32) == 95 * 64
+    c = torch.cat([torch.randn(50, 4) + 20 * i for i in range(4)])[torch.randperm(200)]
+    order = coherent_order(c, 4)
+    assert sorted(order.tolist()) == list(range(200))
+    # Runs of 50 consecutive codes hold one blob each.
+    blob = (c[order, 0] / 20).round()
+    assert all(len(blob[i : i + 50].unique()) == 1 for i in range(0, 200, 50))
+    with pytest.raises(ValueError, match="k >= 512"):
+        kmeans(torch.randn(100, 4), 10, bounds=True)
+
+
 def test_bad_input_raises():
     x = torch.randn(20, 4)
     with pytest.raises(ValueError, match="k must be"):
@@ -194,8 +240,8 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     """torchrun, 2 ranks with 70/30 shards of a memmap == one process on all the data."""
     from kmeans_worker import fits
 
-    x, _, _ = planted(k=6, per=60, dim=6, seed=7)
-    data = x.reshape(-1, 4, 6).numpy()  # (90, 4, 6): 90 images of 4 tokens
+    x, _, _ = planted(k=6, per=120, dim=6, seed=7)
+    data = x.reshape(-1, 4, 6).numpy()  # (180, 4, 6): 180 images of 4 tokens
     np.save(tmp_path / "data.npy", data)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -209,3 +255,6 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     for name in one:
         torch.testing.assert_close(two[name], one[name], atol=1e-5, rtol=1e-5, msg=name)
     assert (one["cos_counts"] > 0).all()  # the far initial centroid was re-seeded
+    plain = kmeans(x, 512, iters=4, tol=0, seed=3, bounds=False)
+    torch.testing.assert_close(one["bounded_centroids"], plain.centroids)
+    assert torch.equal(one["bounded_counts"], plain.counts)

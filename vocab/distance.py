@@ -38,6 +38,9 @@ TILES = {"cpu": (1 << 21, 2048), "cuda": (1 << 28, 32768)}
 # with the codes padded to a multiple of GROUP by dummies at infinite distance.
 GROUP = 64
 GROUPED_MIN_CODES = 512
+# Rounding margin of the lower bounds (`NearestCode.nearest_rows` with groups), relative to
+# ||x||^2 + max ||c||^2: fp32 dot products over E <= a few thousand are far more exact than 1e-5.
+BOUND_SLACK = 1e-5
 
 # fn(worker, start, rows (r, E), ids (r,), distances (r,)), called once per chunk of rows.
 ChunkFn = Callable[[int, int, torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -104,6 +107,7 @@ class NearestCode:
             codes = torch.cat([codes, codes.new_zeros(padded - self.k, self.dim)])
             bias = torch.cat([bias, bias.new_full((padded - self.k,), float("inf"))])
         self.codes, self.bias, self.padded = codes, bias, padded
+        self.max_sq = float(squared_norms(codes).max()) if distance == "l2" else 1.0
         floats, widest = TILES.get(device.type, TILES["cuda"])
         tile = min(code_tile or widest, padded)
         if self.group:
@@ -145,21 +149,11 @@ class NearestCode:
 
         def chunk(worker: int, start: int) -> None:
             xs = x[start : start + self.rows]  # (r, E)
-            best = arg = None
-            for lo, buf in self._tiles(xs, worker):
-                tile_best, tile_arg = self._argmin(buf)
-                if best is None:
-                    best, arg = tile_best, tile_arg
-                    continue
-                better = tile_best < best  # ties keep the lower index, as one argmin would
-                best = torch.where(better, tile_best, best)
-                arg = torch.where(better, tile_arg + lo, arg)
-            if self.distance == "l2":
-                rows_sq = x_sq[start : start + len(xs)] if x_sq is not None else squared_norms(xs)
-                best = best + rows_sq
-            fn(worker, start, xs, arg, best.clamp_min_(0.0))  # rounding can dip below 0
+            rows_sq = x_sq[start : start + len(xs)] if x_sq is not None else None
+            ids, dists = self.nearest_rows(worker, xs, rows_sq)
+            fn(worker, start, xs, ids, dists)
 
-        self._map(x.shape[0], chunk)
+        self.map_chunks(x.shape[0], chunk)
 
     @torch.no_grad()
     def gains(
@@ -184,11 +178,57 @@ class NearestCode:
                 torch.sub(base[start : start + len(xs), None], buf, out=buf).clamp_min_(0.0)
                 gains[worker][lo : lo + buf.shape[1]] += buf.sum(dim=0)
 
-        self._map(x.shape[0], chunk)
+        self.map_chunks(x.shape[0], chunk)
         return torch.stack(gains).sum(0)[: self.k]
 
+    def nearest_rows(
+        self, worker: int, xs: torch.Tensor, rows_sq: torch.Tensor | None = None, groups: int = 0
+    ) -> tuple[torch.Tensor, ...]:
+        """Nearest codes of one chunk xs (r, E), r <= `rows`, on `worker`'s buffer.
+
+        Returns ids (r,) long and distances (r,) fp32 >= 0; with `groups` > 0 (grouped search
+        only, K >= GROUPED_MIN_CODES) also lower (r, groups) fp32: for each of `groups` runs of
+        consecutive codes (see `bound_groups`), a lower bound on the Euclidean distance from the
+        row to the run's codes other than its nearest one (what k-means' bounds need).
+        rows_sq: (r,) squared norms of xs (L2), when the caller has them.
+        """
+        if groups and self.group is None:
+            raise ValueError(f"bounds need grouped search: at least {GROUPED_MIN_CODES} codes")
+        best = arg = second = None
+        minima = []
+        for lo, buf in self._tiles(xs, worker):
+            tile_best, tile_arg, tile_minima, tile_second = self._argmin(buf, groups > 0)
+            minima.append(tile_minima)
+            if best is None:
+                best, arg, second = tile_best, tile_arg, tile_second
+                continue
+            better = tile_best < best  # ties keep the lower index, as one argmin would
+            best = torch.where(better, tile_best, best)
+            arg = torch.where(better, tile_arg + lo, arg)
+            if groups:
+                second = torch.where(better, tile_second, second)
+        if self.distance == "l2":
+            rows_sq = squared_norms(xs) if rows_sq is None else rows_sq
+            best = best + rows_sq
+        best = best.clamp_min_(0.0)  # rounding can dip below 0
+        if not groups:
+            return arg, best
+        # Group minima (r, fine groups), the nearest code's group holding its runner-up instead.
+        minima = torch.cat(minima, dim=1).scatter_(1, (arg // self.group)[:, None], second[:, None])
+        per = bound_group_size(self.k, groups) // GROUP
+        minima = F.pad(minima, (0, per * groups - minima.shape[1]), value=float("inf"))
+        lower = minima.view(len(xs), groups, per).amin(dim=2)  # (r, groups), minus ||x||^2
+        # Distances here come from ||x||^2 - 2 x.c + ||c||^2 (L2) or 1 - x.c (cosine): take
+        # off a rounding margin before turning them into Euclidean lower bounds.
+        if self.distance == "l2":
+            lower = lower + rows_sq[:, None] - BOUND_SLACK * (rows_sq + self.max_sq)[:, None]
+            lower = lower.clamp_min_(0.0).sqrt_()
+        else:  # unit vectors: ||x - c||^2 = 2 (1 - x.c)
+            lower = (2.0 * (lower - BOUND_SLACK)).clamp_min_(0.0).sqrt_()
+        return arg, best, lower
+
     # --- the pieces
-    def _map(self, m: int, chunk: Callable[[int, int], None]) -> None:
+    def map_chunks(self, m: int, chunk: Callable[[int, int], None]) -> None:
         """chunk(worker, start) for every chunk of `rows` rows, on `workers` threads."""
         starts = range(0, m, self.rows)
         if self.workers == 1 or len(starts) == 1:
@@ -222,16 +262,35 @@ class NearestCode:
             torch.addmm(self.bias[lo:hi], xs, self.codes[lo:hi].t(), alpha=self.alpha, out=buf)
             yield lo, buf
 
-    def _argmin(self, buf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """buf: (r, kc) -> (minima (r,), their column (r,)); the first column on ties."""
+    def _argmin(
+        self, buf: torch.Tensor, bounds: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """buf: (r, kc) -> (minima (r,), their column (r,)); the first column on ties.
+
+        With `bounds` (grouped search), also the minimum of each group (r, kc / GROUP) and the
+        second smallest value in the winning group (r,); else None, None.
+        """
         if self.group is None:
-            return torch.min(buf, dim=1)
+            return (*torch.min(buf, dim=1), None, None)
         r, kc = buf.shape
         n_groups = kc // self.group
-        best, g = buf.view(r, n_groups, self.group).amin(dim=2).min(dim=1)  # best group per row
+        group_minima = buf.view(r, n_groups, self.group).amin(dim=2)  # (r, n_groups)
+        best, g = group_minima.min(dim=1)  # best group per row
         rows = torch.arange(r, device=buf.device) * n_groups + g  # its row in (r * n_groups, G)
-        inside = buf.view(r * n_groups, self.group).index_select(0, rows).argmin(dim=1)
-        return best, g * self.group + inside
+        winners = buf.view(r * n_groups, self.group).index_select(0, rows)  # (r, G)
+        inside = winners.argmin(dim=1)
+        arg = g * self.group + inside
+        if not bounds:
+            return best, arg, None, None
+        second = winners.scatter_(1, inside[:, None], float("inf")).amin(dim=1)
+        return best, arg, group_minima, second
+
+
+def bound_group_size(k: int, groups: int) -> int:
+    """Codes per run when k codes (padded to whole groups of GROUP) are cut into `groups` runs
+    of whole groups; the last run may be shorter."""
+    fine = -(-k // GROUP)
+    return -(-fine // groups) * GROUP
 
 
 def nearest(

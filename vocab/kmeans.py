@@ -10,6 +10,8 @@
   in one all-reduce per iteration. (The reference averaged per-rank means without weights, one
   all-reduce per cluster, and got NaN for a cluster empty on any rank.)
 - Empty clusters are re-seeded from the points farthest from their centroid.
+- From K = 512 codes on, per-point distance bounds (`bounds.py`, Yinyang k-means) let a pass
+  skip the points whose centroid cannot have changed: the same clusters, fewer distances.
 - Stops after `iters` iterations, or earlier when the inertia improves by less than `tol`.
 """
 
@@ -27,6 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .bounds import MEMORY_LIMIT, PointBounds, bound_groups, coherent_order
 from .distance import NearestCode, check_distance, one_intra_op_thread, prepare, squared_norms
 from .source import Features, FeaturesLike
 
@@ -50,6 +53,7 @@ class KMeansStep:
     inertia: float  # sum of distances to the nearest centroid, before this update, all ranks
     reseeded: int  # empty clusters re-seeded by this update
     converged: bool  # the last iteration: the inertia improved by less than `tol`
+    searched: int  # points whose nearest centroid was searched (the others kept theirs), all ranks
 
 
 class _Group:
@@ -102,6 +106,7 @@ def kmeans(
     rows: int | None = None,
     code_tile: int | None = None,
     workers: int | None = None,
+    bounds: bool | None = None,
 ) -> KMeansResult:
     """Cluster features into k centroids.
 
@@ -130,6 +135,9 @@ def kmeans(
         rows, code_tile: tile shape of the distance computation (see `distance.NearestCode`).
         workers: CPU threads (default: torch's intra-op thread count). The whole run keeps
             torch ops single-threaded and spreads row chunks over the workers instead.
+        bounds: keep per-point distance bounds (`bounds.py`) so that passes skip points whose
+            centroid cannot have changed; the clusters are the same. None: on from k = 512
+            when the bounds of this rank's points fit in 1 GiB; True needs k >= 512.
 
     Returns:
         KMeansResult(centroids (k, E) fp32, counts (k,) long).
@@ -155,6 +163,11 @@ def kmeans(
     make_search = partial(
         NearestCode, distance=distance, rows=rows, code_tile=code_tile, workers=workers
     )
+    groups = bound_groups(k) if bounds is not False else 0
+    if bounds and not groups:
+        raise ValueError(f"bounds need k >= 512 (grouped search), got k = {k}")
+    if bounds is None and PointBounds.memory(src.n, groups) > MEMORY_LIMIT:
+        groups = 0
     on_cpu = src.device.type == "cpu"
     with (
         torch.no_grad(),
@@ -174,26 +187,41 @@ def kmeans(
             distance,
             make_search,
         )
+        state = order = None
+        if groups:  # centroids sorted into runs of near codes; the caller's order is restored
+            order = coherent_order(centroids, groups)
+            centroids = centroids[order].contiguous()
+            state = PointBounds(src.n, groups, src.device)
         reseed = min(k, MAX_RESEED)
         bar = tqdm(total=iters, desc=f"k-means k={k}", disable=not progress or group.rank > 0)
         prev = math.inf
         for it in range(iters):
-            sums, counts, inertia, far_d, far_x = _lloyd_pass(
-                src, centroids, distance, make_search, group, reseed
+            sums, counts, inertia, searched, far_d, far_x = _lloyd_pass(
+                src, centroids, distance, make_search, group, reseed, state
             )
             if not math.isfinite(inertia):
                 raise ValueError("features contain NaN or inf (found in an assignment pass)")
-            centroids, reseeded = _update(centroids, sums, counts, far_d, far_x, distance)
+            new, reseeded = _update(centroids, sums, counts, far_d, far_x, distance)
+            if state is not None:
+                state.ready = True
+                state.moved(centroids, new)
+            centroids = new
             converged = tol > 0 and prev - inertia < tol * inertia
             prev = inertia
             bar.update()
-            bar.set_postfix(inertia=f"{inertia:.5g}", reseeded=reseeded)
+            bar.set_postfix(
+                inertia=f"{inertia:.5g}", reseeded=reseeded, searched=f"{searched / n_total:.0%}"
+            )
             if callback is not None:
-                callback(KMeansStep(it, inertia, reseeded, converged))
+                callback(KMeansStep(it, inertia, reseeded, converged, searched))
             if converged:
                 break
         bar.close()
-    return KMeansResult(centroids, counts.long())
+    counts = counts.long()
+    if order is not None:
+        restore = order.argsort()
+        centroids, counts = centroids[restore].contiguous(), counts[restore]
+    return KMeansResult(centroids, counts)
 
 
 def _initial_centroids(
@@ -319,12 +347,13 @@ def _lloyd_pass(
     make_search: Callable[[torch.Tensor], NearestCode],
     group: _Group,
     reseed: int,
-) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor, torch.Tensor]:
-    """One assignment pass over all ranks' points.
+    state: PointBounds | None,
+) -> tuple[torch.Tensor, torch.Tensor, float, int, torch.Tensor, torch.Tensor]:
+    """One assignment pass over all ranks' points; with `state`, a bounded one.
 
-    Returns per-cluster sums (k, E) fp64 and counts (k,) fp64, the total inertia, and the
-    `reseed` points farthest from their centroid over all ranks: distances (r,) descending
-    and the points (r, E).
+    Returns per-cluster sums (k, E) fp64 and counts (k,) fp64, the total inertia, the points
+    searched, and the `reseed` points farthest from their centroid over all ranks: distances
+    (r,) descending and the points (r, E).
     """
     k, e = centroids.shape
     device = centroids.device
@@ -337,6 +366,7 @@ def _lloyd_pass(
     inertia = [torch.zeros((), dtype=torch.float64, device=device) for _ in workers]
     far_d = [torch.empty(0, device=device) for _ in workers]  # the farthest points so far:
     far_i = [torch.empty(0, dtype=torch.long, device=device) for _ in workers]  # row indices
+    searched = [0 for _ in workers]
     for offset, block in src.blocks():
 
         def accumulate(w, start, xs, ids, d, offset=offset):  # offset: this block's first row
@@ -354,7 +384,19 @@ def _lloyd_pass(
             keep = cand_d.topk(min(reseed, len(cand_d))).indices  # sorted: farthest first
             far_d[w], far_i[w] = cand_d[keep], cand_i[keep]
 
-        search.each_chunk(prepare(block, distance), accumulate)
+        x = prepare(block, distance)
+        if state is None:
+            search.each_chunk(x, accumulate)
+            searched[0] += len(x)
+            continue
+
+        def bounded(w, start, x=x, offset=offset, accumulate=accumulate):
+            xs = x[start : start + search.rows]
+            ids, d, count = state.nearest(search, w, offset + start, xs, centroids)
+            searched[w] += count
+            accumulate(w, start, xs, ids, d)
+
+        search.map_chunks(len(x), bounded)
 
     far_d, far_i = torch.cat(far_d), torch.cat(far_i)
     keep = far_d.topk(min(reseed, len(far_d))).indices
@@ -369,14 +411,15 @@ def _lloyd_pass(
     mine[:, 0] = -1.0  # distance -1: no point here, never picked
     mine[: len(far_d), 0] = far_d.double()
     mine[: len(far_d), 1:] = far_x.double()
-    packed = torch.cat([sum(sums).flatten(), sum(counts).double(), sum(inertia)[None]])
+    scalars = torch.stack([sum(inertia), torch.tensor(float(sum(searched)), dtype=torch.float64)])
+    packed = torch.cat([sum(sums).flatten(), sum(counts).double(), scalars.to(device)])
     packed = group.all_reduce(torch.cat([packed, slots.flatten()]))
     sums = packed[: k * e].view(k, e)
     counts = packed[k * e : k * e + k]
-    inertia = float(packed[k * e + k])
-    slots = packed[k * e + k + 1 :].view(group.world * reseed, e + 1)
+    inertia, searched = float(packed[k * e + k]), int(packed[k * e + k + 1])
+    slots = packed[k * e + k + 2 :].view(group.world * reseed, e + 1)
     far_d, order = slots[:, 0].topk(min(reseed, len(slots)))
-    return sums, counts, inertia, far_d, slots[order, 1:].float()
+    return sums, counts, inertia, searched, far_d, slots[order, 1:].float()
 
 
 def _update(

@@ -1,0 +1,111 @@
+"""Distance bounds that let a Lloyd pass skip points whose nearest centroid cannot have changed.
+
+Yinyang k-means (Ding et al., ICML 2015), in the form that keeps dense matmuls: the K codes are
+split into `groups` runs of consecutive codes, and every point keeps one lower bound per run on
+its Euclidean distance to the run's codes other than its own centroid. When the centroids
+move, each bound drops by the largest move within its run (triangle inequality). A point whose
+distance to its own (moved) centroid is below every bound keeps its centroid without a search;
+the others are searched in full, which also refreshes their bounds. The result is the plain
+Lloyd assignment (up to rounding-level ties, kept safe by `distance.BOUND_SLACK`); the saving
+grows as the centroids settle. Runs are only tight if consecutive codes are near each other,
+so `coherent_order` sorts the centroids into such runs once, before the first pass.
+
+Written by hand: faiss and scikit-learn have no bounded Lloyd that works on torch tensors,
+streams from disk and all-reduces across ranks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .distance import GROUP, GROUPED_MIN_CODES, NearestCode, bound_group_size
+
+MAX_GROUPS = 32  # bounds per point: 128 bytes of fp32 each, half of a 64-wide fp32 feature
+MEMORY_LIMIT = 1 << 30  # bytes of bounds per rank above which `kmeans` runs plain Lloyd
+# A chunk with more than this share of its rows to search is searched whole, without gathering
+# the rows (early passes, when most points still move).
+FULL_SEARCH_SHARE = 0.75
+
+
+def bound_groups(k: int) -> int:
+    """Runs of codes for K = k codes: whole groups of GROUP codes, at most MAX_GROUPS runs;
+    0 when k is too small for grouped search (plain Lloyd is cheap there)."""
+    if k < GROUPED_MIN_CODES:
+        return 0
+    return min(MAX_GROUPS, -(-k // GROUP))
+
+
+def coherent_order(centroids: torch.Tensor, groups: int, iters: int = 5) -> torch.Tensor:
+    """A permutation (k,) that puts near centroids next to each other in `groups` runs.
+
+    centroids: (k, E). A few k-means iterations over the centroids themselves pick `groups`
+    centres; the centroids are then sorted by their centre, and runs of equal size cut from
+    that order hold mostly one centre's centroids.
+    """
+    k = centroids.shape[0]
+    gen = torch.Generator().manual_seed(0)
+    centres = centroids[torch.randperm(k, generator=gen)[:groups].to(centroids.device)]
+    for _ in range(iters):
+        label = torch.cdist(centroids, centres).argmin(dim=1)
+        sums = torch.zeros_like(centres).index_add_(0, label, centroids)
+        counts = torch.bincount(label, minlength=groups).clamp_min(1)
+        centres = sums / counts[:, None]
+    label = torch.cdist(centroids, centres).argmin(dim=1)
+    return torch.argsort(label, stable=True)
+
+
+class PointBounds:
+    """Per-point state of bounded Lloyd passes over n points (one rank's shard).
+
+    assign: (n,) long, each point's centroid after the last pass; lower: (n, groups) fp32,
+    Euclidean lower bounds on the distance to each run's other codes. `ready` is False until a
+    first full pass has filled them.
+    """
+
+    def __init__(self, n: int, groups: int, device: torch.device):
+        self.groups = groups
+        self.assign = torch.zeros(n, dtype=torch.long, device=device)
+        self.lower = torch.zeros(n, groups, device=device)
+        self.ready = False
+
+    @staticmethod
+    def memory(n: int, groups: int) -> int:
+        return n * (8 + 4 * groups)
+
+    def moved(self, old: torch.Tensor, new: torch.Tensor) -> None:
+        """Lower every bound by the largest move of a code in its run. old, new: (k, E)."""
+        drift = (new - old).norm(dim=1)  # (k,) Euclidean
+        size = bound_group_size(old.shape[0], self.groups)
+        drift = F.pad(drift, (0, size * self.groups - drift.shape[0]))
+        self.lower.sub_(drift.view(self.groups, size).amax(dim=1))
+
+    def nearest(
+        self,
+        search: NearestCode,
+        worker: int,
+        start: int,
+        xs: torch.Tensor,
+        centroids: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Nearest centroids of rows start..start+r-1, xs (r, E) prepared, skipping what the
+        bounds allow -> ids (r,) long, distances (r,) fp32 (the search's distance), searched."""
+        stop = start + xs.shape[0]
+        if not self.ready:
+            ids, dists, lower = search.nearest_rows(worker, xs, groups=self.groups)
+            self.assign[start:stop], self.lower[start:stop] = ids, lower
+            return ids, dists, len(ids)
+        ids = self.assign[start:stop]
+        # Exact distance to the own centroid, from the difference (no cancellation).
+        dists = (xs - centroids[ids]).square_().sum(dim=1)  # squared Euclidean
+        need = (self.lower[start:stop] < dists.sqrt()[:, None]).any(dim=1).nonzero().squeeze(1)
+        if search.distance == "cosine":  # unit vectors: 1 - x.c = ||x - c||^2 / 2
+            dists = dists.mul_(0.5)
+        if len(need) > FULL_SEARCH_SHARE * len(xs):  # gathering rows would cost more than it saves
+            ids, dists, lower = search.nearest_rows(worker, xs, groups=self.groups)
+            self.assign[start:stop], self.lower[start:stop] = ids, lower
+        elif len(need):
+            found, found_d, lower = search.nearest_rows(worker, xs[need], groups=self.groups)
+            ids[need], dists[need] = found, found_d  # ids is a view: assign is updated too
+            self.lower[start + need] = lower
+        return ids.clone(), dists, len(need)
