@@ -199,12 +199,18 @@ def test_bound_groups_and_order():
     assert bound_groups(511) == 0 and bound_groups(512) == 8 and bound_groups(600) == 10
     assert bound_groups(194_560) == 32
     assert bound_group_size(600, 10) == 64 and bound_group_size(194_560, 32) == 95 * 64
-    c = torch.cat([torch.randn(50, 4) + 20 * i for i in range(4)])[torch.randperm(200)]
+    gen = torch.Generator().manual_seed(0)
+    blobs = torch.arange(4).repeat_interleave(50)[torch.randperm(200, generator=gen)]
+    c = torch.randn(200, 4, generator=gen) + 20 * blobs[:, None]  # 4 far blobs, shuffled
     order = coherent_order(c, 4)
     assert sorted(order.tolist()) == list(range(200))
-    # Runs of 50 consecutive codes hold one blob each.
-    blob = (c[order, 0] / 20).round()
-    assert all(len(blob[i : i + 50].unique()) == 1 for i in range(0, 200, 50))
+
+    def blobs_per_run(labels):  # distinct blobs in each run of 50 consecutive codes
+        return [len(labels[i : i + 50].unique()) for i in range(0, 200, 50)]
+
+    # Shuffled, every run holds all 4 blobs; ordered, one each.
+    assert blobs_per_run(blobs) == [4, 4, 4, 4]
+    assert blobs_per_run(blobs[order]) == [1, 1, 1, 1]
     with pytest.raises(ValueError, match="k >= 512"):
         kmeans(torch.randn(100, 4), 10, bounds=True)
 

@@ -39,13 +39,16 @@ def bound_groups(k: int) -> int:
 def coherent_order(centroids: torch.Tensor, groups: int, iters: int = 5) -> torch.Tensor:
     """A permutation (k,) that puts near centroids next to each other in `groups` runs.
 
-    centroids: (k, E). A few k-means iterations over the centroids themselves pick `groups`
-    centres; the centroids are then sorted by their centre, and runs of equal size cut from
-    that order hold mostly one centre's centroids.
+    centroids: (k, E). A few k-means iterations over the centroids themselves, from
+    farthest-point starts, pick `groups` centres; the centroids are then sorted by their
+    centre, and runs of equal size cut from that order hold mostly one centre's centroids.
     """
-    k = centroids.shape[0]
-    gen = torch.Generator().manual_seed(0)
-    centres = centroids[torch.randperm(k, generator=gen)[:groups].to(centroids.device)]
+    picked = [0]
+    nearest = torch.cdist(centroids, centroids[:1]).squeeze(1)  # (k,) to the nearest pick
+    for _ in range(groups - 1):
+        picked.append(int(nearest.argmax()))
+        nearest = torch.minimum(nearest, torch.cdist(centroids, centroids[picked[-1:]]).squeeze(1))
+    centres = centroids[picked]
     for _ in range(iters):
         label = torch.cdist(centroids, centres).argmin(dim=1)
         sums = torch.zeros_like(centres).index_add_(0, label, centroids)
@@ -104,7 +107,8 @@ class PointBounds:
         if len(need) > FULL_SEARCH_SHARE * len(xs):  # gathering rows would cost more than it saves
             ids, dists, lower = search.nearest_rows(worker, xs, groups=self.groups)
             self.assign[start:stop], self.lower[start:stop] = ids, lower
-        elif len(need):
+            return ids, dists, len(ids)
+        if len(need):
             found, found_d, lower = search.nearest_rows(worker, xs[need], groups=self.groups)
             ids[need], dists[need] = found, found_d  # ids is a view: assign is updated too
             self.lower[start + need] = lower
