@@ -83,14 +83,54 @@ def test_tiled_search_equals_brute_force(distance, k):
     want = brute(x, codes, distance)
     prepared = (F.normalize(codes, dim=1) if distance == "cosine" else codes).contiguous()
     xs = F.normalize(x, dim=1) if distance == "cosine" else x
-    for rows, tile, workers in [(None, None, 1), (7, 5, 2), (1, 1, 1), (100, k, 1), (9, 64, 3)]:
+    # (None, None, 2): one tile's worth of rows, cut in two for the two workers
+    configs = [(None, None, 1), (None, None, 2), (7, 5, 2), (1, 1, 1), (100, k, 1), (9, 64, 3)]
+    for rows, tile, workers in configs:
         search = NearestCode(prepared, distance, rows, tile, workers)
         ids, dist = search(xs)
         assert torch.equal(ids, want.argmin(dim=1))
         torch.testing.assert_close(dist, want.min(dim=1).values, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(search.distances(xs), dist, atol=1e-6, rtol=1e-6)  # values only
         # Memory is one tile per worker, whatever K is.
         used = [b.numel() for b in search.buffers if b is not None]
         assert max(used) <= search.rows * search.code_tile and len(used) <= workers
+
+
+@pytest.mark.parametrize("distance", ["l2", "cosine"])
+def test_search_hint_changes_nothing(distance):
+    """A hint (e.g. last pass's code) skips the argmin where it is the minimum; right, wrong
+    or out-of-range hints give the plain result, bounds included, across several tiles."""
+    gen = torch.Generator().manual_seed(1)
+    x, codes = torch.randn(300, 6, generator=gen), torch.randn(700, 6, generator=gen)
+    codes = (F.normalize(codes, dim=1) if distance == "cosine" else codes).contiguous()
+    xs = F.normalize(x, dim=1) if distance == "cosine" else x
+    search = NearestCode(codes, distance, code_tile=256)  # 3 tiles, the last one padded
+    plain = search.nearest_rows(0, xs, groups=4)
+    hint = plain[0].clone()
+    hint[::3] = torch.randint(700, (100,), generator=gen)  # wrong ones
+    hint[1::7] = -5  # out of range: never taken
+    hint[2::11] = 10_000
+    for h in [plain[0], hint]:
+        hinted = search.nearest_rows(0, xs, groups=4, hint=h)
+        for a, b in zip(plain, hinted, strict=True):
+            assert torch.equal(a, b)
+        assert torch.equal(search.nearest_rows(0, xs, hint=h)[0], plain[0])
+
+
+def test_bounds_with_empty_clusters_equal_plain_lloyd():
+    """Bounded passes update the cluster sums by the points that moved: re-seeded clusters
+    (their points arrive in later passes) still give plain Lloyd's result."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(4000, 6, generator=gen)
+    init = x[torch.randperm(4000, generator=gen)[:520]] + 0.01
+    init[:30] += 50.0  # 30 centroids far from every point: empty after the first pass
+    steps, plain_steps = [], []
+    plain = kmeans(x, 520, iters=6, tol=0, init=init, bounds=False, callback=plain_steps.append)
+    run = kmeans(x, 520, iters=6, tol=0, init=init, bounds=True, callback=steps.append, workers=2)
+    assert steps[0].reseeded == 30 and steps[-1].searched < 4000
+    torch.testing.assert_close(run.centroids, plain.centroids, atol=1e-6, rtol=1e-6)
+    assert torch.equal(run.counts, plain.counts)
+    assert [s.reseeded for s in steps] == [s.reseeded for s in plain_steps]
 
 
 def test_worker_threads_give_the_single_thread_result():

@@ -63,7 +63,9 @@ class PointBounds:
 
     assign: (n,) long, each point's centroid after the last pass; lower: (n, groups) fp32,
     Euclidean lower bounds on the distance to each run's other codes. `ready` is False until a
-    first full pass has filled them.
+    first full pass has filled them. sums (k, E) fp64 and counts (k,) long: the per-centroid
+    totals of these points under `assign`, which `kmeans` keeps so that a pass only moves the
+    points that changed centroid.
     """
 
     def __init__(self, n: int, groups: int, device: torch.device):
@@ -71,6 +73,7 @@ class PointBounds:
         self.assign = torch.zeros(n, dtype=torch.long, device=device)
         self.lower = torch.zeros(n, groups, device=device)
         self.ready = False
+        self.sums = self.counts = torch.empty(0)
 
     @staticmethod
     def memory(n: int, groups: int) -> int:
@@ -100,16 +103,18 @@ class PointBounds:
             return ids, dists, len(ids)
         ids = self.assign[start:stop]
         # Exact distance to the own centroid, from the difference (no cancellation).
-        dists = (xs - centroids[ids]).square_().sum(dim=1)  # squared Euclidean
+        dists = (xs - centroids.index_select(0, ids)).square_().sum(dim=1)  # squared Euclidean
         need = (self.lower[start:stop] < dists.sqrt()[:, None]).any(dim=1).nonzero().squeeze(1)
         if search.distance == "cosine":  # unit vectors: 1 - x.c = ||x - c||^2 / 2
             dists = dists.mul_(0.5)
         if len(need) > FULL_SEARCH_SHARE * len(xs):  # gathering rows would cost more than it saves
-            ids, dists, lower = search.nearest_rows(worker, xs, groups=self.groups)
+            ids, dists, lower = search.nearest_rows(worker, xs, groups=self.groups, hint=ids)
             self.assign[start:stop], self.lower[start:stop] = ids, lower
             return ids, dists, len(ids)
         if len(need):
-            found, found_d, lower = search.nearest_rows(worker, xs[need], groups=self.groups)
+            found, found_d, lower = search.nearest_rows(
+                worker, xs[need], groups=self.groups, hint=ids[need]
+            )
             ids[need], dists[need] = found, found_d  # ids is a view: assign is updated too
             self.lower[start + need] = lower
         return ids.clone(), dists, len(need)

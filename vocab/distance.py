@@ -59,7 +59,7 @@ def prepare(x: torch.Tensor, distance: str) -> torch.Tensor:
 
 def squared_norms(x: torch.Tensor) -> torch.Tensor:
     """x: (M, E) -> (M,) squared L2 norms of the rows."""
-    return torch.einsum("me,me->m", x, x)
+    return x.square().sum(dim=-1)  # 3-4x faster than einsum("me,me->m") on CPUs
 
 
 @contextmanager
@@ -140,6 +140,26 @@ class NearestCode:
         return ids, dists
 
     @torch.no_grad()
+    def distances(self, x: torch.Tensor, x_sq: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (M, E) prepared fp32 -> (M,) fp32 distances to the nearest codes, >= 0.
+
+        Values only: without the argmin, several times cheaper than `__call__` on CPUs.
+        """
+        dists = torch.empty(x.shape[0], device=x.device)
+
+        def chunk(worker: int, rows: slice) -> None:
+            best = None
+            for _, buf in self._tiles(x[rows], worker):
+                tile = buf.amin(dim=1)
+                best = tile if best is None else torch.minimum(best, tile)
+            if self.distance == "l2":
+                best += squared_norms(x[rows]) if x_sq is None else x_sq[rows]
+            dists[rows] = best.clamp_min_(0.0)
+
+        self.map_chunks(x.shape[0], chunk)
+        return dists
+
+    @torch.no_grad()
     def each_chunk(self, x: torch.Tensor, fn: ChunkFn, x_sq: torch.Tensor | None = None) -> None:
         """Find the nearest codes of x (M, E) chunk by chunk and pass each chunk to `fn`.
 
@@ -147,11 +167,10 @@ class NearestCode:
         must only touch its own worker's state.
         """
 
-        def chunk(worker: int, start: int) -> None:
-            xs = x[start : start + self.rows]  # (r, E)
-            rows_sq = x_sq[start : start + len(xs)] if x_sq is not None else None
-            ids, dists = self.nearest_rows(worker, xs, rows_sq)
-            fn(worker, start, xs, ids, dists)
+        def chunk(worker: int, rows: slice) -> None:
+            xs = x[rows]  # (r, E)
+            ids, dists = self.nearest_rows(worker, xs, x_sq[rows] if x_sq is not None else None)
+            fn(worker, rows.start, xs, ids, dists)
 
         self.map_chunks(x.shape[0], chunk)
 
@@ -172,17 +191,21 @@ class NearestCode:
         if self.distance == "l2":
             base = d - (x_sq if x_sq is not None else squared_norms(x))
 
-        def chunk(worker: int, start: int) -> None:
-            xs = x[start : start + self.rows]
-            for lo, buf in self._tiles(xs, worker):
-                torch.sub(base[start : start + len(xs), None], buf, out=buf).clamp_min_(0.0)
+        def chunk(worker: int, rows: slice) -> None:
+            for lo, buf in self._tiles(x[rows], worker):
+                torch.sub(base[rows, None], buf, out=buf).clamp_min_(0.0)
                 gains[worker][lo : lo + buf.shape[1]] += buf.sum(dim=0)
 
         self.map_chunks(x.shape[0], chunk)
         return torch.stack(gains).sum(0)[: self.k]
 
     def nearest_rows(
-        self, worker: int, xs: torch.Tensor, rows_sq: torch.Tensor | None = None, groups: int = 0
+        self,
+        worker: int,
+        xs: torch.Tensor,
+        rows_sq: torch.Tensor | None = None,
+        groups: int = 0,
+        hint: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """Nearest codes of one chunk xs (r, E), r <= `rows`, on `worker`'s buffer.
 
@@ -191,13 +214,17 @@ class NearestCode:
         consecutive codes (see `bound_groups`), a lower bound on the Euclidean distance from the
         row to the run's codes other than its nearest one (what k-means' bounds need).
         rows_sq: (r,) squared norms of xs (L2), when the caller has them.
+        hint: (r,) long, a likely nearest code per row (grouped search only), e.g. its code in
+        the last k-means pass: where it is at the minimum distance it is taken as it is,
+        without the (slow) indexed argmin; on an exact tie it may win over a lower index.
         """
         if groups and self.group is None:
             raise ValueError(f"bounds need grouped search: at least {GROUPED_MIN_CODES} codes")
         best = arg = second = None
         minima = []
         for lo, buf in self._tiles(xs, worker):
-            tile_best, tile_arg, tile_minima, tile_second = self._argmin(buf, groups > 0)
+            tile_hint = hint - lo if hint is not None and self.group else None
+            tile_best, tile_arg, tile_minima, tile_second = self._argmin(buf, groups > 0, tile_hint)
             minima.append(tile_minima)
             if best is None:
                 best, arg, second = tile_best, tile_arg, tile_second
@@ -228,26 +255,30 @@ class NearestCode:
         return arg, best, lower
 
     # --- the pieces
-    def map_chunks(self, m: int, chunk: Callable[[int, int], None]) -> None:
-        """chunk(worker, start) for every chunk of `rows` rows, on `workers` threads."""
-        starts = range(0, m, self.rows)
-        if self.workers == 1 or len(starts) == 1:
-            for start in starts:
-                chunk(0, start)
+    def map_chunks(self, m: int, chunk: Callable[[int, slice], None]) -> None:
+        """chunk(worker, rows) for slices of at most `rows` of m rows, on `workers` threads.
+
+        Fewer than `workers` chunks' worth of rows is cut into `workers` smaller chunks.
+        """
+        step = max(1, min(self.rows, -(-m // self.workers)))
+        slices = [slice(start, min(start + step, m)) for start in range(0, m, step)]
+        if self.workers == 1 or len(slices) == 1:
+            for rows in slices:
+                chunk(0, rows)
             return
         free: queue.SimpleQueue[int] = queue.SimpleQueue()
         for worker in range(self.workers):
             free.put(worker)
 
-        def run(start: int) -> None:
+        def run(rows: slice) -> None:
             worker = free.get()  # at most `workers` chunks run at once: one is always free
             try:
-                chunk(worker, start)
+                chunk(worker, rows)
             finally:
                 free.put(worker)
 
         with one_intra_op_thread(), ThreadPoolExecutor(self.workers) as pool:
-            for _ in pool.map(run, starts):  # re-raises a worker's exception here
+            for _ in pool.map(run, slices):  # re-raises a worker's exception here
                 pass
 
     def _tiles(self, xs: torch.Tensor, worker: int) -> Iterator[tuple[int, torch.Tensor]]:
@@ -263,12 +294,13 @@ class NearestCode:
             yield lo, buf
 
     def _argmin(
-        self, buf: torch.Tensor, bounds: bool = False
+        self, buf: torch.Tensor, bounds: bool = False, hint: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """buf: (r, kc) -> (minima (r,), their column (r,)); the first column on ties.
 
         With `bounds` (grouped search), also the minimum of each group (r, kc / GROUP) and the
-        second smallest value in the winning group (r,); else None, None.
+        second smallest value in the winning group (r,); else None, None. hint: (r,) likely
+        columns (any value; outside [0, kc) never matches), see `nearest_rows`.
         """
         if self.group is None:
             return (*torch.min(buf, dim=1), None, None)
@@ -276,10 +308,25 @@ class NearestCode:
         n_groups = kc // self.group
         group_minima = buf.view(r, n_groups, self.group).amin(dim=2)  # (r, n_groups)
         best, g = group_minima.min(dim=1)  # best group per row
+        arg = hit = None
+        if hint is not None:
+            col = hint.clamp(0, kc - 1)
+            hit = (hint == col) & (buf.gather(1, col[:, None]).squeeze(1) == best)
+            g = torch.where(hit, col // self.group, g)
+            arg = col
+            if bool(hit.all()) and not bounds:
+                return best, arg, None, None
         rows = torch.arange(r, device=buf.device) * n_groups + g  # its row in (r * n_groups, G)
         winners = buf.view(r * n_groups, self.group).index_select(0, rows)  # (r, G)
-        inside = winners.argmin(dim=1)
-        arg = g * self.group + inside
+        if hit is None:
+            inside = winners.argmin(dim=1)
+            arg = g * self.group + inside
+        else:  # the indexed argmin only for rows whose hint missed
+            inside = arg - g * self.group  # for the hits
+            miss = (~hit).nonzero().squeeze(1)
+            if len(miss):
+                inside[miss] = winners[miss].argmin(dim=1)
+                arg = g * self.group + inside
         if not bounds:
             return best, arg, None, None
         second = winners.scatter_(1, inside[:, None], float("inf")).amin(dim=1)

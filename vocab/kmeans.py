@@ -201,7 +201,7 @@ def kmeans(
             )
             if not math.isfinite(inertia):
                 raise ValueError("features contain NaN or inf (found in an assignment pass)")
-            new, reseeded = _update(centroids, sums, counts, far_d, far_x, distance)
+            new, reseeded = _update(centroids, sums, counts, far_d, far_x, distance, order)
             if state is not None:
                 state.ready = True
                 state.moved(centroids, new)
@@ -316,7 +316,7 @@ def _kmeanspp(
     taken = torch.zeros(s, dtype=torch.bool, device=device)
     taken[first] = True
     sample_sq = squared_norms(sample)  # (s,), reused by every distance pass below
-    d = make_search(sample[first : first + 1])(sample, sample_sq)[1]  # (s,)
+    d = make_search(sample[first : first + 1]).distances(sample, sample_sq)  # (s,)
     remaining, rounds_left = k - 1, max(1, rounds - 1)
     while remaining > 0:
         b = math.ceil(remaining / rounds_left)
@@ -335,7 +335,7 @@ def _kmeanspp(
             pick = torch.cat([pick, pool[extra]])
         taken[pick] = True
         picked.append(pick)
-        d = torch.minimum(d, make_search(sample[pick].contiguous())(sample, sample_sq)[1])
+        d = torch.minimum(d, make_search(sample[pick].contiguous()).distances(sample, sample_sq))
         remaining, rounds_left = remaining - b, max(1, rounds_left - 1)
     return sample[torch.cat(picked)].contiguous()
 
@@ -359,7 +359,9 @@ def _lloyd_pass(
     device = centroids.device
     search = make_search(centroids)
     # Per-worker accumulators (workers run chunks in any order). Sums are fp64, so that big
-    # clusters keep small additions and the order of the chunks changes nothing visible.
+    # clusters keep small additions and the order of the chunks changes nothing visible (fp32
+    # features add and subtract exactly in fp64 over a wide range of magnitudes). Bounded
+    # passes after the first only add what changed to the totals `state` keeps.
     workers = range(search.workers)
     sums = [torch.zeros(k, e, dtype=torch.float64, device=device) for _ in workers]
     counts = [torch.zeros(k, dtype=torch.long, device=device) for _ in workers]
@@ -369,9 +371,16 @@ def _lloyd_pass(
     searched = [0 for _ in workers]
     for offset, block in src.blocks():
 
-        def accumulate(w, start, xs, ids, d, offset=offset):  # offset: this block's first row
-            counts[w] += torch.bincount(ids, minlength=k)
-            sums[w].index_add_(0, ids, xs.double())
+        def accumulate(w, start, xs, ids, d, was=None, offset=offset):  # offset: block's row 0
+            if was is None:
+                counts[w] += torch.bincount(ids, minlength=k)
+                sums[w].index_add_(0, ids, xs.double())
+            else:  # only the points that changed centroid (`was`: before) move the sums
+                moved = (ids != was).nonzero().squeeze(1)
+                if len(moved):
+                    to, fro, xm = ids[moved], was[moved], xs[moved].double()
+                    counts[w] += torch.bincount(to, minlength=k) - torch.bincount(fro, minlength=k)
+                    sums[w].index_add_(0, to, xm).index_add_(0, fro, xm, alpha=-1)
             inertia[w] += d.sum(dtype=torch.float64)
             if len(far_d[w]) == reseed:  # full: only rows beyond the nearest kept one count
                 beyond = (d > far_d[w][-1]).nonzero().squeeze(1)
@@ -390,11 +399,12 @@ def _lloyd_pass(
             searched[0] += len(x)
             continue
 
-        def bounded(w, start, x=x, offset=offset, accumulate=accumulate):
-            xs = x[start : start + search.rows]
-            ids, d, count = state.nearest(search, w, offset + start, xs, centroids)
+        def bounded(w, rows, x=x, offset=offset, accumulate=accumulate):
+            xs, at = x[rows], slice(offset + rows.start, offset + rows.stop)
+            was = state.assign[at].clone() if state.ready else None
+            ids, d, count = state.nearest(search, w, at.start, xs, centroids)
             searched[w] += count
-            accumulate(w, start, xs, ids, d)
+            accumulate(w, rows.start, xs, ids, d, was)
 
         search.map_chunks(len(x), bounded)
 
@@ -411,8 +421,13 @@ def _lloyd_pass(
     mine[:, 0] = -1.0  # distance -1: no point here, never picked
     mine[: len(far_d), 0] = far_d.double()
     mine[: len(far_d), 1:] = far_x.double()
+    sums, counts = sum(sums), sum(counts)
+    if state is not None:  # this rank's totals, kept for the next pass to update
+        if state.ready:
+            sums, counts = sums + state.sums, counts + state.counts
+        state.sums, state.counts = sums, counts
     scalars = torch.stack([sum(inertia), torch.tensor(float(sum(searched)), dtype=torch.float64)])
-    packed = torch.cat([sum(sums).flatten(), sum(counts).double(), scalars.to(device)])
+    packed = torch.cat([sums.flatten(), counts.double(), scalars.to(device)])
     packed = group.all_reduce(torch.cat([packed, slots.flatten()]))
     sums = packed[: k * e].view(k, e)
     counts = packed[k * e : k * e + k]
@@ -429,11 +444,19 @@ def _update(
     far_d: torch.Tensor,
     far_x: torch.Tensor,
     distance: str,
+    order: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """New centroids: the mean of each cluster; empty ones move to the farthest points."""
+    """New centroids: the mean of each cluster; empty ones move to the farthest points.
+
+    order: (k,) the caller's index of each centroid, when they are held in another order
+    (bounds); the farthest points go to the empty clusters in the caller's order, so that the
+    result does not depend on it.
+    """
     new = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centroids.double())
     new = new.float()
     empty = (counts == 0).nonzero().squeeze(1)
+    if order is not None:
+        empty = empty[order[empty].argsort()]
     usable = int((far_d > 0).sum())  # a point at distance 0 already is a centroid
     reseeded = min(len(empty), usable)
     new[empty[:reseeded]] = far_x[:reseeded]
