@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import vocab.distance
 import vocab.source
 from vocab import KMeansStep, kmeans, nearest
 from vocab.bounds import bound_groups, coherent_order
@@ -110,11 +111,14 @@ def test_search_hint_changes_nothing(distance):
     hint[::3] = torch.randint(700, (100,), generator=gen)  # wrong ones
     hint[1::7] = -5  # out of range: never taken
     hint[2::11] = 10_000
+    row_tiles = NearestCode(codes, distance, rows=64, code_tile=256)  # 5 tiles of rows too
     for h in [plain[0], hint]:
-        hinted = search.nearest_rows(0, xs, groups=4, hint=h)
-        for a, b in zip(plain, hinted, strict=True):
-            assert torch.equal(a, b)
-        assert torch.equal(search.nearest_rows(0, xs, hint=h)[0], plain[0])
+        for s in [search, row_tiles]:
+            hinted = s.nearest_rows(0, xs, groups=4, hint=h)
+            for a, b in zip(plain, hinted, strict=True):
+                assert torch.equal(a, b)
+            assert torch.equal(s.nearest_rows(0, xs, hint=h)[0], plain[0])
+    assert max(b.numel() for b in row_tiles.buffers if b is not None) == 64 * 256
 
 
 def test_bounds_with_empty_clusters_equal_plain_lloyd():
@@ -133,7 +137,8 @@ def test_bounds_with_empty_clusters_equal_plain_lloyd():
     assert [s.reseeded for s in steps] == [s.reseeded for s in plain_steps]
 
 
-def test_worker_threads_give_the_single_thread_result():
+def test_worker_threads_give_the_single_thread_result(monkeypatch):
+    monkeypatch.setattr(vocab.distance, "CHUNK_ROWS", 16)  # chunks of work: one tile of rows
     x, _, _ = planted(k=10, per=80)
     threads = torch.get_num_threads()
     one = kmeans(x, 10, iters=4, tol=0, workers=1, rows=16)
@@ -224,9 +229,11 @@ def test_bounds_skip_points_and_change_nothing(distance, tmp_path, monkeypatch):
     assert [s.searched for s in plain_steps] == [3000] * 8
     assert steps[0].searched == 3000 and steps[-1].searched < 0.8 * 3000  # bounds (on by default)
     # The same from a memory-mapped file read in blocks of 700 rows, in tiles of 128 codes
-    # (group minima from several tiles) and chunks of 100 rows on two threads.
+    # (group minima from several tiles), in chunks of 250 rows on two threads, searched in
+    # tiles of 100 rows.
     np.save(tmp_path / "x.npy", x.numpy())
     monkeypatch.setattr(vocab.source, "BLOCK_BYTES", 700 * 4 * 8)
+    monkeypatch.setattr(vocab.distance, "CHUNK_ROWS", 250)
     streamed = kmeans(
         tmp_path / "x.npy", 600, iters=8, tol=0, init=init, distance=distance,
         code_tile=128, rows=100, workers=2,

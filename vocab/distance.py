@@ -38,6 +38,13 @@ TILES = {"cpu": (1 << 21, 2048), "cuda": (1 << 28, 32768)}
 # with the codes padded to a multiple of GROUP by dummies at infinite distance.
 GROUP = 64
 GROUPED_MIN_CODES = 512
+# Rows per chunk of work a CPU worker takes in `each_chunk` and k-means' bounded passes: each
+# chunk costs dozens of small torch calls (bookkeeping, bounds, argmin hints) whose Python and
+# dispatch overhead, held under the GIL, chunks of tile rows (1-2 k) paid thousands of times a
+# pass. Distances are still computed one tile of rows at a time (`nearest_rows`). Measured on
+# 2 cores, 200k x 64 -> 1024, 20 iterations: 16 k rows 3.40 s vs 2 k rows 3.76 s (8 k: 3.52,
+# 32 k: 3.41); plain Lloyd 4.36 vs 4.54 s.
+CHUNK_ROWS = 1 << 14
 # Rounding margin of the lower bounds (`NearestCode.nearest_rows` with groups), relative to
 # ||x||^2 + max ||c||^2: fp32 dot products over E <= a few thousand are far more exact than 1e-5.
 BOUND_SLACK = 1e-5
@@ -114,6 +121,7 @@ class NearestCode:
             tile = max(GROUP, tile // GROUP * GROUP)
         self.code_tile = max(1, tile)
         self.rows = max(1, rows or floats // self.code_tile)
+        self.chunk_rows = max(self.rows, CHUNK_ROWS)
         on_cpu = device.type == "cpu"
         self.workers = max(1, workers or torch.get_num_threads()) if on_cpu else 1
         # One flat buffer per worker, made on first use at the size needed (small inputs get
@@ -172,7 +180,7 @@ class NearestCode:
             ids, dists = self.nearest_rows(worker, xs, x_sq[rows] if x_sq is not None else None)
             fn(worker, rows.start, xs, ids, dists)
 
-        self.map_chunks(x.shape[0], chunk)
+        self.map_chunks(x.shape[0], chunk, self.chunk_rows)
 
     @torch.no_grad()
     def gains(
@@ -207,7 +215,7 @@ class NearestCode:
         groups: int = 0,
         hint: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
-        """Nearest codes of one chunk xs (r, E), r <= `rows`, on `worker`'s buffer.
+        """Nearest codes of one chunk xs (r, E) on `worker`'s buffer, `rows` rows at a time.
 
         Returns ids (r,) long and distances (r,) fp32 >= 0; with `groups` > 0 (grouped search
         only, K >= GROUPED_MIN_CODES) also lower (r, groups) fp32: for each of `groups` runs of
@@ -220,6 +228,19 @@ class NearestCode:
         """
         if groups and self.group is None:
             raise ValueError(f"bounds need grouped search: at least {GROUPED_MIN_CODES} codes")
+        if len(xs) > self.rows:  # one tile of rows at a time, so that the distances stay cached
+            tiles = range(0, len(xs), self.rows)
+            parts = [
+                self.nearest_rows(
+                    worker,
+                    xs[lo : lo + self.rows],
+                    None if rows_sq is None else rows_sq[lo : lo + self.rows],
+                    groups,
+                    None if hint is None else hint[lo : lo + self.rows],
+                )
+                for lo in tiles
+            ]
+            return tuple(torch.cat(part) for part in zip(*parts, strict=True))
         best = arg = second = None
         minima = []
         for lo, buf in self._tiles(xs, worker):
@@ -255,12 +276,14 @@ class NearestCode:
         return arg, best, lower
 
     # --- the pieces
-    def map_chunks(self, m: int, chunk: Callable[[int, slice], None]) -> None:
-        """chunk(worker, rows) for slices of at most `rows` of m rows, on `workers` threads.
-
-        Fewer than `workers` chunks' worth of rows is cut into `workers` smaller chunks.
+    def map_chunks(
+        self, m: int, chunk: Callable[[int, slice], None], rows: int | None = None
+    ) -> None:
+        """chunk(worker, rows) for slices of at most `rows` (default: tile rows) of m rows, on
+        `workers` threads. Fewer than `workers` chunks' worth of rows is cut into `workers`
+        smaller chunks.
         """
-        step = max(1, min(self.rows, -(-m // self.workers)))
+        step = max(1, min(rows or self.rows, -(-m // self.workers)))
         slices = [slice(start, min(start + step, m)) for start in range(0, m, step)]
         if self.workers == 1 or len(slices) == 1:
             for rows in slices:

@@ -406,7 +406,7 @@ def _lloyd_pass(
             searched[w] += count
             accumulate(w, rows.start, xs, ids, d, was)
 
-        search.map_chunks(len(x), bounded)
+        search.map_chunks(len(x), bounded, search.chunk_rows)
 
     far_d, far_i = torch.cat(far_d), torch.cat(far_i)
     keep = far_d.topk(min(reseed, len(far_d))).indices
