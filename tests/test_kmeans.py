@@ -97,6 +97,18 @@ def test_tiled_search_equals_brute_force(distance, k):
         assert max(used) <= search.rows * search.code_tile and len(used) <= workers
 
 
+def test_chunks_of_work_are_balanced():
+    """A multiple of `workers` slices of at most `rows` rows, about equal, each row once."""
+    search = NearestCode(torch.randn(8, 3), "l2", rows=10, workers=2)
+    for m, sizes in [(0, []), (3, [2, 1]), (20, [10, 10]), (45, [8, 8, 8, 8, 8, 5])]:
+        seen: list[slice] = []
+        search.map_chunks(m, lambda worker, rows, seen=seen: seen.append(rows))
+        seen.sort(key=lambda rows: rows.start)
+        assert [rows.stop - rows.start for rows in seen] == sizes
+        assert [rows.start for rows in seen] == [0, *itertools.accumulate(sizes)][:-1]
+    assert search(torch.zeros(0, 3))[0].shape == (0,)  # no rows: no chunks
+
+
 @pytest.mark.parametrize("distance", ["l2", "cosine"])
 def test_search_hint_changes_nothing(distance):
     """A hint (e.g. last pass's code) skips the argmin where it is the minimum; right, wrong

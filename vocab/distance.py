@@ -38,12 +38,12 @@ TILES = {"cpu": (1 << 21, 2048), "cuda": (1 << 28, 32768)}
 # with the codes padded to a multiple of GROUP by dummies at infinite distance.
 GROUP = 64
 GROUPED_MIN_CODES = 512
-# Rows per chunk of work a CPU worker takes in `each_chunk` and k-means' bounded passes: each
-# chunk costs dozens of small torch calls (bookkeeping, bounds, argmin hints) whose Python and
-# dispatch overhead, held under the GIL, chunks of tile rows (1-2 k) paid thousands of times a
-# pass. Distances are still computed one tile of rows at a time (`nearest_rows`). Measured on
-# 2 cores, 200k x 64 -> 1024, 20 iterations: 16 k rows 3.40 s vs 2 k rows 3.76 s (8 k: 3.52,
-# 32 k: 3.41); plain Lloyd 4.36 vs 4.54 s.
+# Most rows per chunk of work a CPU worker takes in `each_chunk` and k-means' bounded passes.
+# Each chunk costs dozens of small torch calls (bookkeeping, bounds, argmin hints) whose Python
+# and dispatch overhead, partly under the GIL, chunks of one tile of rows (1-2 k) paid
+# thousands of times a pass. Distances are still computed one tile of rows at a time
+# (`nearest_rows`). Measured on 2 cores, 200k x 64 -> 1024, 20 iterations: 16 k rows 3.40 s
+# vs 2 k rows 3.76 s (8 k: 3.52 s, 32 k: 3.41 s); plain Lloyd 4.36 s vs 4.54 s.
 CHUNK_ROWS = 1 << 14
 # Rounding margin of the lower bounds (`NearestCode.nearest_rows` with groups), relative to
 # ||x||^2 + max ||c||^2: fp32 dot products over E <= a few thousand are far more exact than 1e-5.
@@ -280,10 +280,11 @@ class NearestCode:
         self, m: int, chunk: Callable[[int, slice], None], rows: int | None = None
     ) -> None:
         """chunk(worker, rows) for slices of at most `rows` (default: tile rows) of m rows, on
-        `workers` threads. Fewer than `workers` chunks' worth of rows is cut into `workers`
-        smaller chunks.
+        `workers` threads: a multiple of `workers` slices of about equal size, so that no
+        worker is left with one more whole chunk than the others.
         """
-        step = max(1, min(rows or self.rows, -(-m // self.workers)))
+        per_worker = max(1, -(-m // (self.workers * (rows or self.rows))))
+        step = max(1, -(-m // (self.workers * per_worker)))
         slices = [slice(start, min(start + step, m)) for start in range(0, m, step)]
         if self.workers == 1 or len(slices) == 1:
             for rows in slices:
