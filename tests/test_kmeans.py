@@ -241,8 +241,8 @@ def test_bounds_skip_points_and_change_nothing(distance, tmp_path, monkeypatch):
     assert [s.searched for s in plain_steps] == [3000] * 8
     assert steps[0].searched == 3000 and steps[-1].searched < 0.8 * 3000  # bounds (on by default)
     # The same from a memory-mapped file read in blocks of 700 rows, in tiles of 128 codes
-    # (group minima from several tiles), in chunks of 250 rows on two threads, searched in
-    # tiles of 100 rows.
+    # (group minima from several tiles), in chunks of at most 250 rows (4 of 175 a block) on
+    # two threads, searched in tiles of 100 rows.
     np.save(tmp_path / "x.npy", x.numpy())
     monkeypatch.setattr(vocab.source, "BLOCK_BYTES", 700 * 4 * 8)
     monkeypatch.setattr(vocab.distance, "CHUNK_ROWS", 250)

@@ -43,7 +43,8 @@ GROUPED_MIN_CODES = 512
 # and dispatch overhead, partly under the GIL, chunks of one tile of rows (1-2 k) paid
 # thousands of times a pass. Distances are still computed one tile of rows at a time
 # (`nearest_rows`). Measured on 2 cores, 200k x 64 -> 1024, 20 iterations: 16 k rows 3.40 s
-# vs 2 k rows 3.76 s (8 k: 3.52 s, 32 k: 3.41 s); plain Lloyd 4.36 s vs 4.54 s.
+# vs 2 k rows 3.76 s (8 k: 3.52 s, 32 k: 3.41 s); plain Lloyd 4.36 s vs 4.54 s. (Before the
+# even split in `map_chunks`; with it, the same within this machine's noise.)
 CHUNK_ROWS = 1 << 14
 # Rounding margin of the lower bounds (`NearestCode.nearest_rows` with groups), relative to
 # ||x||^2 + max ||c||^2: fp32 dot products over E <= a few thousand are far more exact than 1e-5.
@@ -277,13 +278,13 @@ class NearestCode:
 
     # --- the pieces
     def map_chunks(
-        self, m: int, chunk: Callable[[int, slice], None], rows: int | None = None
+        self, m: int, chunk: Callable[[int, slice], None], most: int | None = None
     ) -> None:
-        """chunk(worker, rows) for slices of at most `rows` (default: tile rows) of m rows, on
+        """chunk(worker, rows) for slices of at most `most` (default: tile rows) of m rows, on
         `workers` threads: a multiple of `workers` slices of about equal size, so that no
         worker is left with one more whole chunk than the others.
         """
-        per_worker = max(1, -(-m // (self.workers * (rows or self.rows))))
+        per_worker = max(1, -(-m // (self.workers * (most or self.rows))))
         step = max(1, -(-m // (self.workers * per_worker)))
         slices = [slice(start, min(start + step, m)) for start in range(0, m, step)]
         if self.workers == 1 or len(slices) == 1:
