@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -178,16 +179,20 @@ def median_or_none(values: list[float | None]) -> float | None:
     return statistics.median(values)
 
 
+def run_child(threads: int, *flags: Any) -> dict:
+    """This script in a fresh process with `flags`; returns the JSON of its last line."""
+    cmd = [sys.executable, __file__, "--threads", str(threads), *map(str, flags)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[2:])} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def fit_in_child(name, data, k, iters, seed, threads, out) -> dict:
     """Run one method in a fresh process (faiss, scikit-learn and torch each bring their own
     OpenMP runtime; in one process, faiss's 2-thread runs took 3.7 or 7.7 s at random, alone
     always 3.8 s) and return its timing; its centroids go to `out`."""
-    cmd = [sys.executable, __file__, "--threads", str(threads), "--fit-child", name, str(data)]
-    cmd += [str(k), str(iters), str(seed), str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(threads, "--fit-child", name, data, k, iters, seed, out)
 
 
 def fit_child(name: str, data: str, k: int, iters: int, seed: int, out: str) -> dict:
@@ -339,11 +344,8 @@ def main() -> None:
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     load_start = os.getloadavg()
     cases = [bench_case(n, d, k, r, plan["iters"], args.threads) for n, d, k, r in plan["cases"]]
-    child = [sys.executable, __file__, "--threads", str(args.threads), "--assign-child"]
-    child += [str(v) for v in plan["assign"]]
     print(f"  assignment pass {plan['assign']} in a fresh process...", flush=True)
-    done = subprocess.run(child, capture_output=True, text=True, check=True)
-    assign = json.loads(done.stdout.strip().splitlines()[-1])
+    assign = run_child(args.threads, "--assign-child", *plan["assign"])
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "started_utc": started,

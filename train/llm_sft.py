@@ -137,7 +137,8 @@ class SFTOptions:
         for name in ("projector", "vq_head"):
             value = getattr(self, name)
             if isinstance(value, str):
-                value = json.loads(value) if value not in ("", "none", "None") else None
+                value = common.none_if_empty(value)
+                value = json.loads(value) if value is not None else None
             setattr(self, name, dict(value) if value else None)
         for name in ("spatial_vq_path", "judge_path", "cache_dir"):
             setattr(self, name, common.none_if_empty(getattr(self, name)))

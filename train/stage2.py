@@ -38,9 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import (
-    broadcast_object_list,
-)
+from accelerate.utils import broadcast_object_list
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
