@@ -1,4 +1,4 @@
-"""Chat metrics (DESIGN.md §9): does an image-speaking LLM draw what the talk asks for, keep its
+"""Chat metrics: does an image-speaking LLM draw what the talk asks for, keep its
 own look across its photos, and answer right about the user's photos?
 
     from eval.chat import evaluate_chat
@@ -9,20 +9,23 @@ and "heldout" split (identities never seen in training), alternately, with exact
 Each assistant turn is generated (greedy) from the true conversation before it: the user's
 pictures as features, the assistant's earlier pictures as the tokens of its true photos.
 
+Each assistant turn gives a `chat_scores.DialogueRecord`; `chat_scores.chat_scores` turns them
+into figures with chance levels, controls and 95% bootstrap intervals over dialogues:
+
 - generation_following: the judge reads each generated picture; a turn's k-th picture is
   compared with what the talk pinned for the k-th true photo of that turn (`requested`): the
   request's place and season, activity, or place and time of day; for the opening photo, the
-  place the user named. A missing picture counts as wrong on every requested attribute.
-  per_attribute: accuracy over the requests naming that attribute; mean: their mean.
+  place the user named. Scored over the pictures drawn; pictures_drawn is the share of
+  requested pictures that were drawn at all.
 - identity_consistency: the judge's identity attributes (hair, skin, shirt, hat, glasses) of
-  all the assistant's generated pictures in one dialogue: within_dialogue, the fraction of
-  picture pairs that agree (per attribute, averaged over dialogues with >= 2 pictures), and
-  vs_reference, the fraction that match the persona's look (given in the system prompt);
-  per_attribute: vs_reference per attribute, per_attribute_within: within_dialogue per one.
+  the assistant's generated pictures: agreement within a dialogue and with the persona's look,
+  each corrected by the same agreement across dialogues of different personas.
+- diversity: distinct id sequences and judge readings among the pictures drawn.
 - understanding: for each turn answering a question about a user photo, the answer's value is
   read by `answer_value` and compared with the photo's true attribute (see its docstring for
-  the matching rule). Needs no judge.
+  the matching rule), beside the blind majority answer. Needs no judge.
 - image_token_validity: complete image spans (`<boi>`, 36 codes, `<eoi>`) / spans begun.
+- judge: its gate (`eval.gate`) at the chat's picture size; judged figures only if it passed.
 
 Generated and shown pictures are written to OUT_DIR/images/ and the result, with every
 transcript (paths relative to OUT_DIR), to OUT_DIR/chat_eval.json.
@@ -49,7 +52,9 @@ from svq.data.captions import words
 from svq.data.dialogues import PHRASES
 from svq.data.writer import iter_split
 
-FOLLOWED = ("place", "season", "activity", "time_of_day")  # attributes a request can pin
+from .chat_scores import Answer, DialogueRecord, Request, chat_scores
+from .gate import GateResult, judge_gate
+
 REPORT = "chat_eval.json"
 
 
@@ -229,47 +234,25 @@ def score_answer(topic: str, text: str, attributes: dict[str, str], lang: str = 
     return float(answer_value(topic, text, lang) == truth_value(topic, attributes))
 
 
-# --- scores from judged attributes -----------------------------------------------------------
-
-
-def following_scores(
-    requests: Sequence[dict[str, str]], judged: Sequence[dict[str, str] | None]
-) -> dict[str, list[float]]:
-    """Per attribute, one 0/1 per request naming it; judged[k] is the judge's reading of the
-    k-th generated picture (None: not drawn)."""
-    scores: dict[str, list[float]] = defaultdict(list)
-    for request, seen in zip(requests, judged, strict=True):
-        for name, value in request.items():
-            scores[name].append(float(seen is not None and seen.get(name) == value))
-    return scores
-
-
-def identity_scores(
-    judged: Sequence[dict[str, str]], reference: dict[str, str]
-) -> tuple[dict[str, float | None], dict[str, float]]:
-    """For one dialogue's generated pictures: per identity attribute, the fraction of picture
-    pairs that agree (None with < 2 pictures) and the fraction matching `reference`."""
-    within: dict[str, float | None] = {}
-    versus: dict[str, float] = {}
-    for name in IDENTITY_ATTRIBUTES:
-        values = [j[name] for j in judged]
-        pairs = list(itertools.combinations(values, 2))
-        within[name] = float(np.mean([a == b for a, b in pairs])) if pairs else None
-        if values:
-            versus[name] = float(np.mean([v == reference[name] for v in values]))
-    return within, versus
-
-
-def _mean(values: Sequence[float]) -> float | None:
-    return float(np.mean(values)) if len(values) else None
-
-
 # --- the evaluation --------------------------------------------------------------------------
 
 
 def _pil_to_tensor(image: Image.Image) -> torch.Tensor:
     array = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32))
     return array.permute(2, 0, 1) / 127.5 - 1.0  # (3, H, W) in [-1, 1]
+
+
+def _gate(judge: Any | None, gate: GateResult | None, size: int) -> GateResult | None:
+    """The judge's gate at the chat's picture size (computed unless given)."""
+    if judge is None:
+        return None
+    return gate if gate is not None else judge_gate(judge, size)
+
+
+def _judge_note(judge: Any | None, gate: GateResult | None) -> dict[str, Any]:
+    if judge is None:
+        return {"status": "none", "reason": "no judge: judged figures are not computed"}
+    return {"status": "passed" if gate.passed else "refused", **gate.to_dict()}
 
 
 def judge_pictures(judge: Any, pictures: Sequence[Image.Image]) -> list[dict[str, str]]:
@@ -304,12 +287,14 @@ def evaluate_chat(
     splits: Sequence[str] = ("validation", "heldout"),
     save_json: bool = True,
     progress: bool = False,
+    gate: GateResult | None = None,
     **generate_kwargs: Any,
 ) -> dict[str, Any]:
     """Score `chat` (an `llm.SVQChat`) on `num_dialogues` held-out chat-world dialogues; see
-    the module docstring. judge None: no judged scores (generation_following and
-    identity_consistency are None). max_new_tokens default: room for two pictures and text.
-    generate_kwargs go to `chat.generate` (e.g. sequence_bias)."""
+    the module docstring. judge None, or a judge that fails its gate (`eval.gate`, computed
+    at the chat's picture size unless `gate` is given): no judged scores (following, identity
+    and the judged part of diversity are None; "judge" says why). max_new_tokens default: room
+    for two pictures and text. generate_kwargs go to `chat.generate` (e.g. sequence_bias)."""
     if num_dialogues < 1:
         raise ValueError(f"num_dialogues must be >= 1, got {num_dialogues}")
     out_dir = Path(out_dir)
@@ -356,16 +341,18 @@ def evaluate_chat(
         )
 
     # Score and write.
-    following: dict[str, list[float]] = defaultdict(list)
-    within: dict[str, list[float]] = defaultdict(list)
-    versus: dict[str, list[float]] = defaultdict(list)
-    understanding: dict[str, list[float]] = defaultdict(list)
-    begun = complete = judged_images = 0
-    generated: dict[int, list[Image.Image]] = defaultdict(list)
+    gate = _gate(judge, gate, size)
+    scorer = judge if gate is None or gate.passed else None
+    records = [
+        DialogueRecord(persona={n: getattr(d.persona, n) for n in IDENTITY_ATTRIBUTES})
+        for d in dialogues
+    ]
+    begun = complete = 0
     answers: dict[tuple[int, int], dict[str, Any]] = {}
     for (d, m, _), reply in zip(jobs, replies, strict=True):
-        dialogue = dialogues[d]
-        pictures = [p["image"] for p in reply["content"] if p["type"] == "image"]
+        dialogue, record = dialogues[d], records[d]
+        images = [p for p in reply["content"] if p["type"] == "image"]
+        pictures = [p["image"] for p in images]
         complete += len(pictures)
         begun += len(pictures) + reply.get("incomplete_images", 0)
         names = []
@@ -375,40 +362,26 @@ def evaluate_chat(
             names.append(name)
         text = " ".join(p["text"] for p in reply["content"] if p["type"] == "text")
         answers[(d, m)] = {"text": text, "images": names}
-        generated[d] += pictures
-        requests = requested(dialogue.messages, m, lang)
-        if requests and judge is not None:
-            seen = judge_pictures(judge, pictures[: len(requests)])
-            seen += [None] * (len(requests) - len(seen))
-            judged_images += min(len(pictures), len(requests))
-            for name, values in following_scores(requests, seen).items():
-                following[name] += values
+        readings = judge_pictures(scorer, pictures) if scorer is not None else []
+        record.pictures += readings
+        record.ids += [tuple(int(i) for i in p["ids"]) for p in images if p.get("ids") is not None]
+        for k, pinned in enumerate(requested(dialogue.messages, m, lang)):
+            if pinned:
+                drawn = k < len(pictures)
+                seen = readings[k] if drawn and readings else None
+                record.requests.append(Request(pinned, drawn, seen))
         user = dialogue.messages[m - 1]
         user_photos = _image_parts([user]) if user["role"] == "user" else []
         topic = question_topic(_text(user), lang) if user_photos else None
         if topic is not None:
             truth = user_photos[-1]["attributes"]
-            understanding[topic].append(score_answer(topic, text, truth, lang))
-    if judge is not None:
-        for d, pictures in generated.items():
-            if not pictures:
-                continue
-            reference = {n: getattr(dialogues[d].persona, n) for n in IDENTITY_ATTRIBUTES}
-            agree, match = identity_scores(judge_pictures(judge, pictures), reference)
-            for name in IDENTITY_ATTRIBUTES:
-                if agree[name] is not None:
-                    within[name].append(agree[name])
-                versus[name].append(match[name])
+            correct = bool(score_answer(topic, text, truth, lang))
+            record.answers.append(Answer(topic, truth_value(topic, truth), correct))
 
     report = {
         "dialogues": len(dialogues),
-        "generation_following": _following_report(following, judged_images) if judge else None,
-        "identity_consistency": _identity_report(within, versus) if judge else None,
-        "understanding": {
-            "accuracy": _mean([s for v in understanding.values() for s in v]),
-            "per_question": {t: _mean(v) for t, v in sorted(understanding.items())},
-            "n": sum(len(v) for v in understanding.values()),
-        },
+        "judge": _judge_note(judge, gate),
+        **chat_scores(records, judged=scorer is not None, seed=seed),
         "image_token_validity": complete / begun if begun else None,
         "image_decoder": image_decoder or chat.config.image_decoder,
         "transcripts": _transcripts(dialogues, shown, answers),
@@ -417,24 +390,6 @@ def evaluate_chat(
         (out_dir / REPORT).write_text(json.dumps(report, indent=2, ensure_ascii=False))
     chat.train(was_training)
     return report
-
-
-def _following_report(scores: dict[str, list[float]], n_images: int) -> dict[str, Any]:
-    per = {name: _mean(scores[name]) for name in FOLLOWED if scores.get(name)}
-    return {
-        "per_attribute": per,
-        "mean": _mean(list(per.values())),
-        "n_images": n_images,
-    }
-
-
-def _identity_report(within: dict[str, list[float]], versus: dict[str, list[float]]) -> dict:
-    return {
-        "within_dialogue": _mean([s for v in within.values() for s in v]),
-        "vs_reference": _mean([s for v in versus.values() for s in v]),
-        "per_attribute": {name: _mean(versus[name]) for name in IDENTITY_ATTRIBUTES},
-        "per_attribute_within": {name: _mean(within[name]) for name in IDENTITY_ATTRIBUTES},
-    }
 
 
 def _transcripts(

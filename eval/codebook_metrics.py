@@ -8,12 +8,15 @@ is tokenized again when it returns to the context; an unstable code drifts each 
     report = codebook_report(model, images)   # model: StyledVAEVQ with an attached codebook
     print(report.table())
 
-High usage says nothing when most tokens are dead (DESIGN.md section 11): read it beside the
-probes and the swap test (eval/probes.py).
+High usage says nothing when most tokens are dead: read it beside the probes and the swap test
+(eval/probes.py). Pooled usage over a shared codebook says little about what the ids carry
+(each position may use a handful of the K codes); `UsageReport.bits_carried` sums log2 of the
+per-position perplexities instead.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,6 +46,17 @@ class UsageReport:
     shared_codes: int  # codes used at two positions or more (0 for per-position codebooks)
     num_codes: int  # K: codes per codebook
     per_position_codebook: bool  # ids index one codebook per position, not one shared
+
+    @property
+    def bits_carried(self) -> float:
+        """Bits per picture the ids actually carry: the sum over positions of log2 of each
+        position's perplexity (at most log2 of the number of pictures counted, per position)."""
+        return float(torch.log2(self.per_position.perplexity.double()).sum())
+
+    @property
+    def nominal_bits(self) -> float:
+        """N log2 K: what the ids could carry if every position used every code evenly."""
+        return float(len(self.per_position.perplexity) * math.log2(self.num_codes))
 
 
 def code_usage(

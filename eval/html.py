@@ -12,10 +12,12 @@ from typing import Any
 
 TITLES = {
     "summary": "Summary",
+    "judge": "Judge gate",
     "training": "Training",
     "reconstruction": "Reconstruction",
     "ordering": "Token ordering",
     "codebook": "Codebook",
+    "baselines": "Trivial baselines",
     "spatial_vq": "Spatial VQ",
     "chat": "Chat",
 }
@@ -96,6 +98,44 @@ def attribute_table(columns: dict[str, dict]) -> str:
 
 
 # --- sections
+
+
+def pct(value: Any) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def with_ci(figure: dict | None, key: str = "value", ci: str = "ci") -> str:
+    """ "36.4% [28.1, 44.0]": a figure with its 95% interval (percent)."""
+    if not isinstance(figure, dict) or figure.get(key) is None:
+        return "–"
+    interval = figure.get(ci)
+    tail = f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]" if interval else ""
+    return pct(figure[key]) + tail
+
+
+def judge_gate(s: dict, folder: Path) -> str:
+    verdict = "passed" if s.get("passed") else "FAILED: judged figures are refused"
+    parts = [
+        f"<p><b>{esc(verdict)}</b>. {esc(s.get('reason', ''))}</p>",
+        f"<p class='note'>judge {esc(s.get('source', ''))}; every judged figure in this "
+        "report is read by it, and its accuracy on clean renders stands beside them</p>",
+    ]
+    rows = [(a, pct(v)) for a, v in s.get("accuracy", {}).items()]
+    parts.append(table(["attribute", f"clean {s.get('image_size')} px renders"], rows))
+    return "".join(parts)
+
+
+def baselines(s: dict, folder: Path) -> str:
+    rows = [
+        (r["name"], f"{r['psnr']:.2f} ± {r['psnr_se']:.2f}", r.get("floats"), r.get("bits"))
+        for r in s.get("rows", [])
+    ]
+    note = (
+        f"<p class='note'>{fmt(s.get('n_images'))} held-out pictures (the reconstruction's); "
+        f"PCA fitted on {fmt(s.get('fit_images'))} train pictures; {esc(s.get('resampling'))}. "
+        "Compare with the tokenizer's PSNR in the reconstruction section.</p>"
+    )
+    return note + table(["baseline", "PSNR (dB)", "floats", "bits"], rows)
 
 
 def summary(s: dict, folder: Path) -> str:
@@ -273,39 +313,87 @@ def spatial_vq(s: dict, folder: Path) -> str:
     return "".join(parts)
 
 
+def _chat_routes(s: dict) -> dict[str, dict]:
+    routes = {"model": s}
+    if s.get("baseline"):
+        routes["baseline"] = s["baseline"]
+    return routes
+
+
+def _get(tree: Any, *keys: str) -> Any:
+    for key in keys:
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
+
+
 def _chat_tables(s: dict) -> str:
-    parts = []
-    base = s.get("baseline") or {}
-    cols = ["model", "baseline"] if base else ["model"]
+    """The chat figures of each route with intervals, chance levels and controls."""
+    routes = _chat_routes(s)
+    judge = s.get("judge") or {}
+    parts = [f"<p class='note'>judge: {esc(judge.get('reason', 'not recorded'))}</p>"]
 
-    def pair(*keys: str) -> list:
-        values = []
-        for tree in (s, base)[: len(cols)]:
-            v = tree
-            for key in keys:
-                v = v.get(key) if isinstance(v, dict) else None
-            values.append(v)
-        return values
+    def row(label: str, cell) -> list:
+        return [label, *(cell(r) for r in routes.values())]
 
+    following = lambda r: r.get("generation_following") or {}  # noqa: E731
+    identity = lambda r, k: _get(r, "identity_consistency", k)  # noqa: E731
     rows = [
-        ("dialogues", *pair("dialogues")),
-        ("image-token validity", *pair("image_token_validity")),
-        ("understanding accuracy", *pair("understanding", "accuracy")),
-        ("generation following (mean)", *pair("generation_following", "mean")),
-        ("identity consistency, within dialogue", *pair("identity_consistency", "within_dialogue")),
-        ("identity consistency, vs reference", *pair("identity_consistency", "vs_reference")),
-    ]
-    parts.append(table(["", *cols], rows))
-    for title, key, sub in (
-        ("Generation following, per attribute", "generation_following", "per_attribute"),
-        ("Identity consistency, per attribute", "identity_consistency", "per_attribute"),
-        ("Understanding, per question", "understanding", "per_question"),
-    ):
-        columns = {c: (t.get(key) or {}).get(sub) for c, t in zip(cols, (s, base), strict=False)}
-        if any(isinstance(v, dict) for v in columns.values()):
-            parts.append(f"<h3>{esc(title)}</h3>" + attribute_table(columns))
-        elif s.get(key) is None:
-            parts.append(f"<p class='not-run'>{esc(title)}: not measured</p>")
+        row("dialogues", lambda r: r.get("dialogues")),
+        row("pictures drawn when asked", lambda r: with_ci(r.get("pictures_drawn"))),
+        row("following (mean over attributes, pictures drawn)",
+            lambda r: with_ci(following(r), "mean")),
+        row("  chance level", lambda r: pct(following(r).get("chance"))),
+        row("  one constant picture", lambda r: pct(following(r).get("best_constant"))),
+        row("  counting undrawn as wrong",
+            lambda r: with_ci(following(r).get("mean_all_requests"))),
+        row("identity within a dialogue, control-corrected",
+            lambda r: with_ci(identity(r, "within_dialogue"))),
+        row("  raw agreement / across personas (control)",
+            lambda r: f"{pct(_get(identity(r, 'within_dialogue'), 'raw'))} / "
+                      f"{pct(_get(identity(r, 'within_dialogue'), 'control'))}"),
+        row("identity vs the persona, control-corrected",
+            lambda r: with_ci(identity(r, "vs_persona"))),
+        row("  raw match / other personas (control)",
+            lambda r: f"{pct(_get(identity(r, 'vs_persona'), 'raw'))} / "
+                      f"{pct(_get(identity(r, 'vs_persona'), 'control'))}"),
+        row("distinct id sequences / pictures", lambda r: pct(_get(r, "diversity",
+                                                                    "distinct_id_sequences"))),
+        row("distinct judge readings / pictures", lambda r: pct(_get(r, "diversity",
+                                                                      "distinct_readings"))),
+        row("understanding", lambda r: with_ci(r.get("understanding"), "accuracy")),
+        row("  blind majority answer", lambda r: with_ci(r.get("understanding"),
+                                                         "blind_majority", "blind_majority_ci")),
+        row("image-token validity", lambda r: pct(r.get("image_token_validity"))),
+    ]  # fmt: skip
+    parts.append(table(["", *routes], rows))
+    gate = judge.get("accuracy", {})
+    per = {name: following(r).get("per_attribute") or {} for name, r in routes.items()}
+    attributes = list(dict.fromkeys(a for p in per.values() for a in p))
+    if attributes:
+        parts.append("<h3>Following, per attribute</h3>")
+        rows = [
+            [a, *(with_ci(per[name].get(a)) for name in routes),
+             pct(per["model"].get(a, {}).get("chance")),
+             pct(per["model"].get(a, {}).get("best_constant")), pct(gate.get(a))]
+            for a in attributes
+        ]  # fmt: skip
+        header = ["attribute", *routes, "chance", "one constant picture", "judge on clean"]
+        parts.append(table(header, rows))
+    elif s.get("generation_following") is None:
+        parts.append("<p class='not-run'>following: not measured (see the judge line)</p>")
+    per_id = {name: _get(identity(r, "within_dialogue"), "per_attribute") or {}
+              for name, r in routes.items()}  # fmt: skip
+    if per_id["model"]:
+        parts.append("<h3>Identity within a dialogue, per attribute (corrected)</h3>")
+        rows = [[a, *(pct(_get(per_id[n], a, "corrected")) for n in routes), pct(gate.get(a))]
+                for a in per_id["model"]]  # fmt: skip
+        parts.append(table(["attribute", *routes, "judge on clean"], rows))
+    questions = _get(s, "understanding", "per_question") or {}
+    if questions:
+        parts.append("<h3>Understanding, per question</h3>")
+        rows = [[q, pct(v.get("accuracy")), pct(v.get("blind_majority")), v.get("n")]
+                for q, v in questions.items()]  # fmt: skip
+        parts.append(table(["question", "accuracy", "blind majority", "n"], rows))
     return "".join(parts)
 
 
@@ -339,6 +427,8 @@ def chat(s: dict, folder: Path) -> str:
 
 RENDERERS = {
     "summary": summary,
+    "judge": judge_gate,
+    "baselines": baselines,
     "training": training,
     "reconstruction": reconstruction,
     "ordering": ordering,

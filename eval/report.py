@@ -26,9 +26,11 @@ The section functions (`reconstruction_section`, `ordering_section`, ...) are wh
 from __future__ import annotations
 
 import json
+import math
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ import torch
 from torch import nn
 
 from . import plots
+from .gate import GateResult, judge_gate
 from .html import render_html
 from .reconstruction import (
     evaluate_reconstruction,
@@ -48,10 +51,12 @@ from .reconstruction import (
 
 SECTIONS = (
     "summary",
+    "judge",
     "training",
     "reconstruction",
     "ordering",
     "codebook",
+    "baselines",
     "spatial_vq",
     "chat",
 )
@@ -94,7 +99,8 @@ def tokenizer_folder(run: Path) -> Path:
 
 
 def find_judge(run: Path | None, judge_path: str | Path | None) -> tuple[nn.Module | None, str]:
-    """(judge, where) or (None, why not). An explicit judge_path that fails is an error."""
+    """(judge, where) or (None, why not). An explicit judge_path that fails is an error.
+    The judge still has to pass its gate (`eval.gate`) before it scores anything."""
     from .judge import load_judge
 
     if judge_path is not None:
@@ -109,6 +115,32 @@ def find_judge(run: Path | None, judge_path: str | Path | None) -> tuple[nn.Modu
 
 
 # --- sections
+
+
+def judge_section(where: str, gate: GateResult | None) -> dict:
+    """The judge's gate at the report's picture size: every judged figure stands beside it."""
+    if gate is None:
+        raise NotRun(where)
+    return {"status": "ok", "source": where, **gate.to_dict()}
+
+
+def baselines_section(model: nn.Module, images: torch.Tensor, fit_images: int, bits: int | None):
+    """Trivial references (eval.baselines) on the report's pictures: mean picture, thumbnails,
+    pixel PCA with the tokenizer's float count (36 x E) and with the ids' bits."""
+    from .baselines import trivial_baselines
+
+    if fit_images < 1:
+        raise NotRun("baseline_fit_images is 0")
+    c = model.config
+    fit, _ = world_images(fit_images, c.image_size, "train", 0)
+    rows = trivial_baselines(images, fit, c.num_tokens * c.token_dim, bits)
+    return {
+        "status": "ok",
+        "n_images": len(images),
+        "fit_images": fit_images,
+        "resampling": "thumbnails: area down, bilinear up (align_corners=False)",
+        "rows": [asdict(r) for r in rows],
+    }
 
 
 def training_section(run: Path, out: Path) -> dict:
@@ -289,6 +321,14 @@ def codebook_section(model: nn.Module, images: torch.Tensor, out: Path) -> dict:
             "perplexity": float(u.overall.perplexity),
         },
         "shared_codes": u.shared_codes,
+        # what the ids carry: per position, not pooled over the 36 positions
+        "bits_per_image": {"carried": u.bits_carried, "nominal": u.nominal_bits},
+        "per_position_summary": {
+            "used_min": int(pp.used.min()),
+            "used_median": float(pp.used.float().median()),
+            "used_max": int(pp.used.max()),
+            "perplexity_median": float(pp.perplexity.float().median()),
+        },
         "quantization_error": report.quantization_error,
         "stability": {"tokens": s.tokens, "sequences": s.sequences},
         "per_position": {
@@ -388,6 +428,11 @@ def _get(tree: dict, *keys: str) -> Any:
     return tree
 
 
+def _lowest(judge: dict | None) -> float | None:
+    accuracy = (judge or {}).get("accuracy")
+    return min(accuracy.values()) if accuracy else None
+
+
 def summary_section(sections: dict[str, dict]) -> dict:
     """A few numbers a reader looks at first, each with the section it comes from."""
     rows: list[dict] = []
@@ -419,13 +464,32 @@ def summary_section(sections: dict[str, dict]) -> dict:
     add("codebook perplexity", _get(c, "overall", "perplexity"), "codebook")
     add("re-encode stability (tokens)", _get(c, "stability", "tokens"), "codebook")
     add("spatial VQ PSNR", v.get("psnr"), "spatial_vq", "dB")
-    add("chat: understanding accuracy", _get(ch, "understanding", "accuracy"), "chat")
+    add("bits per image the ids carry", _get(c, "bits_per_image", "carried"), "codebook")
+    for row in sections.get("baselines", {}).get("rows", []):
+        add(f"baseline: {row['name']}", row["psnr"], "baselines", "dB")
+    add("judge gate: lowest accuracy on clean renders", _lowest(sections.get("judge")), "judge")
+    add("chat: pictures drawn when asked", _get(ch, "pictures_drawn", "value"), "chat")
     add("chat: generation following", _get(ch, "generation_following", "mean"), "chat")
+    add("chat: following, chance level", _get(ch, "generation_following", "chance"), "chat")
     add(
-        "chat: identity consistency",
-        _get(ch, "identity_consistency", "within_dialogue"),
+        "chat: following, one constant picture",
+        _get(ch, "generation_following", "best_constant"),
         "chat",
     )
+    add(
+        "chat: identity within a dialogue (control-corrected)",
+        _get(ch, "identity_consistency", "within_dialogue", "value"),
+        "chat",
+    )
+    add(
+        "chat: identity vs the persona (control-corrected)",
+        _get(ch, "identity_consistency", "vs_persona", "value"),
+        "chat",
+    )
+    add("chat: distinct pictures (id sequences)", _get(ch, "diversity", "distinct_id_sequences"),
+        "chat")  # fmt: skip
+    add("chat: understanding accuracy", _get(ch, "understanding", "accuracy"), "chat")
+    add("chat: understanding, blind majority", _get(ch, "understanding", "blind_majority"), "chat")
     add("chat: image-token validity", ch.get("image_token_validity"), "chat")
     status = {name: s.get("status") for name, s in sections.items()}
     return {"status": "ok", "headline": rows, "sections": status}
@@ -448,6 +512,7 @@ def build_report(
     inception: Any = "auto",
     rerun_chat: bool = False,
     chat_dialogues: int = 8,
+    baseline_fit_images: int = 3000,
     strict: bool = False,
 ) -> dict:
     """Evaluate whatever `run_dir` holds; write report.json, report.html and the PNGs to
@@ -457,8 +522,10 @@ def build_report(
     reconstruction, ordering and codebook; probe_images: train-split pictures the linear
     probes are fitted on (0: no probes); judge_path: default RUN/judge; lpips / inception:
     "auto" (default places), a path (inception), or None (skip); rerun_chat: evaluate
-    RUN/sft/model afresh instead of reading RUN/sft/chat_eval.json; strict: a failing section
-    raises instead of being recorded as an error.
+    RUN/sft/model afresh instead of reading RUN/sft/chat_eval.json; baseline_fit_images:
+    train-split pictures the PCA baselines are fitted on (0: no baselines); strict: a failing
+    section raises instead of being recorded as an error. The judge scores nothing unless it
+    passes its gate (`eval.gate`) at the tokenizer's picture size (section "judge").
     """
     started = time.perf_counter()
     run = Path(run_dir)
@@ -483,6 +550,7 @@ def build_report(
         timings[name] = round(time.perf_counter() - t0, 2)
 
     judge, judge_note = find_judge(run, judge_path)
+    loaded_judge = judge  # a chat re-run applies the gate at its own picture size
     model, images, labels, model_note = None, None, None, ""
     try:
         folder = tokenizer_folder(run)
@@ -490,6 +558,11 @@ def build_report(
         images, labels = world_images(num_images, model.config.image_size, split, seed)
     except (NotRun, FileNotFoundError) as reason:
         model_note = str(reason)
+    gate, why_no_judge = None, judge_note
+    if judge is not None:  # the gate at the report's picture size decides what is judged
+        gate = judge_gate(judge, model.config.image_size if model else judge.config.image_size)
+        if not gate.passed:
+            judge, why_no_judge = None, gate.reason
 
     def need_model() -> None:
         if model is None:
@@ -498,7 +571,18 @@ def build_report(
     def recon() -> dict:
         need_model()
         result = reconstruction_section(model, images, labels, judge, out, lpips, inception)
+        if judge is None:  # say why: no judge, or one that failed its gate
+            result["judge"] = {"skipped": why_no_judge}
+        else:
+            result["judge"]["gate"] = gate.accuracy  # its own accuracy on clean renders
         return {"model": str(folder), **result}
+
+    def baselines() -> dict:
+        need_model()
+        bits = None
+        if getattr(model, "codebook", None) is not None:
+            bits = int(model.config.num_tokens * math.log2(model.codebook.config.num_codes))
+        return baselines_section(model, images, baseline_fit_images, bits)
 
     def ordering() -> dict:
         need_model()
@@ -510,14 +594,18 @@ def build_report(
         need_model()
         return codebook_section(model, images, out)
 
+    section("judge", lambda: judge_section(judge_note, gate))
     section("training", lambda: training_section(run, out))
     section("reconstruction", recon)
     section("ordering", ordering)
     section("codebook", codebook)
+    section("baselines", baselines)
     section("spatial_vq", lambda: spatial_vq_section(run, out, num_images, split, seed))
     section(
         "chat",
-        lambda: chat_section(run, out, judge, rerun=rerun_chat, num_dialogues=chat_dialogues),
+        lambda: chat_section(
+            run, out, loaded_judge, rerun=rerun_chat, num_dialogues=chat_dialogues
+        ),
     )
     sections = {"summary": summary_section(sections), **sections}
     report = {
@@ -529,6 +617,7 @@ def build_report(
             "seed": seed,
             "probe_images": probe_images,
             "judge": judge_note,
+            "judge_gate": None if gate is None else gate.reason,
         },
         "sections": sections,
         "seconds": timings,

@@ -1,6 +1,8 @@
-"""eval/chat.py: the scoring rules on hand-made cases (a right answer scores 1, a wrong or
-ambiguous one 0; requests read from the talk; identity agreement), and `evaluate_chat` on a
-tiny model with a tiny judge: the schema, transcripts and picture files."""
+"""eval/chat.py and eval/chat_scores.py: the scoring rules on hand-made cases (a right answer
+scores 1, a wrong or ambiguous one 0; requests read from the talk), the controls (a constant
+picture scores 0 on control-corrected identity and no more than the constant baseline on
+following; the blind majority answer), and `evaluate_chat` on a tiny model: the schema,
+transcripts, picture files, and the judge's gate refusing an untrained judge."""
 
 import json
 
@@ -13,14 +15,22 @@ from eval.chat import (
     answer_value,
     eval_dialogues,
     evaluate_chat,
-    following_scores,
-    identity_scores,
     question_topic,
     requested,
     score_answer,
 )
+from eval.chat_scores import (
+    Answer,
+    DialogueRecord,
+    Request,
+    chat_scores,
+    following_scores,
+    identity_scores,
+    understanding_scores,
+)
+from eval.gate import GateResult
 from eval.judge import AttributeJudge, JudgeConfig
-from svq.data import SCHEMA
+from svq.data import IDENTITY_ATTRIBUTES, SCHEMA
 from svq.data.dialogues import PHRASES
 
 
@@ -84,42 +94,118 @@ def test_requests_and_questions_are_read_from_the_talk():
     assert held_out[1].persona.held_out and not held_out[0].persona.held_out
 
 
-def test_following_and_identity_scores_on_known_cases():
-    requests = [{"place": "beach", "season": "summer"}, {"activity": "skiing"}]
-    perfect = following_scores(requests, [{"place": "beach", "season": "summer"},
-                                          {"activity": "skiing"}])  # fmt: skip
-    assert dict(perfect) == {"place": [1.0], "season": [1.0], "activity": [1.0]}
-    half = following_scores(requests, [{"place": "city", "season": "summer"}, None])
-    assert dict(half) == {"place": [0.0], "season": [1.0], "activity": [0.0]}  # None: not drawn
-    look = {"hair_colour": "red", "hair_style": "long", "skin_tone": "tan",
-            "shirt_colour": "blue", "hat": "cap", "glasses": "none"}  # fmt: skip
-    within, versus = identity_scores([look, look, look], look)
-    assert all(v == 1.0 for v in within.values()) and all(v == 1.0 for v in versus.values())
-    other = {**look, "hat": "beanie"}
-    within, versus = identity_scores([look, other], look)
-    assert within["hat"] == 0.0 and versus["hat"] == 0.5 and within["hair_colour"] == 1.0
-    within, versus = identity_scores([other], look)
-    assert within["hat"] is None and versus["hat"] == 0.0
+def _looks(n: int, seed: int = 0) -> list[dict[str, str]]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        {a: SCHEMA[a][torch.randint(len(SCHEMA[a]), (1,), generator=g).item()]
+         for a in IDENTITY_ATTRIBUTES}
+        for _ in range(n)
+    ]  # fmt: skip
+
+
+def _scene(look: dict[str, str], place: str) -> dict[str, str]:
+    return {**look, "place": place, "season": "summer", "activity": "hiking",
+            "time_of_day": "day", "sea_of_clouds": "no"}  # fmt: skip
+
+
+def test_following_on_known_cases_with_chance_and_the_constant_baseline():
+    places = SCHEMA["place"]
+    look = _looks(1)[0]
+    records = []
+    for i in range(40):  # each dialogue asks for two places; the model draws the first only
+        asked = [places[i % 4], places[(i + 1) % 4]]
+        records.append(DialogueRecord(persona=look, requests=[
+            Request({"place": asked[0]}, True, _scene(look, asked[0])),
+            Request({"place": asked[1]}, False, None),
+        ]))  # fmt: skip
+    scores = following_scores(records)
+    assert scores["mean"] == 1.0 and scores["ci"] == (1.0, 1.0)  # every drawn picture follows
+    assert scores["mean_all_requests"]["value"] == 0.5  # the undrawn count as wrong there
+    place = scores["per_attribute"]["place"]
+    assert place["chance"] == 1 / len(places) and place["best_constant"] == 0.25
+    assert chat_scores(records, judged=True)["pictures_drawn"]["value"] == 0.5
+    # one constant picture: following at the constant baseline, below the interval of a model
+    constant = [
+        DialogueRecord(persona=look, requests=[Request(r.pinned, True, _scene(look, places[0]))
+                                               for r in rec.requests])
+        for rec in records
+    ]  # fmt: skip
+    collapsed = following_scores(constant)
+    assert collapsed["mean"] == pytest.approx(collapsed["best_constant"])
+    low, high = collapsed["ci"]
+    assert low <= 0.25 <= high < 0.5
+
+
+def test_identity_control_gives_zero_for_a_constant_picture_and_one_for_a_faithful_model():
+    personas = _looks(30)
+    constant_look = personas[0]
+    constant = [DialogueRecord(persona=p, pictures=[constant_look] * 3) for p in personas]
+    faithful = [DialogueRecord(persona=p, pictures=[p] * 3) for p in personas]
+    c, f = identity_scores(constant), identity_scores(faithful)
+    assert c["within_dialogue"]["raw"] == 1.0  # what the uncorrected figure rewarded
+    assert c["within_dialogue"]["value"] == 0.0 and c["within_dialogue"]["control"] == 1.0
+    assert abs(c["vs_persona"]["value"]) < 0.1  # matches its persona no more than the others
+    assert f["within_dialogue"]["value"] == 1.0 and f["vs_persona"]["value"] == 1.0
+    low, high = f["within_dialogue"]["ci"]
+    assert low == high == 1.0
+    assert 0 < f["within_dialogue"]["control"] < 1  # different personas share some values
+    # a dialogue of one picture has no within-dialogue pair
+    single = identity_scores([DialogueRecord(persona=p, pictures=[p]) for p in personas])
+    assert single["dialogues_with_2_pictures"] == 0 and single["within_dialogue"]["value"] is None
+
+
+def test_understanding_beside_the_blind_majority_answer():
+    seasons = ["summer"] * 6 + ["winter"] * 4
+    records = [
+        DialogueRecord(persona={}, answers=[Answer("season", truth, correct=truth == "winter")])
+        for truth in seasons
+    ]
+    scores = understanding_scores(records)
+    assert scores["accuracy"] == 0.4 and scores["blind_majority"] == 0.6 and scores["n"] == 10
+    assert scores["per_question"]["season"] == {"accuracy": 0.4, "blind_majority": 0.6, "n": 10}
+    low, high = scores["ci"]
+    assert 0.0 <= low < 0.4 < high <= 1.0
+
+
+def test_a_judge_that_fails_its_gate_scores_nothing(tmp_path):
+    chat = build_chat()
+    torch.manual_seed(0)
+    untrained = AttributeJudge(JudgeConfig.from_preset("tiny")).eval()
+    report = evaluate_chat(chat, untrained, num_dialogues=1, seed=0, out_dir=tmp_path,
+                           max_new_tokens=20)  # fmt: skip
+    assert report["judge"]["status"] == "refused" and not report["judge"]["passed"]
+    assert "judged figures refused" in report["judge"]["reason"]
+    assert report["generation_following"] is None and report["identity_consistency"] is None
+    assert report["understanding"]["n"] >= 0  # needs no judge
+
+
+def _passed_gate(judge: AttributeJudge, size: int) -> GateResult:
+    """A gate result marked as passed: lets the tiny tests exercise the judged paths with an
+    untrained judge (the refusing path is tested above)."""
+    accuracy = dict.fromkeys(judge.attributes, 1.0)
+    return GateResult(True, 0.97, size, 2, accuracy, [])
 
 
 def test_evaluate_chat_on_a_tiny_model(tmp_path):
     chat = build_chat()
     torch.manual_seed(0)
     judge = AttributeJudge(JudgeConfig.from_preset("tiny")).eval()
+    gate = _passed_gate(judge, chat.svq.config.image_size)
     report = evaluate_chat(
-        chat, judge, num_dialogues=2, seed=0, out_dir=tmp_path, max_new_tokens=40
+        chat, judge, num_dialogues=2, seed=0, out_dir=tmp_path, max_new_tokens=40, gate=gate
     )
-    assert json.loads((tmp_path / "chat_eval.json").read_text()) == report
+    assert json.loads((tmp_path / "chat_eval.json").read_text()) == json.loads(json.dumps(report))
     assert report["dialogues"] == 2 and report["image_decoder"] == "vq_head"
+    assert report["judge"]["status"] == "passed"
     following = report["generation_following"]
-    assert set(following) == {"per_attribute", "mean", "n_images"}
+    assert {"mean", "ci", "chance", "best_constant", "mean_all_requests",
+            "per_attribute"} <= set(following)  # fmt: skip
     assert set(following["per_attribute"]) <= {"place", "season", "activity", "time_of_day"}
     identity = report["identity_consistency"]
-    assert set(identity) == {"within_dialogue", "vs_reference", "per_attribute",
-                             "per_attribute_within"}  # fmt: skip
-    assert set(identity["per_attribute"]) == set(identity["per_attribute_within"])
+    assert set(identity) == {"within_dialogue", "vs_persona", "dialogues_with_2_pictures"}
+    assert {"pictures", "distinct_id_sequences", "distinct_readings"} <= set(report["diversity"])
     understanding = report["understanding"]
-    assert set(understanding) == {"accuracy", "per_question", "n"}
+    assert {"accuracy", "ci", "blind_majority", "per_question", "n"} <= set(understanding)
     validity = report["image_token_validity"]
     assert validity is None or 0 <= validity <= 1
     transcripts = report["transcripts"]
@@ -139,12 +225,14 @@ def test_evaluate_chat_on_a_tiny_model(tmp_path):
     # with a bias towards pictures, every reply draws one: complete spans, judged, saved
     bias = {"sequence_bias": {(chat.vocab.boi_id,): 100.0}}
     drawn = evaluate_chat(chat, judge, num_dialogues=1, seed=0, out_dir=tmp_path / "d",
-                          max_new_tokens=38, image_decoder="svq", **bias)  # fmt: skip
+                          max_new_tokens=38, image_decoder="svq", gate=gate, **bias)  # fmt: skip
     assert drawn["image_token_validity"] == 1.0 and drawn["image_decoder"] == "svq"
     replies = [m for m in drawn["transcripts"][0]["messages"] if m["role"] == "assistant"]
     assert all(len(m["images"]) == 1 for m in replies)
-    assert drawn["generation_following"]["n_images"] >= 1
-    assert 0 <= drawn["identity_consistency"]["vs_reference"] <= 1
+    assert drawn["pictures_drawn"]["value"] == 1.0
+    assert drawn["diversity"]["pictures"] == len(replies)
+    identity = drawn["identity_consistency"]["vs_persona"]
+    assert 0 <= identity["raw"] <= 1 and identity["value"] is None  # no other persona: no control
     cut = evaluate_chat(chat, None, num_dialogues=1, seed=0, out_dir=tmp_path / "c",
                         max_new_tokens=20, save_json=False, **bias)  # fmt: skip
     assert cut["image_token_validity"] == 0.0  # every span begun, none finished

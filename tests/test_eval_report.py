@@ -9,16 +9,48 @@ from pathlib import Path
 import pytest
 import torch
 
+from eval.chat_scores import Answer, DialogueRecord, Request, chat_scores
+from eval.gate import GateResult
 from eval.html import chat as render_chat
 from eval.judge import AttributeJudge, JudgeConfig
 from eval.report import SECTIONS, build_report, chat_section, prefix_with_judge
 from svq import StyledVAEVQ, SVQConfig
-from svq.data import ATTRIBUTES
+from svq.data import ATTRIBUTES, IDENTITY_ATTRIBUTES
 from svq.images import save_grid
 from svq.spatial_vq import SpatialVQ, SpatialVQConfig
 from vocab import Codebook
 
-FAST = {"num_images": 6, "probe_images": 24, "lpips": None, "inception": None, "strict": True}
+FAST = {"num_images": 6, "probe_images": 24, "lpips": None, "inception": None, "strict": True,
+        "baseline_fit_images": 40}  # fmt: skip
+
+
+def chat_figures(following: bool = True) -> dict:
+    """The scores part of a chat_eval.json: two dialogues, one request each, one drawn and
+    followed; four questions, one answered right."""
+    look = dict(
+        zip(IDENTITY_ATTRIBUTES, ("red", "long", "tan", "blue", "cap", "none"), strict=True)
+    )
+    scene = {**look, "place": "beach", "season": "summer", "activity": "hiking",
+             "time_of_day": "day", "sea_of_clouds": "no"}  # fmt: skip
+    records = [
+        DialogueRecord(look, [Request({"place": "beach"}, True, scene)], [scene], [(1, 2)],
+                       [Answer("season", "summer", True), Answer("season", "winter", False)]),
+        DialogueRecord({**look, "hat": "none"}, [Request({"place": "city"}, False)], [], [],
+                       [Answer("season", "summer", False), Answer("season", "winter", False)]),
+    ]  # fmt: skip
+    return chat_scores(records, judged=following)
+
+
+def baseline_figures() -> dict:
+    figures = chat_figures(following=False)
+    figures["understanding"]["accuracy"] = 0.1
+    return figures
+
+
+def passed_gate(judge, image_size, **_) -> GateResult:
+    """Stands in for eval.gate.judge_gate, so that an untrained tiny judge exercises the judged
+    paths (the real gate refusing it is tested below)."""
+    return GateResult(True, 0.97, image_size, 2, dict.fromkeys(judge.attributes, 1.0), [])
 
 
 def tiny_run(root: Path) -> Path:
@@ -39,10 +71,9 @@ def tiny_run(root: Path) -> Path:
     sft = root / "sft"
     save_grid([torch.zeros(1, 3, 16, 16)], sft / "images" / "a.png", pad=0)
     chat_eval = {
-        "dialogues": 1,
-        "generation_following": {"per_attribute": {"place": 0.5}, "mean": 0.5, "n_images": 1},
-        "identity_consistency": None,
-        "understanding": {"accuracy": 0.25, "per_question": {"season": 0.25}, "n": 4},
+        "dialogues": 2,
+        "judge": {"status": "passed", "reason": "a made-up gate", "accuracy": {"place": 1.0}},
+        **chat_figures(),
         "image_token_validity": 1.0,
         "transcripts": [
             {
@@ -53,7 +84,7 @@ def tiny_run(root: Path) -> Path:
                 ],
             }
         ],
-        "baseline": {"dialogues": 1, "understanding": {"accuracy": 0.1, "n": 4}},
+        "baseline": {"dialogues": 2, **baseline_figures()},
     }
     (sft / "chat_eval.json").write_text(json.dumps(chat_eval))
     return root
@@ -88,7 +119,9 @@ def parse(path: Path) -> Page:
 @pytest.fixture(scope="module")
 def full_report(tmp_path_factory):
     run = tiny_run(tmp_path_factory.mktemp("run"))
-    return run, build_report(run, **FAST)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("eval.report.judge_gate", passed_gate)
+        return run, build_report(run, **FAST)
 
 
 def test_every_section_runs_and_renders_with_pictures_inline(full_report):
@@ -115,7 +148,8 @@ def test_report_contents(full_report):
     s = report["sections"]
     rec = s["reconstruction"]
     assert rec["quantised"]["psnr"] is not None and "gap_db" in rec
-    assert set(rec["judge"]) == {"originals", "continuous", "quantised", "mean"}
+    assert set(rec["judge"]) == {"originals", "continuous", "quantised", "mean", "gate"}
+    assert s["judge"]["passed"] and set(s["judge"]["accuracy"]) == set(ATTRIBUTES)
     assert "LPIPS not requested" in rec["notes"]["lpips"]
     assert "inception" in rec["notes"]["rfid"].lower()
     assert [r["k"] for r in s["ordering"]["prefix"]] == list(range(37))
@@ -124,8 +158,32 @@ def test_report_contents(full_report):
     assert s["codebook"]["num_codes"] == 16
     assert s["spatial_vq"]["image_size"] == 16
     assert s["chat"]["understanding"]["accuracy"] == 0.25
+    assert s["chat"]["understanding"]["blind_majority"] == 0.5
+    assert s["codebook"]["bits_per_image"]["nominal"] == 36 * 4  # K = 16
+    assert 0 <= s["codebook"]["bits_per_image"]["carried"] <= 36 * 4
+    names = [row["name"] for row in s["baselines"]["rows"]]
+    assert names[:4] == ["mean picture", "thumbnail 4x4", "thumbnail 8x8", "thumbnail 16x16"]
+    assert len(names) == 6 and names[-1].endswith("(= the ids' bits)")
     labels = {row["label"] for row in s["summary"]["headline"]}
-    assert {"PSNR, quantised tokens", "chat: understanding accuracy"} <= labels
+    assert {"PSNR, quantised tokens", "chat: understanding accuracy",
+            "chat: understanding, blind majority", "chat: following, chance level",
+            "baseline: mean picture", "bits per image the ids carry",
+            "judge gate: lowest accuracy on clean renders"} <= labels  # fmt: skip
+
+
+def test_a_judge_that_fails_its_gate_scores_nothing(tmp_path):
+    run = tiny_run(tmp_path / "run")  # its judge is untrained
+    report = build_report(run, **{**FAST, "single_tokens": False})
+    s = report["sections"]
+    assert s["judge"]["status"] == "ok" and not s["judge"]["passed"]
+    assert set(s["judge"]["failing"]) == set(ATTRIBUTES)
+    assert "judged figures refused" in s["reconstruction"]["judge"]["skipped"]
+    assert "judge_mean" not in s["ordering"]["prefix"][0]
+    assert s["ordering"]["swap_test"] == {"skipped": "no judge"}
+    labels = {row["label"] for row in s["summary"]["headline"]}
+    assert not any(label.startswith("judge on") for label in labels)
+    page = " ".join(parse(run / "report" / "report.html").text)
+    assert "FAILED: judged figures are refused" in page
 
 
 def test_missing_parts_are_not_run_with_a_reason(tmp_path):
@@ -222,4 +280,4 @@ def test_the_serial_baseline_run_goes_beside_the_model(tmp_path):
     assert "transcripts" not in section["baseline"]
     assert len(section["transcripts"]) == 1
     html = render_chat(section, tmp_path / "out")
-    assert "<th>baseline</th>" in html and ">0.1<" in html
+    assert "<th>baseline</th>" in html and "10.0% [" in html

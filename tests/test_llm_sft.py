@@ -160,7 +160,7 @@ def test_two_steps_write_a_loadable_model_and_records(tmp_path, parts):
     assert summary["lm_loss"] > 0 and summary["vq_loss"] > 0
     assert json.loads((out / "summary.json").read_text()) == summary
     validation = summary["validation"]
-    for name in ("generation_following", "identity_vs_reference", "understanding_accuracy"):
+    for name in ("generation_following", "identity_vs_persona", "understanding_accuracy"):
         assert name in validation
     report = json.loads((out / "chat_eval.json").read_text())
     assert report["dialogues"] == 2 and len(report["transcripts"]) == 2

@@ -208,14 +208,18 @@ def validate(chat: SVQChat, judge, o: SFTOptions, out_dir: Path, step: int) -> d
 
 
 def scores(report: dict) -> dict:
-    """The headline numbers of a chat_eval report."""
+    """The headline numbers of a chat_eval report (judged ones None when the judge is absent or
+    failed its gate; identity control-corrected, see eval/chat_scores.py)."""
     following, identity = report["generation_following"], report["identity_consistency"]
     return {
         "generation_following": following["mean"] if following else None,
-        "identity_within_dialogue": identity["within_dialogue"] if identity else None,
-        "identity_vs_reference": identity["vs_reference"] if identity else None,
+        "pictures_drawn": report["pictures_drawn"]["value"],
+        "identity_within_dialogue": identity["within_dialogue"]["value"] if identity else None,
+        "identity_vs_persona": identity["vs_persona"]["value"] if identity else None,
         "understanding_accuracy": report["understanding"]["accuracy"],
+        "understanding_blind_majority": report["understanding"]["blind_majority"],
         "image_token_validity": report["image_token_validity"],
+        "judge": report["judge"]["status"],
     }
 
 
