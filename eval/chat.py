@@ -45,12 +45,12 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from svq.data import IDENTITY_ATTRIBUTES, SCHEMA, Identity, render
 from svq.data.captions import words
 from svq.data.dialogues import PHRASES
 from svq.data.writer import iter_split
+from svq.progress import progress_bar
 
 from .chat_scores import Answer, DialogueRecord, Request, chat_scores
 from .gate import GateResult, judge_gate
@@ -334,7 +334,7 @@ def evaluate_chat(
         ]
     replies = []
     batches = range(0, len(jobs), batch_size)
-    for start in tqdm(batches, desc="chat eval", disable=not progress):
+    for start in progress_bar(batches, desc="chat eval", disable=not progress):
         prompts = [prompt for _, _, prompt in jobs[start : start + batch_size]]
         replies += chat.generate(
             prompts, max_new_tokens=max_new_tokens, image_decoder=image_decoder, **generate_kwargs

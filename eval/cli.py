@@ -133,6 +133,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--num_dialogues", type=int, default=8, help="with --rerun_chat")
     p.add_argument(
+        "--baseline_fit_images", type=int, default=3000,
+        help="train pictures the PCA baselines are fitted on (0: no trivial baselines)",
+    )  # fmt: skip
+    p.add_argument(
         "--strict", action="store_true", help="stop at a failing section instead of noting it"
     )
     p.set_defaults(run=_all)
@@ -168,6 +172,18 @@ def _load_judge(path: str | None):
     return None if path is None else load_judge(_folder(path, "judge"))
 
 
+def _gated_judge(path: str | None, size: int):
+    """The judge at `path` if it passes its gate at `size` (eval.gate), else None; says which."""
+    from .gate import judge_gate
+
+    judge = _load_judge(path)
+    if judge is None:
+        return None
+    gate = judge_gate(judge, size)
+    print(f"judge: {gate.reason}")
+    return judge if gate.passed else None
+
+
 def _tokenizer(args: argparse.Namespace):
     from .reconstruction import load_svq
 
@@ -191,7 +207,8 @@ def _reconstruction(args: argparse.Namespace) -> int:
         images, _ = world_images(args.num_images, model.config.image_size, args.split, args.seed)
         result = evaluate_spatial_vq(model, images, out_dir=args.out)
     else:
-        model, judge = _tokenizer(args), _load_judge(args.judge)
+        model = _tokenizer(args)
+        judge = _gated_judge(args.judge, model.config.image_size)
         images, labels = world_images(
             args.num_images, model.config.image_size, args.split, args.seed
         )
@@ -218,7 +235,8 @@ def _ordering(args: argparse.Namespace) -> int:
     from .reconstruction import world_images
     from .report import ordering_section
 
-    model, judge = _tokenizer(args), _load_judge(args.judge)
+    model = _tokenizer(args)
+    judge = _gated_judge(args.judge, model.config.image_size)
     images, labels = world_images(args.num_images, model.config.image_size, args.split, args.seed)
     out = Path(args.out)
     result = ordering_section(
@@ -287,6 +305,7 @@ def _all(args: argparse.Namespace) -> int:
         inception=args.inception or "auto",
         rerun_chat=args.rerun_chat,
         chat_dialogues=args.num_dialogues,
+        baseline_fit_images=args.baseline_fit_images,
         strict=args.strict,
     )
     for name, section in report["sections"].items():

@@ -255,6 +255,13 @@ class AttributeJudge(nn.Module, HubMixin, library_name="svq", tags=["svq", "attr
             )
 
 
+# The judge the repository ships (config.json + model.safetensors + its training record):
+# trained by `python eval/train_judge.py --output_dir eval/judge_world --max_steps 2500
+# --eval_images 4000` (run_config.json, metrics.json beside it); tests/test_eval_gate.py
+# re-renders fresh pictures and checks that it still passes the gate at 32 and 64 px.
+SHIPPED_JUDGE = Path(__file__).resolve().parent / "judge_world"
+
+
 def load_judge(
     path: str | Path = "runs/judge", device: str | torch.device = "cpu"
 ) -> AttributeJudge:

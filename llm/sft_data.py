@@ -45,12 +45,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from svq.data import Preprocess, WorldRecord, load_image, render_tensor
 from svq.data.writer import iter_split
 from svq.model import StyledVAEVQ
+from svq.progress import progress_bar
 from svq.spatial_vq import SpatialVQ
 
 from .conversation import EncodedConversation, encode_conversation
@@ -228,7 +228,7 @@ def encode_images(
     device = next(svq.parameters()).device
     features, ids, vq_ids = [], [], []
     starts = range(0, len(data.images), batch_size)
-    for start in tqdm(starts, desc="encoding pictures", disable=not progress):
+    for start in progress_bar(starts, desc="encoding pictures", disable=not progress):
         sources = data.images[start : start + batch_size]
         pixels = _pixels(sources, svq.config.image_size).to(device)
         f = svq.encode(pixels).float()  # (b, N, E)

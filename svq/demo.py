@@ -6,13 +6,18 @@
 Stages, each a training script's `main` (or the eval suite) with the options of
 `train/configs/demo_<budget>.yaml` (a stage's config file + overrides):
 
-    judge    the attribute judge the eval suite scores with (eval/train_judge.py)
+    judge    the attribute judge the eval suite scores with: the judge the repository ships
+             (eval/judge_world, trained by eval/train_judge.py), or one trained here
     stage1   the tokenizer: 36 continuous tokens (train/stage1.py)
     stage2   the k-means vocabulary + decoder fine-tune on ids (train/stage2.py)
     vq       the spatial VQ tokenizer, the last mile (train/vq.py)
     sft      chat SFT of the tiny LLM: generate, stay consistent, understand (train/llm_sft.py)
     baseline the same SFT with pictures written as the spatial VQ's grid, serially
     report   the eval suite over everything: RUN/report/report.html (eval/report.py)
+
+Every budget is in steps, so a loaded machine gives the same figures as a quiet one, only later.
+Each stage's wall time goes to RUN/timings/<stage>.json; the run's record (figures, settings,
+commit, machine, wall times) to RUN/demo.json, and with `--record PATH` there too.
 
 Two cores: `judge`, `vq` and `baseline` run in a second process while `stage1`, `stage2`
 and `sft` run in this one (each stage uses one thread; a stage waits for the stages it reads,
@@ -26,6 +31,7 @@ import argparse
 import importlib
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import time
@@ -33,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .demo_record import demo_record
 
 CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
 BUDGETS = ("test", "quick", "standard")
@@ -101,6 +109,21 @@ def script_argv(stage: str, options: dict[str, Any], run: Path) -> list[str]:
 
 
 def run_judge(run: Path, options: dict[str, Any]) -> None:
+    """{"shipped": true}: copy the shipped judge into RUN/judge (the eval suite gates it at the
+    run's picture size); otherwise train one with those eval/train_judge.py options."""
+    options = dict(options)
+    if options.pop("shipped", False):
+        from eval.judge import SHIPPED_JUDGE
+
+        if options:
+            raise ValueError(f"the shipped judge takes no training options, got {sorted(options)}")
+        folder = run / "judge"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "model.safetensors", "run_config.json", "metrics.json"):
+            shutil.copyfile(SHIPPED_JUDGE / name, folder / f"{name}.tmp")
+        for name in ("config.json", "model.safetensors", "run_config.json", "metrics.json"):
+            (folder / f"{name}.tmp").replace(folder / name)  # metrics.json (DONE) last
+        return
     from eval.train_judge import train as train_judge
 
     train_judge(run / "judge", **options)
@@ -152,7 +175,10 @@ def run_stage(run: Path, budget: str, stage: str) -> None:
         run_report(run, options)
     else:
         run_script(run, stage, options)
-    print(f"[demo] {stage}: done in {time.perf_counter() - start:.0f} s", flush=True)
+    seconds = time.perf_counter() - start
+    (run / "timings").mkdir(exist_ok=True)
+    (run / "timings" / f"{stage}.json").write_text(json.dumps({"seconds": round(seconds, 1)}))
+    print(f"[demo] {stage}: done in {seconds:.0f} s", flush=True)
 
 
 def start_background(run: Path, budget: str, stages: list[str]) -> subprocess.Popen | None:
@@ -182,8 +208,11 @@ def wait_for(run: Path, stages: tuple[str, ...], process: subprocess.Popen | Non
         time.sleep(2)
 
 
-def run_demo(out: str | Path, budget: str = "quick", parallel: bool = True) -> dict:
-    """Every stage into `out` (see the module docstring); returns the headline figures."""
+def run_demo(
+    out: str | Path, budget: str = "quick", parallel: bool = True, record: str | Path | None = None
+) -> dict:
+    """Every stage into `out` (see the module docstring); returns the run's record (also in
+    OUT/demo.json, and in `record` when given)."""
     run = Path(out)
     run.mkdir(parents=True, exist_ok=True)
     load_budget(budget)  # a bad budget fails before anything starts
@@ -198,26 +227,53 @@ def run_demo(out: str | Path, budget: str = "quick", parallel: bool = True) -> d
     finally:
         if background is not None and background.poll() is None:
             background.terminate()
-    headline = headlines(run)
-    headline["minutes"] = round((time.perf_counter() - start) / 60, 1)
-    (run / "demo.json").write_text(json.dumps({"budget": budget, **headline}, indent=2))
-    return headline
+    minutes = round((time.perf_counter() - start) / 60, 1)
+    result = demo_record(run, budget, minutes, load_budget(budget))
+    text = json.dumps(result, indent=1) + "\n"
+    (run / "demo.json").write_text(text)
+    if record is not None:
+        Path(record).parent.mkdir(parents=True, exist_ok=True)
+        Path(record).write_text(text)
+    return result
 
 
-HEADLINES = (  # (label in the report's summary, how the demo names it, how it prints it)
-    ("PSNR, quantised tokens", "reconstruction from the 36 ids (dB)", "{:.2f} dB"),
-    ("chat: generation following", "generated pictures that follow the request", "{:.1%}"),
-    ("chat: understanding accuracy", "right answers about shown pictures", "{:.1%}"),
-)
+def headlines(result: dict) -> list[str]:
+    """The lines the demo ends with: reconstruction from the ids beside its baselines, the
+    judge's gate, following and understanding beside chance and the blind answer."""
+    f = result["figures"]
+    rec, base = f["reconstruction"], f["trivial_baselines"]
+    gate, chat = f["judge_gate"], f["chat"] or {}
+    thumb = base.get("thumbnail 8x8")
+    lines = [
+        f"reconstruction from the 36 ids: {_num(rec['psnr_ids'], '{:.2f} dB')} "
+        f"(continuous {_num(rec['psnr_continuous'], '{:.2f} dB')}; 8x8 thumbnail "
+        f"{_num(thumb, '{:.2f} dB')})",
+        f"judge gate: {'passed' if gate['passed'] else 'FAILED, judged figures refused'} "
+        f"(lowest attribute {_num(gate['lowest'], '{:.1%}')} on clean renders)",
+    ]
+    following = chat.get("following") or {}
+    lines.append(
+        f"pictures that follow the request: {_ci(following.get('mean'), following.get('ci'))} "
+        f"(chance {_num(following.get('chance'), '{:.1%}')}, one constant picture "
+        f"{_num(following.get('best_constant'), '{:.1%}')})"
+    )
+    u = chat.get("understanding") or {}
+    lines.append(
+        f"right answers about shown pictures: {_ci(u.get('accuracy'), u.get('ci'))} (blind "
+        f"majority answer {_num(u.get('blind_majority'), '{:.1%}')})"
+    )
+    return lines
 
 
-def headlines(run: Path) -> dict[str, Any]:
-    """Three figures from the report: reconstruction from 36 ids, pictures that follow the
-    request, answers about shown pictures (None where the report has no such figure)."""
-    report = json.loads((run / DONE["report"]).read_text())
-    rows = {row["label"]: row["value"] for row in report["sections"]["summary"]["headline"]}
-    figures = {name: rows.get(label) for label, name, _ in HEADLINES}
-    return {"report": str(run / "report" / "report.html"), **figures}
+def _num(value: float | None, form: str) -> str:
+    return "not measured" if value is None else form.format(value)
+
+
+def _ci(value: float | None, interval: list | None) -> str:
+    if value is None:
+        return "not measured"
+    tail = f" [{interval[0]:.1%}, {interval[1]:.1%}]" if interval else ""
+    return f"{value:.1%}{tail}"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -241,6 +297,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sequential", action="store_true", help="one process: no second chain of stages"
     )
+    parser.add_argument(
+        "--record", help="also write the run's record (figures, settings, commit, machine, wall "
+        "times) to this JSON file, e.g. benchmarks/results/demo_quick.json",
+    )  # fmt: skip
     parser.add_argument("--stages", help=argparse.SUPPRESS)  # the second process's chain
 
 
@@ -250,11 +310,11 @@ def _run(args: argparse.Namespace) -> int:
             wait_for(Path(args.out), NEEDS.get(stage, ()))  # e.g. stage 2, from the first
             run_stage(Path(args.out), args.budget, stage)
         return 0
-    figures = run_demo(args.out, args.budget, parallel=not args.sequential)
-    print(f"\n[demo] finished in {figures.pop('minutes')} min; report: {figures.pop('report')}")
-    for _, name, form in HEADLINES:
-        value = figures[name]
-        print(f"  {name}: {'not measured' if value is None else form.format(value)}")
+    result = run_demo(args.out, args.budget, parallel=not args.sequential, record=args.record)
+    report = Path(args.out) / "report" / "report.html"
+    print(f"\n[demo] finished in {result['wall_minutes']} min; report: {report}")
+    for line in headlines(result):
+        print(f"  {line}")
     return 0
 
 

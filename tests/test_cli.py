@@ -44,7 +44,9 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
     """The whole pipeline at the test budget, in one process: every stage's release folder,
     a report with every section, the headline figures; a second run skips every stage."""
     run = tmp_path / "run"
-    assert main(["demo", "--out", str(run), "--budget", "test", "--sequential"]) == 0
+    record = tmp_path / "results" / "demo_test.json"
+    argv = ["demo", "--out", str(run), "--budget", "test", "--sequential"]
+    assert main([*argv, "--record", str(record)]) == 0
     out = capsys.readouterr().out
     for stage in ORDER:
         assert f"[demo] {stage}: starting" in out and f"[demo] {stage}: done" in out
@@ -55,19 +57,29 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
     report = json.loads((run / "report" / "report.json").read_text())
     sections = report["sections"]
     assert {name: s["status"] for name, s in sections.items()} == {
-        name: "ok" for name in ("summary", "training", "reconstruction", "ordering", "codebook",
-                                "spatial_vq", "chat")
+        name: "ok" for name in ("summary", "judge", "training", "reconstruction", "ordering",
+                                "codebook", "baselines", "spatial_vq", "chat")
     }  # fmt: skip
+    assert not sections["judge"]["passed"]  # a 2-step judge: its gate refuses it
+    assert "judged figures refused" in sections["reconstruction"]["judge"]["skipped"]
+    assert sections["chat"]["judge"]["status"] == "refused"
+    assert sections["chat"]["generation_following"] is None
     assert sections["chat"]["baseline"]["dialogues"] >= 1  # the serial route beside the model
     assert SVQChat.from_pretrained(run / "baseline" / "model").config.image_tokenizer == "spatial"
     html = (run / "report" / "report.html").read_text()
     assert "<img" in html and 'src="data:image/png;base64,' in html
-    figures = json.loads((run / "demo.json").read_text())
-    assert figures["budget"] == "test" and figures["reconstruction from the 36 ids (dB)"] > 0
+    result = json.loads((run / "demo.json").read_text())
+    assert json.loads(record.read_text()) == result
+    assert result["budget"] == "test" and result["figures"]["reconstruction"]["psnr_ids"] > 0
+    assert set(result["stage_seconds"]) == set(ORDER) and result["settings"]["stage1"]
+    assert result["figures"]["judge_gate"]["passed"] is False
+    assert len(result["commit"] or "0" * 40) == 40 and result["machine"]["cpu_count"] >= 1
     assert "report: " in out and str(run / "report" / "report.html") in out
+    assert "judge gate: FAILED, judged figures refused" in out
+    assert "pictures that follow the request: not measured" in out
     # re-running skips what is finished
     (run / "report" / "report.json").unlink()  # ... except the report, which runs again
-    assert main(["demo", "--out", str(run), "--budget", "test", "--sequential"]) == 0
+    assert main(argv) == 0
     out = capsys.readouterr().out
     for stage in ORDER[:-1]:
         assert f"[demo] {stage}: finished before, skipped" in out
@@ -105,13 +117,19 @@ def test_demo_bad_budget_is_a_clear_error(tmp_path, capsys):
 def test_demo_budgets_parse_for_every_stage(tmp_path):
     """Every budget's options are accepted by the stage's own parser (a typo in a budget file
     would otherwise surface minutes into a demo)."""
+    from eval.judge import SHIPPED_JUDGE
     from eval.train_judge import JudgeTrainingArguments
     from svq.demo import SCRIPT_OPTIONS, script_argv
     from train import common
 
     for budget in ("test", "quick", "standard"):
         table = load_budget(budget)
-        JudgeTrainingArguments(output_dir=str(tmp_path), **table["judge"])
+        assert "max_minutes" not in table["judge"]  # budgets in steps, never in minutes
+        if table["judge"].get("shipped"):
+            assert table["judge"] == {"shipped": True}
+            assert (SHIPPED_JUDGE / "model.safetensors").is_file()
+        else:
+            JudgeTrainingArguments(output_dir=str(tmp_path), **table["judge"])
         for stage, (module, options_class) in SCRIPT_OPTIONS.items():
             cls = getattr(importlib.import_module(module), options_class)
             options = common.parse_options(cls, script_argv(stage, table[stage], tmp_path))

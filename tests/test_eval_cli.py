@@ -31,6 +31,13 @@ def test_reconstruction_of_the_tokenizer_and_of_the_spatial_vq(run, tmp_path, ca
     result = json.loads((out / "reconstruction.json").read_text())
     assert result["quantised"]["psnr"] is not None and (out / "reconstruction.png").is_file()
     assert "quantised: PSNR" in capsys.readouterr().out
+    # the run's judge is untrained: its gate refuses it, and nothing is judged
+    judged = ["--judge", str(run / "judge"), "--out", str(tmp_path / "judged")]
+    assert main(["eval", "reconstruction", "--model", str(run / "stage2/model"), *args[:3],
+                 *judged]) == 0  # fmt: skip
+    assert "judge: judged figures refused" in capsys.readouterr().out
+    result = json.loads((tmp_path / "judged" / "reconstruction.json").read_text())
+    assert result["judge"] == {"skipped": "no judge"}
     out = tmp_path / "vq"
     args = ["--num_images", "2", "--out", str(out)]
     assert main(["eval", "reconstruction", "--model", str(run / "vq/model"), *args]) == 0
@@ -61,7 +68,8 @@ def test_missing_inputs_fail_clearly(run, tmp_path, capsys):
 
 
 def test_all_writes_the_report(run, tmp_path, capsys):
-    args = ["--num_images", "4", "--probe_images", "0", "--no_single", "--no_lpips"]
+    args = ["--num_images", "4", "--probe_images", "0", "--no_single", "--no_lpips",
+            "--baseline_fit_images", "30"]  # fmt: skip
     assert main(["eval", "all", "--run", str(run), "--out", str(tmp_path), *args]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert all(s["status"] == "ok" for s in report["sections"].values())

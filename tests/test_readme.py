@@ -13,3 +13,18 @@ def test_readme_python_snippets_run(tmp_path, monkeypatch):
     for block in blocks:
         exec(compile(block, str(README), "exec"), {})
     assert (tmp_path / "runs" / "readme-model" / "model.safetensors").is_file()
+
+
+def test_readme_demo_tables_are_generated_from_the_recorded_runs():
+    """The README's demo figures are the committed records' (benchmarks/results/demo_*.json),
+    rendered by `python -m svq.demo_record`: a figure edited by hand fails here."""
+    from svq.demo_record import README_END, README_START, load_records, readme_tables
+
+    records = load_records()
+    assert set(records) == {"quick", "standard"}, "a recorded demo run is missing"
+    for budget, record in records.items():
+        assert record["budget"] == budget and record["commit"] and record["machine"]
+        assert set(record["stage_seconds"]) >= {"stage1", "stage2", "sft", "report"}
+    text = README.read_text()
+    block = text[text.index(README_START) : text.index(README_END) + len(README_END)]
+    assert block == readme_tables(records)

@@ -44,8 +44,9 @@ import torch
 from accelerate import DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import get_scheduler
+
+from svq.progress import progress_bar
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -303,7 +304,9 @@ def main(o: SFTOptions) -> dict:
     # --- loop
     batches = common.endless_batches(loader, state["step"] * accum)
     last_checkpoint = common.latest_checkpoint(out)
-    bar = tqdm(total=max_steps, initial=state["step"], disable=not accelerator.is_main_process)
+    bar = progress_bar(
+        total=max_steps, initial=state["step"], disable=not accelerator.is_main_process
+    )
     logs, last_record, grad_norm, terms = {}, None, None, {}
     window_start, window_items = time.perf_counter(), 0
     model.train()

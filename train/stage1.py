@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import get_scheduler
+
+from svq.progress import progress_bar
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -362,7 +363,9 @@ def main(o: Stage1Options) -> dict:
     # --- loop
     batches = common.endless_batches(loader, state["step"] * accum)
     last_checkpoint = common.latest_checkpoint(out)
-    bar = tqdm(total=max_steps, initial=state["step"], disable=not accelerator.is_main_process)
+    bar = progress_bar(
+        total=max_steps, initial=state["step"], disable=not accelerator.is_main_process
+    )
     window_start, window_images, last_record, logs = time.perf_counter(), 0, None, {}
     grad_norm = None
     model.train()

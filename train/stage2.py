@@ -41,8 +41,9 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from torch import nn
 from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
 from transformers import get_scheduler
+
+from svq.progress import progress_bar
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -267,7 +268,7 @@ def extract_features(
             pictures, batch_size=o.feature_batch_size, num_workers=o.dataloader_num_workers
         )
         model.eval()
-        bar = tqdm(total=hi - lo, desc="features", disable=not accelerator.is_main_process)
+        bar = progress_bar(total=hi - lo, desc="features", disable=not accelerator.is_main_process)
         start = lo
         for images in loader:
             images = images[: hi - start]
@@ -468,7 +469,7 @@ def finetune(
 
     batches = common.endless_batches(loader, state["step"] * accum)
     last_checkpoint = common.latest_checkpoint(out)
-    bar = tqdm(total=steps, initial=state["step"], disable=not accelerator.is_main_process)
+    bar = progress_bar(total=steps, initial=state["step"], disable=not accelerator.is_main_process)
     window_start, window_images, logs, grad_norm = time.perf_counter(), 0, {}, None
     net.train()
     for step in range(state["step"] + 1, steps + 1):

@@ -29,8 +29,9 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 from transformers import get_scheduler
+
+from svq.progress import progress_bar
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -257,7 +258,9 @@ def main(o: VQOptions) -> dict:
     # --- loop
     batches = common.endless_batches(loader, state["step"] * accum)
     last_checkpoint = common.latest_checkpoint(out)
-    bar = tqdm(total=max_steps, initial=state["step"], disable=not accelerator.is_main_process)
+    bar = progress_bar(
+        total=max_steps, initial=state["step"], disable=not accelerator.is_main_process
+    )
     window_start, window_images, last_record, logs = time.perf_counter(), 0, None, {}
     grad_norm = None
     model.train()

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
+from ..progress import progress_bar
 from .captions import captions
 from .dialogues import make_dialogue
 from .render import MIN_SIZE, render
@@ -122,7 +121,7 @@ def write_world(
     start = time.perf_counter()
     images: dict[str, int] = {}
     dialogues: dict[str, int] = {}
-    bar = tqdm(total=sum(sizes.values()), unit="pic", disable=not progress)
+    bar = progress_bar(total=sum(sizes.values()), unit="pic", disable=not progress)
     with ExitStack() as stack:
         pool = stack.enter_context(ProcessPoolExecutor(workers)) if workers > 1 else None
         for split, count in sizes.items():
@@ -157,7 +156,7 @@ def write_world(
     return WorldSummary(out, images, dialogues, time.perf_counter() - start)
 
 
-def _render_all(jobs: list, pool: ProcessPoolExecutor | None, bar: tqdm) -> None:
+def _render_all(jobs: list, pool: ProcessPoolExecutor | None, bar: Any) -> None:
     """Render and save every job, then empty the list."""
     if pool is None:
         for job in jobs:

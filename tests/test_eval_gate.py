@@ -1,0 +1,39 @@
+"""eval/gate.py and the shipped judge: the judge the repository ships still reads fresh clean
+renders (this catches renderer drift), and the gate refuses an under-trained judge."""
+
+import json
+
+import pytest
+
+from eval.gate import START, THRESHOLD, judge_gate
+from eval.judge import SHIPPED_JUDGE, load_judge
+from eval.train_judge import train
+from svq.data import ATTRIBUTES
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_the_shipped_judge_passes_its_gate_on_fresh_renders(size):
+    judge = load_judge(SHIPPED_JUDGE)
+    gate = judge_gate(judge, size, n_images=256)
+    assert gate.passed, gate.reason
+    assert set(gate.accuracy) == set(ATTRIBUTES) and min(gate.accuracy.values()) >= THRESHOLD
+    assert "passed its gate" in gate.reason
+
+
+def test_the_gate_reads_pictures_the_judge_was_not_scored_on():
+    trained = json.loads((SHIPPED_JUDGE / "run_config.json").read_text())
+    assert trained["eval_images"] <= START  # its own tables use pictures 0..eval_images-1
+    metrics = json.loads((SHIPPED_JUDGE / "metrics.json").read_text())
+    assert metrics["steps"] == trained["max_steps"]  # trained by steps, to the end
+
+
+def test_the_gate_refuses_an_under_trained_judge(tmp_path):
+    folder = train(tmp_path / "judge", preset="tiny", image_size=32, max_steps=3, eval_images=8,
+                   num_workers=0)  # fmt: skip
+    gate = judge_gate(load_judge(folder), 32, n_images=64)
+    assert not gate.passed and gate.failing
+    assert all(gate.accuracy[name] < THRESHOLD for name in gate.failing)
+    assert gate.reason.startswith("judged figures refused") and gate.failing[0] in gate.reason
+    assert gate.to_dict()["passed"] is False
+    with pytest.raises(ValueError, match="at least 2"):
+        judge_gate(load_judge(folder), 32, n_images=1)
