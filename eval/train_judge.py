@@ -3,7 +3,7 @@
     python eval/train_judge.py --output_dir runs/judge --eval_images 4000    # a release judge
     python eval/train_judge.py --output_dir /tmp/j --max_steps 2 --eval_images 16   # a smoke run
 
-The judge the repository ships (eval/judge_world, `eval.judge.SHIPPED_JUDGE`) is the first
+The 64 px judge the repository ships (eval/judges/world64, `eval.judge.shipped_judge`) is the first
 command's judge: 2,500 steps of 64 pictures at 64 px, ~25 minutes on one core of this
 project's CPU.
 

@@ -6,8 +6,8 @@
 Stages, each a training script's `main` (or the eval suite) with the options of
 `train/configs/demo_<budget>.yaml` (a stage's config file + overrides):
 
-    judge    the attribute judge the eval suite scores with: the judge the repository ships
-             (eval/judge_world, trained by eval/train_judge.py), or one trained here
+    judge    the attribute judge the eval suite scores with: a judge the repository ships
+             (eval/judges/, trained by eval/train_judge.py), or one trained here
     stage1   the tokenizer: 36 continuous tokens (train/stage1.py)
     stage2   the k-means vocabulary + decoder fine-tune on ids (train/stage2.py)
     vq       the spatial VQ tokenizer, the last mile (train/vq.py)
@@ -109,18 +109,20 @@ def script_argv(stage: str, options: dict[str, Any], run: Path) -> list[str]:
 
 
 def run_judge(run: Path, options: dict[str, Any]) -> None:
-    """{"shipped": true}: copy the shipped judge into RUN/judge (the eval suite gates it at the
-    run's picture size); otherwise train one with those eval/train_judge.py options."""
+    """{"shipped": SIZE}: copy the judge the repository ships for SIZE px pictures into
+    RUN/judge (the eval suite gates it at the run's picture size); otherwise train one with
+    those eval/train_judge.py options."""
     options = dict(options)
-    if options.pop("shipped", False):
-        from eval.judge import SHIPPED_JUDGE
+    size = options.pop("shipped", None)
+    if size is not None:
+        from eval.judge import shipped_judge
 
         if options:
             raise ValueError(f"the shipped judge takes no training options, got {sorted(options)}")
-        folder = run / "judge"
+        source, folder = shipped_judge(size), run / "judge"
         folder.mkdir(parents=True, exist_ok=True)
         for name in ("config.json", "model.safetensors", "run_config.json", "metrics.json"):
-            shutil.copyfile(SHIPPED_JUDGE / name, folder / f"{name}.tmp")
+            shutil.copyfile(source / name, folder / f"{name}.tmp")
         for name in ("config.json", "model.safetensors", "run_config.json", "metrics.json"):
             (folder / f"{name}.tmp").replace(folder / name)  # metrics.json (DONE) last
         return

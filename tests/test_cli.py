@@ -117,7 +117,7 @@ def test_demo_bad_budget_is_a_clear_error(tmp_path, capsys):
 def test_demo_budgets_parse_for_every_stage(tmp_path):
     """Every budget's options are accepted by the stage's own parser (a typo in a budget file
     would otherwise surface minutes into a demo)."""
-    from eval.judge import SHIPPED_JUDGE
+    from eval.judge import shipped_judge
     from eval.train_judge import JudgeTrainingArguments
     from svq.demo import SCRIPT_OPTIONS, script_argv
     from train import common
@@ -125,9 +125,9 @@ def test_demo_budgets_parse_for_every_stage(tmp_path):
     for budget in ("test", "quick", "standard"):
         table = load_budget(budget)
         assert "max_minutes" not in table["judge"]  # budgets in steps, never in minutes
-        if table["judge"].get("shipped"):
-            assert table["judge"] == {"shipped": True}
-            assert (SHIPPED_JUDGE / "model.safetensors").is_file()
+        if "shipped" in table["judge"]:
+            assert set(table["judge"]) == {"shipped"}
+            assert (shipped_judge(table["judge"]["shipped"]) / "model.safetensors").is_file()
         else:
             JudgeTrainingArguments(output_dir=str(tmp_path), **table["judge"])
         for stage, (module, options_class) in SCRIPT_OPTIONS.items():

@@ -6,25 +6,29 @@ import json
 import pytest
 
 from eval.gate import START, THRESHOLD, judge_gate
-from eval.judge import SHIPPED_JUDGE, load_judge
+from eval.judge import load_judge, shipped_judge
 from eval.train_judge import train
 from svq.data import ATTRIBUTES
 
 
 @pytest.mark.parametrize("size", [32, 64])
 def test_the_shipped_judge_passes_its_gate_on_fresh_renders(size):
-    judge = load_judge(SHIPPED_JUDGE)
-    gate = judge_gate(judge, size, n_images=256)
+    judge = load_judge(shipped_judge(size))
+    gate = judge_gate(judge, size, n_images=512)
     assert gate.passed, gate.reason
     assert set(gate.accuracy) == set(ATTRIBUTES) and min(gate.accuracy.values()) >= THRESHOLD
     assert "passed its gate" in gate.reason
 
 
-def test_the_gate_reads_pictures_the_judge_was_not_scored_on():
-    trained = json.loads((SHIPPED_JUDGE / "run_config.json").read_text())
+@pytest.mark.parametrize("size", [32, 64])
+def test_the_gate_reads_pictures_the_judge_was_not_scored_on(size):
+    trained = json.loads((shipped_judge(size) / "run_config.json").read_text())
     assert trained["eval_images"] <= START  # its own tables use pictures 0..eval_images-1
-    metrics = json.loads((SHIPPED_JUDGE / "metrics.json").read_text())
-    assert metrics["steps"] == trained["max_steps"]  # trained by steps, to the end
+    assert trained["image_size"] == size and trained["max_minutes"] == 0  # steps, not minutes
+    metrics = json.loads((shipped_judge(size) / "metrics.json").read_text())
+    assert metrics["steps"] == trained["max_steps"]  # trained to the end
+    with pytest.raises(ValueError, match="no shipped judge for 48 px"):
+        shipped_judge(48)
 
 
 def test_the_gate_refuses_an_under_trained_judge(tmp_path):
