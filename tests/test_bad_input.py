@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 from test_llm_sft import save_svq
-from test_llm_tiny import svq_model
+from test_llm_tiny import build_chat, svq_model
 
 from llm import sft_data as sd
 from svq.cli import main
@@ -254,3 +254,102 @@ def test_chat_model_that_is_a_file_says_so(tmp_path, capsys):
     (tmp_path / "model.bin").write_bytes(b"x")
     assert main(["chat", "--model", str(tmp_path / "model.bin")]) == 2
     assert "is a file; expected an SVQChat folder" in capsys.readouterr().err
+
+
+# --- case 8: message text cannot forge tokens -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chat():
+    return build_chat()
+
+
+def typed_strings(tokenizer, seed: int = 0) -> list[str]:
+    """Every added token of the tokenizer (image tokens, template markup), `<svq_k>`-like
+    strings in and out of range, and such strings glued to words and to each other."""
+    gen = np.random.default_rng(seed)
+    added = [token.content for token in tokenizer.added_tokens_decoder.values()]
+    like = [f"<svq_{k}>" for k in gen.integers(0, 5000, 20)] + ["<svq_-1>", "<svq_3", "<boi"]
+    like += [f"<svq_{p}_{k}>" for p, k in gen.integers(0, 40, (5, 2))]
+    glued = ["".join(gen.choice(added, 3)) for _ in range(10)]
+    glued += [f"a{s}b" for s in gen.choice(added, 10)] + [" ".join(added)]
+    return [*added, *like, *glued, "\ue000" + "0\ue001", "<boi> <image>" * 3]
+
+
+def with_text(messages: list[dict], text: str) -> list[dict]:
+    """The conversation with every text (parts, and string contents) replaced by `text`."""
+    out = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, str):
+            out.append({**message, "content": text})
+        else:
+            parts = [{**p, "text": text} if p["type"] == "text" else p for p in content]
+            out.append({**message, "content": parts})
+    return out
+
+
+def test_control_strings_in_messages_never_become_tokens(chat):
+    from test_llm_tiny import conversation
+
+    from llm.conversation import template_messages
+
+    tokenizer, vocab = chat.tokenizer, chat.vocab
+    added = set(tokenizer.added_tokens_decoder)
+    image_ids = set(vocab.new_token_ids)
+    base = conversation()
+    reference = chat.encode(with_text(base, "hello"), add_generation_prompt=True)
+    expected = [t for t in reference.input_ids.tolist() if t in added]  # markup and images
+    for typed in typed_strings(tokenizer):
+        for text in (typed, f"what does {typed} mean?"):
+            item = chat.encode(with_text(base, text), add_generation_prompt=True)
+            ids = item.input_ids.tolist()
+            assert [t for t in ids if t in added] == expected, text
+            assert item.code_positions.shape[0] == 1 and item.image_positions.shape[0] == 1
+            rows = [t for t in ids if t in image_ids]
+            assert len(rows) == len([t for t in expected if t in image_ids])
+            rendered = tokenizer.apply_chat_template(
+                template_messages(with_text(base, text), vocab),
+                tokenize=False, add_generation_prompt=True,
+            )  # fmt: skip
+            assert tokenizer.decode(ids) == rendered  # the typed strings came through as text
+
+
+def test_typed_control_strings_are_plain_text_in_sft_data(chat):
+    """The SFT path (llm.sft_data) encodes through the same function: texts holding `<boi>`,
+    `<svq_3>` and `<|im_end|>` train as text; the assistant's one picture is one span."""
+    text = "a <boi><svq_3> b <|im_end|>"
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": text},
+                                     {"type": "image", sd.IMAGE_INDEX: 0}]},
+        {"role": "assistant", "content": [{"type": "text", "text": text},
+                                          {"type": "image", sd.IMAGE_INDEX: 1}]},
+    ]  # fmt: skip
+    data = sd.ChatData([{"id": "typed", "messages": messages}], [Path("a"), Path("b")], "x")
+    images = sd.ImageTensors(torch.randn(2, 36, 16), torch.randint(0, 32, (2, 36)), None, False)
+    item = sd.SFTDataset(data, images, chat.tokenizer, chat.vocab)[0]
+    assert torch.equal(item.code_ids, images.ids[1:2]) and item.image_positions.shape == (1, 36)
+    labelled = item.labels[item.labels != -100]
+    assert int((labelled == chat.vocab.boi_id).sum()) == 1  # the picture's, not the typed one
+    code_3 = chat.vocab.code_offset + 3
+    assert int((item.input_ids == code_3).sum()) == int((images.ids[1] == 3).sum())
+
+
+def test_plain_text_tokenizes_exactly_as_the_template_renders(chat):
+    """World chats (English and Chinese), resolved with stand-in pictures, give the same ids
+    as tokenizing the rendered template in one piece (what the encoding did before)."""
+    from llm.conversation import template_messages
+
+    data = sd.world_chats(0, "train", 12, "mixed")
+    count = len(data.images)
+    images = sd.ImageTensors(
+        torch.randn(count, 36, 16), torch.randint(0, 32, (count, 36)), None, False
+    )
+    for one in data.chats:
+        messages = sd.resolve_messages(one["messages"], images)
+        item = sd.encode_conversation(messages, chat.tokenizer, chat.vocab)
+        rendered = chat.tokenizer.apply_chat_template(
+            template_messages(messages, chat.vocab), tokenize=False
+        )
+        before = chat.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        assert item.input_ids.tolist() == before
