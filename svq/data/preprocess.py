@@ -52,7 +52,7 @@ def load_image(
     """
     try:
         if isinstance(source, Image.Image):
-            return _decoded(source, short_side)
+            return _decoded(source, short_side, own=False)
         if isinstance(source, bytes | bytearray):
             if len(source) == 0:
                 raise UnreadableImageError("empty file (0 bytes)")
@@ -82,9 +82,14 @@ def load_image_file(path: str | Path, short_side: int | None = None) -> Image.Im
         raise UnreadableImageError(f"image {path}: {error}") from error
 
 
-def _decoded(image: Image.Image, short_side: int | None) -> Image.Image:
+def _decoded(image: Image.Image, short_side: int | None, own: bool = True) -> Image.Image:
+    """Decode, turn upright and convert `image`; `own`: it is ours to change in place (not a
+    caller's), which spares a full-size copy."""
     image.load()  # decode now: truncation and corruption surface here, not later
-    image = ImageOps.exif_transpose(image)
+    if own:
+        ImageOps.exif_transpose(image, in_place=True)
+    else:
+        image = ImageOps.exif_transpose(image)
     if short_side is not None and image.mode in GREY_MODES:
         image = _halve_while(_to_grey(image), short_side)
     return to_rgb(image)
@@ -128,7 +133,9 @@ def _unpremultiply(image: Image.Image) -> Image.Image:
 
 def _to_grey(image: Image.Image) -> Image.Image:
     """Any grey mode (1, L, I, I;16, F) -> L, high bit depths rescaled (`_to_uint8`)."""
-    if image.mode in ("1", "L"):
+    if image.mode == "L":
+        return image
+    if image.mode == "1":
         return image.convert("L")
     return Image.fromarray(_to_uint8(np.asarray(image), image.mode), "L")
 
