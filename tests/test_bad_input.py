@@ -83,6 +83,17 @@ def test_an_unreadable_picture_of_a_chat_file_names_the_file_and_line(tmp_path, 
         sd.encode_images(data, svq, None, None)
 
 
+def test_an_unreadable_picture_in_the_chat_loop_is_named(chat, pictures, tmp_path):
+    import io
+
+    from svq.commands.chat import converse
+
+    lines = f"look {pictures / 'truncated.png'}\n/quit\n"
+    stdout = io.StringIO()
+    assert converse(chat, io.StringIO(lines), stdout, tmp_path, system=None) == 0
+    assert f"error: image {pictures / 'truncated.png'}: " in stdout.getvalue()
+
+
 def test_training_scripts_run_directly_exit_2_with_one_line(tmp_path):
     """`python train/STAGE.py` with bad input: status 2, one line naming the file, no
     traceback (the same `run_script` serves every stage)."""
