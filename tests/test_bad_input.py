@@ -5,7 +5,6 @@ pictures; grey pictures shrink before they become RGB."""
 
 import gc
 import json
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -20,8 +19,6 @@ from test_llm_tiny import build_chat, svq_model
 from llm import sft_data as sd
 from svq.cli import main
 from svq.data import Preprocess, UnreadableImageError, load_image, render, world_record
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -94,18 +91,26 @@ def test_an_unreadable_picture_in_the_chat_loop_is_named(chat, pictures, tmp_pat
     assert f"error: image {pictures / 'truncated.png'}: " in stdout.getvalue()
 
 
-def test_training_scripts_run_directly_exit_2_with_one_line(tmp_path):
+@pytest.mark.parametrize("stage", ["stage1", "sft"])
+def test_training_scripts_run_directly_exit_2_with_one_line(tmp_path, monkeypatch, capsys, stage):
     """`python train/STAGE.py` with bad input: status 2, one line naming the file, no
-    traceback (the same `run_script` serves every stage)."""
+    traceback (every script's `__main__` is `common.run_script`, called here as it would)."""
+    import importlib
+    import logging
+
+    from svq.commands.train import STAGES
+    from train import common
+
+    module_name, options_name, _ = STAGES[stage]
+    module = importlib.import_module(module_name)
     bad = tmp_path / "b.yaml"
     bad.write_text("model_preset: [tiny\n")
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "train" / "stage1.py"), str(bad), "--output_dir", "o"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 2, done.stderr
-    assert "Traceback" not in done.stderr
-    assert one_line_error(done.stderr, "stage1.py").count(f"{bad}:2: not valid YAML") == 1
+    script = f"{module_name.replace('.', '/')}.py"
+    monkeypatch.setattr(sys, "argv", [script, str(bad), "--output_dir", "o"])
+    with pytest.raises(SystemExit) as exit_info:
+        common.run_script(module.main, getattr(module, options_name), logging.getLogger(stage))
+    assert exit_info.value.code == 2
+    assert f"{bad}:2: not valid YAML" in one_line_error(capsys.readouterr().err, Path(script).name)
 
 
 # --- case 2: local paths never reach the hub ------------------------------------------------
