@@ -26,7 +26,7 @@ from torch import nn
 from transformers import LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
 from svq.configuration import ConfigBase
-from svq.data import Preprocess, load_image
+from svq.data import Preprocess, load_image, load_image_file
 from svq.images import to_uint8
 from svq.model import StyledVAEVQ
 from svq.spatial_vq import SpatialVQ
@@ -253,7 +253,11 @@ class SVQChat(nn.Module):
         source = next((part[k] for k in ("image", "path", "url") if part.get(k) is not None), None)
         if source is None:
             raise ValueError(f"image part without a picture, features or ids: {sorted(part)}")
-        return Preprocess(size)(load_image(source)).unsqueeze(0).to(self.device)
+        if isinstance(source, str | Path):
+            image = load_image_file(source, size)  # errors name the file
+        else:
+            image = load_image(source, size)
+        return Preprocess(size)(image).unsqueeze(0).to(self.device)
 
     @torch.no_grad()
     def prepare(
@@ -474,6 +478,10 @@ class SVQChat(nn.Module):
         """Load a folder written by `save_pretrained`. `trainable`: the LoRA adapter's weights
         require grad (to continue training); dtype applies to the LLM."""
         directory = Path(directory)
+        if directory.is_file():
+            raise NotADirectoryError(f"{directory} is a file; expected an SVQChat folder")
+        if not directory.exists():
+            raise FileNotFoundError(f"SVQChat folder {directory} does not exist")
         if not (directory / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}: not a saved SVQChat")
         config = SVQChatConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))

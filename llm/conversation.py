@@ -14,11 +14,20 @@ The text that goes through the tokenizer's chat template is plain strings (text 
 spans joined), so any template works, also those that only take string contents (Qwen2.5).
 Labels cover the assistant turns only: each one's characters are found by rendering the
 conversation up to it, and tokens map to characters through the fast tokenizer's offsets.
+
+Message text cannot forge tokens: a control string typed in a message (`<boi>`, `<svq_3>`,
+the template's `<|im_start|>`, any added token of the tokenizer) is tokenized as the plain
+text it is. Only the image spans built here and the chat template's own markup become those
+tokens. (Each such string is swapped for a private-use marker while the template renders, and
+the stretch of text around it is tokenized with `split_special_tokens=True`.) Text without
+control strings tokenizes exactly as a plain rendering of the template would.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -28,6 +37,10 @@ from transformers import PreTrainedTokenizerBase
 from .vocabulary import BOI, EOI, IMAGE, ImageVocabulary
 
 IGNORE_INDEX = -100
+# A control string of message text stands in the rendered template as MARK_OPEN k MARK_CLOSE
+# (k: its index): private-use characters, which no template or tokenizer treats specially.
+MARK_OPEN, MARK_CLOSE = "\ue000", "\ue001"
+_MARK = re.compile(f"{MARK_OPEN}(\\d+){MARK_CLOSE}")
 
 
 @dataclass
@@ -65,19 +78,22 @@ class ConversationBatch:
 
 
 def template_messages(
-    messages: Sequence[dict[str, Any]], vocab: ImageVocabulary
+    messages: Sequence[dict[str, Any]],
+    vocab: ImageVocabulary,
+    protect: Callable[[str], str] = str,
 ) -> list[dict[str, str]]:
-    """Messages with string contents: text parts joined with their image spans."""
+    """Messages with string contents: text parts joined with their image spans. `protect`
+    is applied to the messages' own text (not to the image spans)."""
     out = []
     for message in messages:
         content = message["content"]
         if isinstance(content, str):
-            out.append({"role": message["role"], "content": content})
+            out.append({"role": message["role"], "content": protect(content)})
             continue
         text = []
         for part in content:
             if part["type"] == "text":
-                text.append(part["text"])
+                text.append(protect(part["text"]))
             elif part["type"] == "image":
                 text.append(_image_text(part, message["role"], vocab))
             else:
@@ -106,14 +122,19 @@ def encode_conversation(
     add_generation_prompt: bool = False,
 ) -> EncodedConversation:
     """Token ids, assistant-only labels and image positions/targets of one conversation."""
-    plain = template_messages(messages, vocab)
+    controls = ControlStrings(tokenizer)
+    plain = template_messages(messages, vocab, controls.mark)
 
     def render(upto: int, prompt: bool) -> str:
-        return tokenizer.apply_chat_template(
+        marked = tokenizer.apply_chat_template(
             plain[:upto], tokenize=False, add_generation_prompt=prompt
         )
+        return controls.unmark(marked)[0]
 
-    text = render(len(plain), add_generation_prompt)
+    marked = tokenizer.apply_chat_template(
+        plain, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+    text, typed = controls.unmark(marked)
     spans = []  # character spans of the assistant turns
     for i, message in enumerate(plain):
         if message["role"] != "assistant":
@@ -125,14 +146,131 @@ def encode_conversation(
                 "cannot find the assistant turns to label"
             )
         spans.append((len(start), len(end)))
-    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    input_ids = torch.tensor(encoding["input_ids"], dtype=torch.long)
-    starts = torch.tensor([s for s, _ in encoding["offset_mapping"]], dtype=torch.long)
+    ids, starts = controls.tokenize(text, typed)
+    input_ids = torch.tensor(ids, dtype=torch.long)
+    starts = torch.tensor(starts, dtype=torch.long)
     trained = torch.zeros_like(input_ids, dtype=torch.bool)
     for a, b in spans:
         trained |= (starts >= a) & (starts < b)
     labels = torch.where(trained, input_ids, IGNORE_INDEX)
     return _with_images(messages, input_ids, labels, vocab)
+
+
+# tokenizer -> (its length, added token ids, first characters of the added tokens)
+_ADDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _added_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[frozenset[int], frozenset[str]]:
+    """The ids of the tokenizer's added tokens (image tokens, template markup, ...) and their
+    first characters; cached while the tokenizer keeps its length."""
+    size = len(tokenizer)
+    cached = _ADDED.get(tokenizer)
+    if cached is None or cached[0] != size:
+        decoder = tokenizer.added_tokens_decoder
+        first = frozenset(token.content[:1] for token in decoder.values()) | {MARK_OPEN}
+        cached = (size, frozenset(decoder), first)
+        _ADDED[tokenizer] = cached
+    return cached[1], cached[2]
+
+
+class ControlStrings:
+    """Keeps control strings typed in message text from becoming tokens (one conversation).
+
+    `mark` swaps each control string of a message's text for a marker before the template
+    renders; `unmark` puts the strings back and says where they are; `tokenize` tokenizes the
+    rendered text, splitting only the stretches that hold such strings."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase):
+        self.tokenizer = tokenizer
+        self.added, self.first_chars = _added_tokens(tokenizer)
+        self.strings: list[str] = []  # the control strings, by marker index
+
+    def mark(self, text: str) -> str:
+        """Message text with its control strings (and any MARK_OPEN) replaced by markers."""
+        if self.first_chars.isdisjoint(text):  # the common case: nothing to look for
+            return text
+        found = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        cuts = [
+            (a, b)
+            for token, (a, b) in zip(found["input_ids"], found["offset_mapping"], strict=True)
+            if token in self.added and b > a
+        ]
+        cuts += [(m.start(), m.end()) for m in re.finditer(MARK_OPEN, text)]
+        out, at = [], 0
+        for a, b in sorted(cuts):
+            out.append(text[at:a] + f"{MARK_OPEN}{len(self.strings)}{MARK_CLOSE}")
+            self.strings.append(text[a:b])
+            at = b
+        return "".join(out) + text[at:]
+
+    def unmark(self, rendered: str) -> tuple[str, list[tuple[int, int]]]:
+        """The rendered text with the control strings back, and their character spans."""
+        out, spans, at, length = [], [], 0, 0
+        for match in _MARK.finditer(rendered):
+            out.append(rendered[at : match.start()])
+            length += match.start() - at
+            string = self.strings[int(match.group(1))]
+            out.append(string)
+            spans.append((length, length + len(string)))
+            length += len(string)
+            at = match.end()
+        out.append(rendered[at:])
+        return "".join(out), spans
+
+    def tokenize(self, text: str, typed: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+        """Token ids of `text` and the character where each starts. An added token that lies
+        in a `typed` span was typed, not meant: the stretch between the trusted added tokens
+        around it is tokenized again with special tokens split."""
+        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
+        if not typed:
+            return ids, [a for a, _ in offsets]
+
+        def typed_at(a: int) -> bool:
+            return any(x <= a < y for x, y in typed)
+
+        out_ids, out_starts, run = [], [], []  # run: token indices since the last trusted
+        for i, token in enumerate([*ids, None]):  # None: flushes the last run
+            trusted = token is None or (token in self.added and not typed_at(offsets[i][0]))
+            if not trusted:
+                run.append(i)
+                continue
+            if run:
+                begin = offsets[run[0] - 1][1] if run[0] > 0 else 0
+                end = offsets[i][0] if token is not None else len(text)
+                forged = any(ids[j] in self.added for j in run)
+                if forged:
+                    plain_ids, plain_starts = self.plain(text, begin, end)
+                    out_ids += plain_ids
+                    out_starts += plain_starts
+                else:
+                    out_ids += [ids[j] for j in run]
+                    out_starts += [offsets[j][0] for j in run]
+                run = []
+            if token is not None:
+                out_ids.append(token)
+                out_starts.append(offsets[i][0])
+        return out_ids, out_starts
+
+    def plain(self, text: str, begin: int, end: int) -> tuple[list[int], list[int]]:
+        """Tokens of text[begin:end] as plain text, with their starts: special tokens split. A
+        piece that is still an added token (a sentencepiece model may hold `<unk>` among its
+        own pieces) is tokenized again as its first character and the rest."""
+        piece = self.tokenizer(
+            text[begin:end], add_special_tokens=False, return_offsets_mapping=True,
+            split_special_tokens=True,
+        )  # fmt: skip
+        ids, starts = [], []
+        for token, (a, b) in zip(piece["input_ids"], piece["offset_mapping"], strict=True):
+            if token in self.added and b - a > 1:
+                for x, y in ((begin + a, begin + a + 1), (begin + a + 1, begin + b)):
+                    more_ids, more_starts = self.plain(text, x, y)
+                    ids += more_ids
+                    starts += more_starts
+            else:
+                ids.append(token)
+                starts.append(begin + a)
+        return ids, starts
 
 
 def _with_images(

@@ -37,7 +37,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,13 @@ from safetensors.torch import save_file
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from svq.data import Preprocess, WorldRecord, load_image, render_tensor
+from svq.data import (
+    Preprocess,
+    UnreadableImageError,
+    WorldRecord,
+    load_image_file,
+    render_tensor,
+)
 from svq.data.writer import iter_split
 from svq.model import StyledVAEVQ
 from svq.progress import progress_bar
@@ -68,6 +74,7 @@ class ChatData:
     chats: list[dict[str, Any]]  # {"id": str, "messages": [...]}
     images: list[WorldRecord | Path]  # a record to render, or an image file
     fingerprint: str  # of the chats' pictures (what the cache is named after)
+    origins: list[str] = field(default_factory=list)  # "FILE.jsonl:LINE" of each file picture
 
 
 # --- sources -------------------------------------------------------------------------------
@@ -117,7 +124,7 @@ def jsonl_chats(path: str | Path) -> ChatData:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no chat file {path} (expected 'world' or a .jsonl file)")
-    chats, images, stats = [], [], []
+    chats, images, stats, origins = [], [], [], []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -135,6 +142,7 @@ def jsonl_chats(path: str | Path) -> ChatData:
                 raise FileNotFoundError(f"{path}:{number}: no picture {file}")
             part[IMAGE_INDEX] = len(images)
             images.append(file)
+            origins.append(f"{path}:{number}")
             info = file.stat()
             stats.append([str(file.resolve()), info.st_size, info.st_mtime_ns])
         chats.append({"id": str(row.get("id", f"{path.stem}-{number}")), "messages": messages})
@@ -142,7 +150,7 @@ def jsonl_chats(path: str | Path) -> ChatData:
         raise ValueError(f"{path} holds no chats")
     digest = hashlib.sha256(path.read_bytes())
     digest.update(json.dumps(stats).encode())
-    return ChatData(chats, images, digest.hexdigest())
+    return ChatData(chats, images, digest.hexdigest(), origins)
 
 
 def _image_parts(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -230,13 +238,15 @@ def encode_images(
     starts = range(0, len(data.images), batch_size)
     for start in progress_bar(starts, desc="encoding pictures", disable=not progress):
         sources = data.images[start : start + batch_size]
-        pixels = _pixels(sources, svq.config.image_size).to(device)
+        origins = data.origins[start : start + batch_size] or [""] * len(sources)
+        pixels = _pixels(sources, svq.config.image_size, origins).to(device)
         f = svq.encode(pixels).float()  # (b, N, E)
         features.append(f.cpu())
         ids.append(svq.codebook.quantize(f).cpu())
         if spatial is not None:
             size = spatial.config.image_size
-            spatial_pixels = pixels if size == svq.config.image_size else _pixels(sources, size)
+            same = size == svq.config.image_size
+            spatial_pixels = pixels if same else _pixels(sources, size, origins)
             vq_ids.append(spatial.encode(spatial_pixels.to(device)).cpu())
     out = ImageTensors(
         torch.cat(features),
@@ -256,17 +266,24 @@ def encode_images(
     return out
 
 
-def _pixels(sources: Sequence[WorldRecord | Path], size: int) -> torch.Tensor:
-    """(b, 3, size, size) in [-1, 1]: records rendered, files loaded and centre-cropped."""
+def _pixels(
+    sources: Sequence[WorldRecord | Path], size: int, origins: Sequence[str]
+) -> torch.Tensor:
+    """(b, 3, size, size) in [-1, 1]: records rendered, files loaded and centre-cropped. An
+    unreadable file is an error naming it and its origin (the JSONL file and line)."""
     if all(isinstance(s, WorldRecord) for s in sources):
         return render_tensor(list(sources), size)
     preprocess = Preprocess(size)
-    return torch.stack(
-        [
-            render_tensor([s], size)[0] if isinstance(s, WorldRecord) else preprocess(load_image(s))
-            for s in sources
-        ]
-    )
+    pictures = []
+    for source, origin in zip(sources, origins, strict=True):
+        if isinstance(source, WorldRecord):
+            pictures.append(render_tensor([source], size)[0])
+            continue
+        try:
+            pictures.append(preprocess(load_image_file(source, size)))
+        except UnreadableImageError as error:
+            raise UnreadableImageError(f"{origin}: {error}" if origin else str(error)) from None
+    return torch.stack(pictures)
 
 
 # --- the dataset ---------------------------------------------------------------------------

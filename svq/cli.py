@@ -10,6 +10,7 @@ from eval import cli as evaluation
 from . import demo
 from .commands import chat, codec, train
 from .data import command as world
+from .errors import INPUT_ERRORS, report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,9 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args) or 0
-    except (FileNotFoundError, NotADirectoryError, ValueError) as error:
-        print(f"svq {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except INPUT_ERRORS as error:
+        return report(f"svq {args.command}", error)
 
 
 if __name__ == "__main__":

@@ -9,23 +9,52 @@ mismatched tensor, and only safetensors are read.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub import PyTorchModelHubMixin, constants, hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+)
 from safetensors.torch import load_file
 
+# what a hub request can fail with (offline mode, no such repository or file, HTTP errors)
+HUB_ERRORS = (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, EntryNotFoundError)
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 
-def _looks_local(model_id: str) -> bool:
-    """A hub id is `name` or `owner/name`; anything else is meant as a path."""
-    return (
-        model_id.startswith((".", "/", "~"))
-        or model_id.count("/") > 1
-        or (os.sep != "/" and os.sep in model_id)
+# owner/name: the only form looked up on the hub (a bare `name` is taken for a local folder)
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def is_hub_id(name: str | Path) -> bool:
+    """Whether `name` is looked up on the hub: only when it is `owner/name` (one slash;
+    letters, digits, `-`, `_`, `.`) and no such local path exists. Anything else (`./x`, `/x`,
+    `~/x`, `a/b/c`, a bare `x`, an existing path) is a local path and never reaches the hub."""
+    text = str(name)
+    return HUB_ID.match(text) is not None and not os.path.exists(os.path.expanduser(text))
+
+
+def hub_failure(name: str, error: Exception) -> FileNotFoundError:
+    """The error for an `owner/name` that is neither a local folder nor loadable from the hub:
+    it says both what was tried locally and on the hub."""
+    if isinstance(error, OfflineModeIsEnabled) or constants.HF_HUB_OFFLINE:
+        why = "was not looked up: offline (HF_HUB_OFFLINE=1)"
+    elif isinstance(error, RepositoryNotFoundError):
+        why = "was not found on the hub"
+    elif isinstance(error, EntryNotFoundError):
+        why = f"is on the hub but lacks a file ({error})".splitlines()[0]
+    else:
+        why = f"could not be fetched ({type(error).__name__}: {str(error).splitlines()[0]})"
+    return FileNotFoundError(
+        f"local path {name} does not exist (from {os.getcwd()}), and the hub id {name} {why}"
     )
 
 
@@ -70,14 +99,20 @@ class HubMixin(PyTorchModelHubMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any):
-        """Load from a local folder (config.json + model.safetensors) or a hub id."""
-        model_id = os.path.expanduser(str(pretrained_model_name_or_path))
+        """Load from a local folder (config.json + model.safetensors) or a hub id `owner/name`
+        (see `is_hub_id`: a path that does not exist is an error, never a hub request)."""
+        model_id = str(pretrained_model_name_or_path)
+        if is_hub_id(model_id):
+            try:
+                return super().from_pretrained(model_id, **kwargs)
+            except HUB_ERRORS as error:
+                raise hub_failure(model_id, error) from None
+        model_id = os.path.expanduser(model_id)
         if not os.path.isdir(model_id):
             if os.path.exists(model_id):
                 raise NotADirectoryError(f"{model_id} is a file; expected a model folder")
-            if _looks_local(model_id):
-                raise FileNotFoundError(f"model folder {model_id} does not exist")
-        elif not os.path.isfile(os.path.join(model_id, CONFIG_NAME)):
+            raise FileNotFoundError(f"model folder {model_id} does not exist")
+        if not os.path.isfile(os.path.join(model_id, CONFIG_NAME)):
             raise FileNotFoundError(f"{model_id} has no {CONFIG_NAME}: not a saved {cls.__name__}")
         return super().from_pretrained(model_id, **kwargs)
 

@@ -21,6 +21,21 @@ def check_images(images: torch.Tensor, channels: int, size: int) -> None:
         raise ValueError(f"expected floating-point images in [-1, 1], got {images.dtype}")
 
 
+PIXEL_LIMIT = 1.5  # |value| beyond which a batch is not a picture in [-1, 1]
+
+
+def check_pixel_range(images: torch.Tensor) -> None:
+    """Raise ValueError when images are clearly not in [-1, 1] (beyond +-PIXEL_LIMIT)."""
+    if images.numel() == 0:
+        return
+    low, high = float(images.min()), float(images.max())
+    if low < -PIXEL_LIMIT or high > PIXEL_LIMIT or low != low or high != high:
+        raise ValueError(
+            f"images span [{low:g}, {high:g}]: expected pixels in [-1, 1] (from 0..255: "
+            "x / 127.5 - 1)"
+        )
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) in [-1, 1] (unbounded model output allowed) -> (B, H, W, 3) uint8.
     Clamps here, and only here: model outputs stay unbounded."""

@@ -18,7 +18,7 @@ from .config import SVQConfig
 from .decoder import SVQDecoder
 from .encoder import SVQEncoder
 from .hub import HubMixin
-from .images import check_images
+from .images import check_images, check_pixel_range
 
 if TYPE_CHECKING:
     from .spatial_vq import SpatialVQ
@@ -194,8 +194,14 @@ class StyledVAEVQ(
         return SVQOutput(recon=None, features=features, keep=keep, logits=out)
 
     def tokenize(self, images: torch.Tensor) -> torch.Tensor:
-        """images: (B, C, H, W) in [-1, 1] -> ids (B, N) long, through the attached codebook."""
+        """images: (B, C, H, W) in [-1, 1] -> ids (B, N) long, through the attached codebook.
+
+        Pixels must be scaled to [-1, 1] (`svq.data.Preprocess` does it; from uint8:
+        `x / 127.5 - 1`). Values beyond +-1.5 raise ValueError: such a batch is not a picture
+        in this scale (0..255 pixels, say), and would be tokenized into a wrong one. A
+        decoder's slight overshoot past +-1 is accepted."""
         codebook = self._require_codebook("tokenize")
+        check_pixel_range(images)
         return codebook.quantize(self.encode(images))
 
     def detokenize(self, ids: torch.Tensor) -> torch.Tensor:

@@ -135,6 +135,9 @@ def test_chat_command_reads_a_saved_model(tmp_path, monkeypatch, capsys):
                  "--max-new-tokens", "8"]) == 0  # fmt: skip
     assert capsys.readouterr().out.count("assistant>") == 1
     assert main(["chat", "--model", str(tmp_path / "none")]) == 2
+    assert "none does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["chat", "--model", str(tmp_path / "empty")]) == 2
     assert "not a saved SVQChat" in capsys.readouterr().err
 
 

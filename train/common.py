@@ -8,6 +8,7 @@ verbatim between stages lives here.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -27,6 +28,8 @@ from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, s
 from torch import nn
 from transformers import HfArgumentParser
 
+from svq.errors import INPUT_ERRORS, report
+
 T = TypeVar("T")
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 CHECKPOINTS = "checkpoints"  # resumable states live in OUTPUT_DIR/checkpoints/step-NNNNNNNN
@@ -42,26 +45,73 @@ def parse_options(cls: type[T], argv: Sequence[str] | None = None, prog: str | N
 
     The file's values become the defaults and the flags override them (the file first), with
     `transformers.HfArgumentParser` doing the typing, `--help` and the `--no_flag` forms. A key
-    in the file that is not an option is an error, not silently dropped. `prog`: the command
+    in the file that is not an option, a syntax error or a value of the wrong type is a
+    ValueError naming the file (and line, or option), not silently dropped. `prog`: the command
     name `--help` and errors show (default: the script's).
     """
     args = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser(cls, prog=prog)
     if args and not args[0].startswith("-") and args[0].endswith(CONFIG_SUFFIXES):
         path = Path(args.pop(0))
-        values = yaml.safe_load(path.read_text()) or {}  # YAML reads JSON too
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping of option names to values")
+        values = read_config(path)
         known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"{path}: unknown options {unknown}; see --help for the list")
         for action in parser._actions:  # the file's values become defaults
             if action.dest in values:
+                _check_file_value(path, action, values[action.dest])
                 action.default = values[action.dest]  # strings still go through `type`
                 action.required = False
     (options,) = parser.parse_args_into_dataclasses(args=args, look_for_args_file=False)
     return options
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A YAML (or JSON) file of options as a dict; a missing file or bad syntax is an error
+    naming the file and line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}  # YAML reads JSON too
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ValueError(f"{where}: not valid YAML ({problem})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of option names to values")
+    return values
+
+
+def _check_file_value(path: Path, action: Any, value: Any) -> None:
+    """A file's value must convert with the option's type: here, so that the error names the
+    file and the option (argparse would print its whole usage and not say where it came
+    from)."""
+    kind = action.type
+    if not callable(kind) or kind is str or value is None or action.nargs in ("+", "*"):
+        return
+    if isinstance(value, str):
+        try:
+            kind(value)
+        except (TypeError, ValueError, argparse.ArgumentTypeError):
+            raise ValueError(f"{path}: {action.dest}: invalid value {value!r}") from None
+    elif kind in (int, float) and not isinstance(value, int | float):
+        raise ValueError(f"{path}: {action.dest}: expected a number, got {value!r}")
+
+
+def json_option(name: str, value: Any) -> dict | None:
+    """An option holding a dict: a dict, None / "" / "none", or a JSON object as a string (the
+    command line's form). A string that is not a JSON object is an error naming the option."""
+    value = none_if_empty(value) if isinstance(value, str) else value
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{name}: not valid JSON ({error}): {value!r}") from None
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"{name}: expected a JSON object of fields, got {value!r}")
+    return value
 
 
 def none_if_empty(value: Any) -> Any:
@@ -349,12 +399,15 @@ def record_options(accelerator: Accelerator, resolved: dict[str, Any], out: Path
 
 def run_script(main: Any, options_class: type, logger: logging.Logger) -> None:
     """A stage script's `__main__`: parse sys.argv into the options, run; a non-finite loss
-    exits with status 1 after logging which step (the last checkpoint is kept)."""
+    exits with status 1 after logging which step (the last checkpoint is kept); bad input (a
+    missing or unreadable file, a bad option value) exits with status 2 and one line."""
     try:
         main(parse_options(options_class))
     except NonFiniteLossError as error:
         logger.error("%s", error)
         sys.exit(1)
+    except INPUT_ERRORS as error:
+        sys.exit(report(Path(sys.argv[0]).name, error))
 
 
 def save_release(model: Any, out: str | Path) -> Path:

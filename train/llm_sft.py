@@ -136,11 +136,7 @@ class SFTOptions:
 
     def __post_init__(self) -> None:
         for name in ("projector", "vq_head"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                value = common.none_if_empty(value)
-                value = json.loads(value) if value is not None else None
-            setattr(self, name, dict(value) if value else None)
+            setattr(self, name, common.json_option(name, getattr(self, name)) or None)
         for name in ("spatial_vq_path", "judge_path", "cache_dir"):
             setattr(self, name, common.none_if_empty(getattr(self, name)))
         if not self.svq_path:

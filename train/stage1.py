@@ -127,9 +127,7 @@ class Stage1Options:
     report_to: str = "tensorboard"  # an accelerate tracker name, or "none"
 
     def __post_init__(self) -> None:
-        if isinstance(self.model_overrides, str):
-            self.model_overrides = json.loads(self.model_overrides)
-        self.model_overrides = dict(self.model_overrides or {})
+        self.model_overrides = common.json_option("model_overrides", self.model_overrides) or {}
         self.validation_data = common.none_if_empty(self.validation_data)
         common.check_training_options(self)
         if min(self.mse_weight, self.l1_weight, self.lpips_weight) < 0:

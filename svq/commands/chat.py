@@ -24,6 +24,8 @@ def parse_message(line: str) -> dict[str, Any]:
     parts, words = [], []
     for word in line.split():
         if word.lower().endswith(IMAGE_SUFFIXES):
+            if Path(word).is_dir():
+                raise IsADirectoryError(f"image {word} is a folder, not an image file")
             if not Path(word).is_file():
                 raise FileNotFoundError(f"image {word} does not exist")
             parts.append({"type": "image", "path": word})
@@ -38,7 +40,7 @@ def converse(
     chat, stdin: TextIO, stdout: TextIO, out: Path, system: str | None, **generate: Any
 ) -> int:
     """The read-reply loop; returns the number of replies. Pictures go to out/."""
-    from svq.data import load_image  # checks a shown image is readable before the model sees it
+    from svq.data import load_image_file  # a shown image is checked before the model sees it
 
     def fresh() -> list[dict[str, Any]]:
         return [{"role": "system", "content": system}] if system else []
@@ -61,8 +63,8 @@ def converse(
             message = parse_message(line)
             for part in message["content"]:
                 if part["type"] == "image":
-                    load_image(part["path"])
-        except (FileNotFoundError, ValueError) as error:
+                    load_image_file(part["path"])
+        except (OSError, ValueError) as error:
             stdout.write(f"error: {error}\n")
             continue
         messages.append(message)

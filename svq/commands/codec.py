@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import torch
 
-from ..data import Preprocess, load_image
+from ..data import Preprocess, load_image_file
 from ..images import save_grid, save_image
 from ..model import StyledVAEVQ
+from .chat import IMAGE_SUFFIXES
 
 
 def load_tokenizer_model(path: str | Path, need_codebook: bool = True) -> StyledVAEVQ:
@@ -33,12 +35,24 @@ def load_tokenizer_model(path: str | Path, need_codebook: bool = True) -> Styled
 def read_pictures(paths: list[str], size: int) -> torch.Tensor:
     """Image files -> (B, 3, size, size) in [-1, 1] (centre crop); errors name the file."""
     preprocess = Preprocess(size)
-    pictures = []
+    return torch.stack([preprocess(load_image_file(path, size)) for path in paths])
+
+
+def image_files(paths: list[str]) -> list[str]:
+    """The paths, each folder replaced by the image files directly in it (by name); a folder
+    without any is an error naming it."""
+    files = []
     for path in paths:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"image {path} does not exist")
-        pictures.append(preprocess(load_image(path)))  # unreadable -> UnreadableImageError
-    return torch.stack(pictures)
+        if not Path(path).is_dir():
+            files.append(path)
+            continue
+        found = sorted(str(p) for p in Path(path).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise FileNotFoundError(
+                f"{path} is a folder with no image files ({', '.join(IMAGE_SUFFIXES)})"
+            )
+        files.extend(found)
+    return files
 
 
 def read_ids(source: str) -> list[list[int]]:
@@ -56,6 +70,8 @@ def read_ids(source: str) -> list[list[int]]:
             ) from None
     if isinstance(data, dict):
         data = [entry["ids"] for entry in data.get("images", [])]
+    if isinstance(data, int):  # "-3" or "7": one id
+        data = [data]
     if data and all(isinstance(x, int) for x in data):
         data = [data]
     if not data or not all(isinstance(row, list) and row for row in data):
@@ -82,20 +98,24 @@ def numbered(out: Path, index: int, count: int) -> Path:
     return out if count == 1 else out.with_name(f"{out.stem}_{index}{out.suffix or '.png'}")
 
 
+NEGATIVE_IDS = re.compile(r"^-\d+([,\s]+-?\d+)*[,\s]*$")
+
+
 # --- the commands ---------------------------------------------------------------------------
 
 
 @torch.no_grad()
 def encode(args: argparse.Namespace) -> int:
+    paths = image_files(args.images)
     model = load_tokenizer_model(args.model)
-    ids = model.tokenize(read_pictures(args.images, model.config.image_size))
-    rows = zip(args.images, ids.tolist(), strict=True)
+    ids = model.tokenize(read_pictures(paths, model.config.image_size))
+    rows = zip(paths, ids.tolist(), strict=True)
     record = {"model": str(args.model), "images": [{"path": p, "ids": r} for p, r in rows]}
     text = json.dumps(record)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
-        print(f"{len(args.images)} image(s) x {ids.shape[1]} ids -> {args.out}")
+        print(f"{len(paths)} image(s) x {ids.shape[1]} ids -> {args.out}")
     else:
         print(text)
     return 0
@@ -132,12 +152,15 @@ def reconstruct(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("encode", help="pictures -> 36 codebook ids each (JSON)")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="+", help="image files, or folders of them")
     p.add_argument("--model", required=True, help="tokenizer folder with a codebook (stage 2)")
     p.add_argument("--out", help="JSON file to write (default: print)")
     p.set_defaults(run=encode)
 
     p = sub.add_parser("decode", help="36 ids per picture -> PNG")
+    # argparse takes any word that starts with "-" for an option unless it looks like one
+    # negative number; a list such as "-1,-1,..." is ids too (and gets the range error)
+    p._negative_number_matcher = NEGATIVE_IDS
     p.add_argument("ids", help="a JSON file from `svq encode`, a JSON list, or '3,17,...'")
     p.add_argument("--model", required=True, help="tokenizer folder with a codebook (stage 2)")
     p.add_argument("--out", default="decoded.png", help="PNG (OUT_i.png for several pictures)")

@@ -20,7 +20,14 @@ Real images:
 from .captions import caption, captions, describe_identity, describe_scene
 from .dialogues import Dialogue, make_dialogue
 from .loaders import ImageDataset, ImageStream, SmallImageWarning, UnreadableImageWarning
-from .preprocess import Preprocess, UnreadableImageError, load_image, to_rgb, to_tensor
+from .preprocess import (
+    Preprocess,
+    UnreadableImageError,
+    load_image,
+    load_image_file,
+    to_rgb,
+    to_tensor,
+)
 from .render import render, render_tensor
 from .sampler import (
     SPLITS,
@@ -78,6 +85,7 @@ __all__ = [
     "invalid_reason",
     "load_dialogues",
     "load_image",
+    "load_image_file",
     "make_dialogue",
     "open_source",
     "render",

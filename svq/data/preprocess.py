@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageCms, ImageOps
 
 WHITE = (255, 255, 255)
+GREY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 class UnreadableImageError(ValueError):
@@ -33,31 +34,65 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return pixels.permute(2, 0, 1).float().div_(127.5).sub_(1.0)
 
 
-def load_image(source: str | Path | bytes | Image.Image) -> Image.Image:
+def load_image(
+    source: str | Path | bytes | Image.Image, short_side: int | None = None
+) -> Image.Image:
     """Decode a file path, encoded bytes or a PIL image into an upright RGB image.
-    Raises UnreadableImageError (naming the reason) for anything that is not a whole image."""
+    Raises UnreadableImageError (naming the reason) for anything that is not a whole image.
+
+    short_side: the short side the caller will resize to (`Preprocess.size`). A grey picture
+    is then box-halved while its short side is >= 2 * short_side *before* it becomes RGB: the
+    same pixels as halving after (the three channels are equal), a third of the memory.
+
+    Pixel ranges: 8-bit modes are 0..255; 16-bit grey 0..65535; 32-bit integer grey (mode I)
+    0..65535 (read as 8-bit when it stays within 0..255); float grey (mode F) is taken as
+    0..1 when its maximum is <= 1, else as 0..255 (PIL's own `convert("F")` scale). Values
+    outside these ranges (negative, or above 65535 / 255) raise UnreadableImageError rather
+    than being clipped into a wrong picture.
+    """
     try:
         if isinstance(source, Image.Image):
-            image = source
-        else:
-            if isinstance(source, bytes | bytearray):
-                if len(source) == 0:
-                    raise UnreadableImageError("empty file (0 bytes)")
-                stream = io.BytesIO(source)
-            else:
-                if Path(source).stat().st_size == 0:
-                    raise UnreadableImageError("empty file (0 bytes)")
-                stream = source
-            image = Image.open(stream)
-        image.load()  # decode now: truncation and corruption surface here, not later
-        image = ImageOps.exif_transpose(image)
-        return to_rgb(image)
-    except UnreadableImageError:
-        raise
-    except FileNotFoundError:
+            return _decoded(source, short_side, own=False)
+        if isinstance(source, bytes | bytearray):
+            if len(source) == 0:
+                raise UnreadableImageError("empty file (0 bytes)")
+            return _decoded(Image.open(io.BytesIO(source)), short_side)
+        if Path(source).stat().st_size == 0:
+            raise UnreadableImageError("empty file (0 bytes)")
+        # our own handle, closed on every path: PIL leaves its own open when decoding fails
+        with open(source, "rb") as file:
+            return _decoded(Image.open(file), short_side)
+    except (UnreadableImageError, FileNotFoundError, IsADirectoryError):
         raise
     except Exception as error:  # PIL raises many types (OSError, SyntaxError, struct.error...)
         raise UnreadableImageError(f"{type(error).__name__}: {error}") from error
+
+
+def load_image_file(path: str | Path, short_side: int | None = None) -> Image.Image:
+    """`load_image` for a file a user named: every error names it (missing, a folder,
+    unreadable)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"image {path} is a folder, not an image file")
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} does not exist")
+    try:
+        return load_image(path, short_side)
+    except UnreadableImageError as error:
+        raise UnreadableImageError(f"image {path}: {error}") from error
+
+
+def _decoded(image: Image.Image, short_side: int | None, own: bool = True) -> Image.Image:
+    """Decode, turn upright and convert `image`; `own`: it is ours to change in place (not a
+    caller's), which spares a full-size copy."""
+    image.load()  # decode now: truncation and corruption surface here, not later
+    if own:
+        ImageOps.exif_transpose(image, in_place=True)
+    else:
+        image = ImageOps.exif_transpose(image)
+    if short_side is not None and image.mode in GREY_MODES:
+        image = _halve_while(_to_grey(image), short_side)
+    return to_rgb(image)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -73,7 +108,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         canvas = Image.new("RGBA", rgba.size, (*WHITE, 255))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
     if mode.startswith("I") or mode == "F":
-        return Image.fromarray(_to_uint8(np.asarray(image), mode), "L").convert("RGB")
+        return _to_grey(image).convert("RGB")
     if mode == "LAB":  # PIL's plain conversion treats L*a*b* as if it were RGB
         return ImageCms.applyTransform(image, _lab_to_srgb())
     return image.convert("RGB")
@@ -96,19 +131,33 @@ def _unpremultiply(image: Image.Image) -> Image.Image:
     return Image.fromarray(out, "RGBA")
 
 
+def _to_grey(image: Image.Image) -> Image.Image:
+    """Any grey mode (1, L, I, I;16, F) -> L, high bit depths rescaled (`_to_uint8`)."""
+    if image.mode == "L":
+        return image
+    if image.mode == "1":
+        return image.convert("L")
+    return Image.fromarray(_to_uint8(np.asarray(image), image.mode), "L")
+
+
 def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
     """High-bit-depth grey -> uint8. I;16 spans 0..65535; 32-bit I is read as 16-bit data when
     it exceeds 255 (how 16-bit PNG/TIFF often arrive) and as 8-bit otherwise; F spans 0..1
-    when it stays within it."""
+    when its maximum is <= 1, else 0..255. Values outside the range are an error."""
     values = values.astype(np.float64)
-    top = values.max(initial=0.0)
-    if mode.startswith("I;16") or top > 255:
+    low, top = values.min(initial=0.0), values.max(initial=0.0)
+    if mode == "F":
+        peak = 1.0 if top <= 1.0 else 255.0
+    elif mode.startswith("I;16") or top > 255:
         peak = 65535.0
-    elif mode == "F" and top <= 1.0:
-        peak = 1.0
     else:
         peak = 255.0
-    return (values / peak * 255.0).clip(0, 255).round().astype(np.uint8)
+    if low < 0 or top > peak or not np.isfinite(values).all():
+        expected = "0..1 or 0..255" if mode == "F" else f"0..{peak:.0f}"
+        raise UnreadableImageError(
+            f"grey mode {mode} values span [{low:g}, {top:g}]: expected {expected}"
+        )
+    return (values / peak * 255.0).round().astype(np.uint8)
 
 
 @dataclass
@@ -154,10 +203,16 @@ class Preprocess:
         return to_tensor(image)
 
 
-def _resize_short_side(image: Image.Image, short: int) -> Image.Image:
-    """Box-halve while the short side is >= 2 * short, then bicubic to exactly `short`."""
+def _halve_while(image: Image.Image, short: int) -> Image.Image:
+    """Box-halve while the short side is >= 2 * short."""
     while min(image.size) >= 2 * short:
         image = image.resize((image.width // 2, image.height // 2), resample=Image.Resampling.BOX)
+    return image
+
+
+def _resize_short_side(image: Image.Image, short: int) -> Image.Image:
+    """Box-halve while the short side is >= 2 * short, then bicubic to exactly `short`."""
+    image = _halve_while(image, short)
     scale = short / min(image.size)
     size = (max(short, round(image.width * scale)), max(short, round(image.height * scale)))
     return image.resize(size, resample=Image.Resampling.BICUBIC)
