@@ -36,6 +36,13 @@ def git_commit(folder: Path = REPO) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status.strip())}
 
 
+def command_line() -> str:
+    """The command that ran, as a user would type it (`svq demo ...` or `python -m svq.demo`)."""
+    program = Path(sys.argv[0]).name
+    prefix = ["python", "-m", "svq.demo"] if program in ("demo.py", "__main__.py") else ["svq"]
+    return shlex.join([*prefix, *sys.argv[1:]])
+
+
 def machine() -> dict[str, Any]:
     """What the run was measured on (the load average too: these machines are shared)."""
     import torch
@@ -139,7 +146,7 @@ def demo_record(run: Path, budget: str, minutes: float, options: dict) -> dict[s
     report = json.loads((run / "report" / "report.json").read_text())
     return {
         "budget": budget,
-        "command": shlex.join(["svq", *sys.argv[1:]]) if sys.argv[1:] else None,
+        "command": command_line(),
         **git_commit(),
         "machine": machine(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
