@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from svq.provenance import provenance
+
 from .metrics import psnr
 from .reconstruction import world_images
 
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"| {row['name']} | {row['psnr']:.2f} ± {row['psnr_se']:.2f} | {row['floats']} |")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        args.out.write_text(json.dumps({**provenance(), **result}, indent=1) + "\n")
     return result
 
 

@@ -11,53 +11,10 @@ RUN/timings/<stage>.json (written by `svq demo` when a stage finishes).
 from __future__ import annotations
 
 import json
-import os
-import platform
-import shlex
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def git_commit(folder: Path = REPO) -> dict[str, Any]:
-    """{"commit": hash or None, "dirty": uncommitted changes?} of the code that ran."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True,
-                                text=True, check=True, timeout=10).stdout.strip()  # fmt: skip
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                cwd=folder, capture_output=True, text=True, check=True,
-                                timeout=10).stdout  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    return {"commit": commit, "dirty": bool(status.strip())}
-
-
-def command_line() -> str:
-    """The command that ran, as a user would type it (`svq demo ...` or `python -m svq.demo`)."""
-    program = Path(sys.argv[0]).name
-    prefix = ["python", "-m", "svq.demo"] if program in ("demo.py", "__main__.py") else ["svq"]
-    return shlex.join([*prefix, *sys.argv[1:]])
-
-
-def machine() -> dict[str, Any]:
-    """What the run was measured on (the load average too: these machines are shared)."""
-    import torch
-
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-    }
-    if hasattr(os, "getloadavg"):
-        info["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
-    return info
+from .provenance import REPO, provenance
 
 
 def _get(tree: Any, *keys: str) -> Any:
@@ -146,10 +103,7 @@ def demo_record(run: Path, budget: str, minutes: float, options: dict) -> dict[s
     report = json.loads((run / "report" / "report.json").read_text())
     return {
         "budget": budget,
-        "command": command_line(),
-        **git_commit(),
-        "machine": machine(),
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **provenance(),
         "wall_minutes": minutes,
         "stage_seconds": stage_seconds(run),
         "figures": report_figures(report),
