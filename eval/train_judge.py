@@ -55,6 +55,10 @@ class JudgeTrainingArguments:
     weight_decay: float = 0.05  # on conv and linear weights only
     warmup_steps: int = 100
     augment: float = 0.5  # per picture, the probability of a blur + noise (labels hold)
+    # per batch, the probability that it is shown at half size (area-downsampled; the judge
+    # resizes it back): so that one judge also reads pictures of half its size
+    half_size: float = 0.0
+    init_from: str | None = None  # start from this judge folder's weights (a fine-tune)
     # autocast in bfloat16 for the convs: for GPUs; on a CPU without native bf16 (this project's
     # 2-core machine) a training step is 16x slower than in fp32
     bf16: bool = False
@@ -182,7 +186,13 @@ def main(args: JudgeTrainingArguments) -> dict:
 
     # --- model and optimizer
     config = JudgeConfig.from_preset(args.preset, image_size=args.image_size)
-    judge = AttributeJudge(config).to(device)
+    judge = AttributeJudge(config)
+    if args.init_from is not None:
+        start = AttributeJudge.from_pretrained(args.init_from)
+        if start.config != config:
+            raise ValueError(f"--init_from {args.init_from} is a judge of another config")
+        judge.load_state_dict(start.state_dict())
+    judge = judge.to(device)
     judge.check_schema(SCHEMA)
     optimizer = torch.optim.AdamW(param_groups(judge, args.weight_decay), lr=args.lr)
     generator = torch.Generator().manual_seed(args.seed)
@@ -205,6 +215,8 @@ def main(args: JudgeTrainingArguments) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, progress, args)
         images = blur_and_noise(images, args.augment, generator).to(device)
+        if args.half_size > 0 and torch.rand((), generator=generator).item() < args.half_size:
+            images = F.interpolate(images, scale_factor=0.5, mode="area")
         labels = labels.to(device)
         judge.train()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):

@@ -156,3 +156,16 @@ def test_training_script_learns_and_writes_a_loadable_judge(tmp_path):
     assert metrics["splits"]["validation"]["time_of_day"]["accuracy"] > 0.6
     judge = load_judge(out)
     assert judge.config.image_size == 32
+    # a fine-tune starts from those weights, at half size too; another config is refused
+    again = JudgeTrainingArguments(
+        output_dir=str(tmp_path / "tuned"), preset="tiny", image_size=32, max_steps=2,
+        batch_size=8, lr=1e-9, warmup_steps=1, eval_images=8, num_workers=0, augment=0.0,
+        half_size=1.0, init_from=str(out),
+    )  # fmt: skip
+    main(again)
+    tuned = load_judge(tmp_path / "tuned")
+    for a, b in zip(judge.parameters(), tuned.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)  # lr ~0: the weights it started from
+    other = JudgeTrainingArguments(**{**vars(again), "image_size": 64})
+    with pytest.raises(ValueError, match="judge of another config"):
+        main(other)

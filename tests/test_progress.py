@@ -14,7 +14,8 @@ class Terminal(io.StringIO):
 def test_a_log_gets_a_line_at_most_every_interval_and_a_terminal_the_usual_bar():
     log = io.StringIO()
     bar = progress_bar(total=1000, file=log)
-    for _ in range(1000):
+    for step in range(1000):
+        bar.set_postfix(loss=f"{1 / (step + 1):.4f}", refresh=False)  # as the training loops do
         bar.update(1)
     bar.close()
     assert bar.mininterval == LOG_INTERVAL == 10.0

@@ -329,7 +329,9 @@ def main(o: SFTOptions) -> dict:
             if grad_norm is not None:
                 logs["train/grad_norm"] = float(grad_norm)
             accelerator.log(logs, step=step)
-            bar.set_postfix(lm=f"{logs['train/lm_loss']:.3f}", vq=f"{logs['train/vq_loss']:.3f}")
+            bar.set_postfix(
+                lm=f"{logs['train/lm_loss']:.3f}", vq=f"{logs['train/vq_loss']:.3f}", refresh=False
+            )
             window_start, window_items = time.perf_counter(), 0
         bar.update(1)
 

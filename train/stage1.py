@@ -396,7 +396,7 @@ def main(o: Stage1Options) -> dict:
             if o.max_grad_norm > 0 and grad_norm is not None:
                 logs["train/grad_norm"] = float(grad_norm)
             accelerator.log(logs, step=step)
-            bar.set_postfix(loss=f"{logs['train/loss']:.4f}", img_s=f"{speed:.1f}")
+            bar.set_postfix(loss=f"{logs['train/loss']:.4f}", img_s=f"{speed:.1f}", refresh=False)
             window_start, window_images = time.perf_counter(), 0
         bar.update(1)
 

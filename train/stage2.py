@@ -495,7 +495,9 @@ def finetune(
             if grad_norm is not None:
                 logs["finetune/grad_norm"] = float(grad_norm)
             accelerator.log(logs, step=step)
-            bar.set_postfix(loss=f"{logs['finetune/loss']:.4f}", img_s=f"{speed:.1f}")
+            bar.set_postfix(
+                loss=f"{logs['finetune/loss']:.4f}", img_s=f"{speed:.1f}", refresh=False
+            )
             window_start, window_images = time.perf_counter(), 0
         bar.update(1)
         if step % o.save_steps == 0 or step == steps:
