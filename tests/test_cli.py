@@ -11,6 +11,7 @@ from llm import SVQChat
 from svq import StyledVAEVQ
 from svq.cli import build_parser, main
 from svq.demo import DONE, ORDER, load_budget, start_background, wait_for
+from svq.demo_record import readme_tables
 from svq.spatial_vq import SpatialVQ
 
 
@@ -73,6 +74,8 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
     assert result["budget"] == "test" and result["figures"]["reconstruction"]["psnr_ids"] > 0
     assert set(result["stage_seconds"]) == set(ORDER) and result["settings"]["stage1"]
     assert result["figures"]["judge_gate"]["passed"] is False
+    tables = readme_tables({"test": result})  # what the README's tables are made of
+    assert "| PSNR from the 36 ids / continuous |" in tables and "FAILED" in tables
     assert len(result["commit"] or "0" * 40) == 40 and result["machine"]["cpu_count"] >= 1
     assert "report: " in out and str(run / "report" / "report.html") in out
     assert "judge gate: FAILED, judged figures refused" in out
