@@ -7,8 +7,6 @@ with the figures, the machine and the command that produced them.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import shlex
 import statistics
 import sys
@@ -18,23 +16,14 @@ from pathlib import Path
 
 import torch
 
+from svq.provenance import machine as svq_machine
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict:
     """What the figures were measured on (load average included: these machines are shared)."""
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-    }
-    if hasattr(os, "getloadavg"):
-        info["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
-    return info
+    return {**svq_machine(), "torch_threads": torch.get_num_threads()}
 
 
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
