@@ -118,10 +118,10 @@ README_END = "<!-- end of demo tables -->"
 RECORDS = REPO / "benchmarks" / "results"
 
 
-def _pct(figure: dict | None, key: str = "value", ci: str = "ci") -> str:
+def _pct(figure: dict | None, key: str = "value", ci: str | None = "ci") -> str:
     if not figure or figure.get(key) is None:
         return "not measured"
-    interval = figure.get(ci)
+    interval = figure.get(ci) if ci else None
     tail = f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]" if interval else ""
     return f"{100 * figure[key]:.1f}%{tail}"
 
@@ -179,7 +179,8 @@ def readme_tables(records: dict[str, dict]) -> str:
         chat_row("pictures drawn when asked", lambda c: _pct(c.get("pictures_drawn"))),
         chat_row("following the request (pictures drawn)", lambda c: _pct(f(c), "mean")),
         chat_row("&nbsp;&nbsp;chance / one constant picture",
-                 lambda c: f"{_pct(f(c), 'chance')} / {_pct(f(c), 'best_constant')}"),
+                 lambda c: f"{_pct(f(c), 'chance', None)} / "
+                          f"{_pct(f(c), 'best_constant', None)}"),
         chat_row("identity within a dialogue, control-corrected",
                  lambda c: _pct(c.get("identity_within_dialogue"))),
         chat_row("identity vs the persona, control-corrected",
