@@ -72,8 +72,8 @@ class SVQConfig(ConfigBase):
     adaln: str = "plain"  # plain: a*LN(x)+b (reference); zero: (1+a)*LN(x)+b with zero-init gate
     cond_proj: bool = True  # per-block Linear(D, D) on that block's conditions (see layers.py)
     decoder_channels: list[int] | None = None  # conv: widths at 4x4, 8x8, ... image_size
-    # (log2(image_size / 4) + 1 entries, multiples of 8); decoder_cond_layers / len(...) blocks
-    # per resolution
+    # (log2(image_size / 4) + 1 entries, multiples of 8); the decoder_cond_layers blocks are
+    # split over them as evenly as possible, coarser resolutions taking the remainder
     refiner_channels: int = 32  # pixel head conv refiner width
     refiner_kernel: int = 17  # first refiner conv kernel (odd)
     pixel_skip: bool = False  # refiner output adds to the unpatchified image (see PixelHead)
@@ -217,9 +217,9 @@ class SVQConfig(ConfigBase):
                 f"{4 * 2 ** (levels - 1)}px, but image_size is {self.image_size}",
             )
             need(
-                self.decoder_cond_layers % levels == 0,
-                f"decoder_cond_layers {self.decoder_cond_layers} is not a multiple of the "
-                f"{levels} resolutions of decoder_channels",
+                self.decoder_cond_layers >= levels,
+                f"decoder_cond_layers {self.decoder_cond_layers} is fewer than the {levels} "
+                f"resolutions of decoder_channels: each needs a block",
             )
             need(
                 self.target == "pixels",
@@ -240,6 +240,14 @@ class SVQConfig(ConfigBase):
     def stem_factor(self) -> int:
         """How many pixels per side one cell of the conv stem's output covers (1 without it)."""
         return 2 ** (len(self.stem_channels) - 1) if self.encoder_stem == "conv" else 1
+
+    @property
+    def decoder_level_blocks(self) -> list[int]:
+        """Conv decoder: FiLM blocks at 4x4, 8x8, ... image_size; decoder_cond_layers split as
+        evenly as possible, the coarser resolutions (the cheaper ones) taking the remainder."""
+        levels = len(self.decoder_channels)
+        share, extra = divmod(self.decoder_cond_layers, levels)
+        return [share + (i < extra) for i in range(levels)]
 
     @property
     def atoms(self) -> int:
@@ -302,6 +310,27 @@ PRESETS: dict[str, dict[str, Any]] = {
         "refiner_channels": 8,
         "refiner_kernel": 3,
         "pixel_skip": True,
+    },
+    # `tiny` with the conv stem and the conv decoder (decoder_channels 64 at 4x4 down to 16 at
+    # 32x32, 3 FiLM blocks per resolution reading 3 tokens each, coarse to fine). The plan was
+    # chosen for step time: at batch 32 on one thread a training step costs 1.7x tiny's, where
+    # a plan with the 128-96-64-32 decoder of the first conv prototype cost 4.1x
+    # (benchmarks/tokenizer_step_time.py).
+    "tiny-conv": {
+        "image_size": 32,
+        "patch_size": 8,
+        "token_dim": 16,
+        "encoder_stem": "conv",
+        "stem_channels": [16, 32, 64, 64],
+        "stem_blocks": 1,
+        "encoder_width": 32,
+        "encoder_heads": 2,
+        "encoder_dense_layers": 1,
+        "encoder_expert_layers": 1,
+        "decoder": "conv",
+        "decoder_channels": [64, 64, 32, 16],
+        "decoder_cond_layers": 12,
+        "conds_per_block": 3,
     },
 }
 SVQConfig.presets = PRESETS

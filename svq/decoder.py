@@ -134,11 +134,12 @@ class SVQDecoder(nn.Module):
 class SVQConvDecoder(nn.Module):
     """Decoder "conv": StyleGAN-like synthesis, coarse to fine, the tokens in order (w+ style).
 
-    A learned 4x4 constant; at each resolution 4x4, 8x8, ... image_size, `decoder_cond_layers /
-    levels` FiLM residual blocks, then nearest upsample + conv to the next width; SiLU and a
-    conv 3x3 to pixels. Conditioned block l (counted coarse to fine) reads tokens
-    l*k .. l*k+k-1 (k = conds_per_block), flattened to one vector: the first tokens shape the
-    coarsest maps. Output is unbounded, like the transformer decoder's.
+    A learned 4x4 constant; at each resolution 4x4, 8x8, ... image_size, its share of the
+    `decoder_cond_layers` FiLM residual blocks (config.decoder_level_blocks), then nearest
+    upsample + conv to the next width; SiLU and a conv 3x3 to pixels. Conditioned block l
+    (counted coarse to fine) reads tokens l*k .. l*k+k-1 (k = conds_per_block), flattened to
+    one vector: the first tokens shape the coarsest maps. Output is unbounded, like the
+    transformer decoder's.
     """
 
     def __init__(self, config: SVQConfig):
@@ -146,11 +147,11 @@ class SVQConvDecoder(nn.Module):
         channels, k = config.decoder_channels, config.conds_per_block
         self.k = k
         self.gradient_checkpointing = config.gradient_checkpointing
-        per_level = config.decoder_cond_layers // len(channels)
         cond_dim = k * config.token_dim
         self.const = nn.Parameter(0.1 * torch.randn(channels[0], 4, 4))
         self.levels = nn.ModuleList(
-            nn.ModuleList(FiLMResBlock(c, cond_dim) for _ in range(per_level)) for c in channels
+            nn.ModuleList(FiLMResBlock(c, cond_dim) for _ in range(blocks))
+            for c, blocks in zip(channels, config.decoder_level_blocks, strict=True)
         )
         self.ups = nn.ModuleList(Upsample(c, c_next) for c, c_next in itertools.pairwise(channels))
         self.to_pixels = nn.Conv2d(channels[-1], config.in_channels, 3, padding=1)
