@@ -313,9 +313,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # `tiny` with the conv stem and the conv decoder (decoder_channels 64 at 4x4 down to 16 at
     # 32x32, 3 FiLM blocks per resolution reading 3 tokens each, coarse to fine). The plan was
-    # chosen for step time: at batch 32 on one thread a training step costs 1.7x tiny's, where
-    # a plan with the 128-96-64-32 decoder of the first conv prototype cost 4.1x
-    # (benchmarks/tokenizer_step_time.py).
+    # chosen for step time: at batch 32 on one thread a training step cost 1.7x and 1.9x tiny's
+    # in two runs on the shared 2-core machine, where the first conv prototype's widths (stem
+    # 32-128, decoder 128-96-64-32) cost 4.1x (benchmarks/tokenizer_step_time.py).
     "tiny-conv": {
         "image_size": 32,
         "patch_size": 8,
