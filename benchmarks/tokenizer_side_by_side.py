@@ -26,7 +26,13 @@ from svq.data.render import render_tensor
 from svq.data.sampler import world_record
 
 BATCH, SIZE, LR, VALIDATION = 32, 32, 2e-3, 256
-VARIANTS = ("tiny", "tiny-conv")
+# name -> (preset, overrides); --variants picks some (default: the two presets).
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "tiny": ("tiny", {}),
+    "tiny-conv": ("tiny-conv", {}),
+    "tiny-conv, head none": ("tiny-conv", {"head": "none"}),
+    "tiny-conv, head v1": ("tiny-conv", {"head": "v1"}),
+}
 
 
 @torch.no_grad()
@@ -39,9 +45,10 @@ def psnr(model: StyledVAEVQ, images: torch.Tensor) -> float:
     return float((-10 * torch.log10(mse)).mean())
 
 
-def train(preset: str, steps: int, eval_at: list[int], validation: torch.Tensor) -> dict:
+def train(name: str, steps: int, eval_at: list[int], validation: torch.Tensor) -> dict:
+    preset, overrides = VARIANTS[name]
     torch.manual_seed(0)
-    model = StyledVAEVQ(SVQConfig.from_preset(preset)).train()
+    model = StyledVAEVQ(SVQConfig.from_preset(preset, **overrides)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.99), weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=LR, total_steps=steps, pct_start=0.05
@@ -55,7 +62,7 @@ def train(preset: str, steps: int, eval_at: list[int], validation: torch.Tensor)
         start = time.perf_counter()
         loss = F.mse_loss(model(images).recon, images)
         if not torch.isfinite(loss):
-            raise RuntimeError(f"{preset}: loss is {loss.item()} at step {step}")
+            raise RuntimeError(f"{name}: loss is {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -69,8 +76,10 @@ def train(preset: str, steps: int, eval_at: list[int], validation: torch.Tensor)
                 "psnr_db": round(psnr(model, validation), 2),
             }
             curve.append(point)
-            print(preset, point, flush=True)
+            print(name, point, flush=True)
     return {
+        "preset": preset,
+        "overrides": overrides,
         "params": sum(p.numel() for p in model.parameters()),
         "curve": curve,
         "final_train_mse": round(loss.item(), 5),
@@ -81,20 +90,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=500, help="length of the one-cycle schedule")
     parser.add_argument("--eval_at", type=int, nargs="+", default=[250, 500])
+    parser.add_argument("--variants", nargs="+", default=["tiny", "tiny-conv"], choices=VARIANTS)
+    parser.add_argument("--results", default="tokenizer_side_by_side", help="results/NAME.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
     validation = render_tensor([world_record(1, "validation", i) for i in range(VALIDATION)], SIZE)
-    results = {preset: train(preset, args.steps, args.eval_at, validation) for preset in VARIANTS}
+    results = {name: train(name, args.steps, args.eval_at, validation) for name in args.variants}
     rows = [
-        {"variant": preset, "params_M": round(r["params"] / 1e6, 3), **{
+        {"variant": name, "params_M": round(r["params"] / 1e6, 3), **{
             f"{key}@{p['step']}": p[value] for p in r["curve"]
             for key, value in (("dB", "psnr_db"), ("s", "train_s"))
         }}
-        for preset, r in results.items()
+        for name, r in results.items()
     ]  # fmt: skip
     print_table(rows, list(rows[0]))
     path = write_results(
-        "tokenizer_side_by_side",
+        args.results,
         {
             "commit": commit(),
             "setting": f"32 px chat world (train seed 0, validation seed 1, {VALIDATION} "
