@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +25,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def machine() -> dict:
     """What the figures were measured on (load average included: these machines are shared)."""
     return {**svq_machine(), "torch_threads": torch.get_num_threads()}
+
+
+def commit() -> str:
+    """The repository's HEAD commit, with "+dirty" when tracked files differ from it."""
+    root = Path(__file__).resolve().parent.parent
+    git = ["git", "-C", str(root)]
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        return "unknown"
+    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD"]).returncode != 0
+    return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:

@@ -8,7 +8,8 @@ from typing import Any
 from .configuration import ConfigBase
 
 HEADS = ("v1", "v2", "none")
-DECODERS = ("v1", "v2")
+DECODERS = ("v1", "v2", "conv")
+ENCODER_STEMS = ("none", "conv")
 NOISE_TYPES = ("multiplicative", "additive")
 ATOM_NORMS = ("linear", "softmax")
 ADALN_MODES = ("plain", "zero")
@@ -39,6 +40,13 @@ class SVQConfig(ConfigBase):
     encoder_dense_layers: int = 18  # plain pre-LN blocks
     encoder_expert_layers: int = 6  # blocks where each query has its own MLP
     causal_queries: bool = False  # query i sees patches and queries <= i; patches never see queries
+    # --- encoder stem: "conv" puts downsampling residual conv stages before the patchify conv,
+    # which then takes the stem's map (patch_size / 2**(len(stem_channels) - 1) per side) to the
+    # same grid; the transformer, its queries and experts are unchanged
+    encoder_stem: str = "none"  # none: patchify the pixels (the reference); conv: stem first
+    stem_channels: list[int] | None = None  # conv: widths, full resolution first; each next
+    # entry halves the side (a stride-2 4x4 conv); multiples of 8 (GroupNorm(8, C))
+    stem_blocks: int = 1  # conv: residual blocks after each stride-2 conv
     # --- encoder head (the bottleneck)
     head: str = "v2"  # v1: L2-normalise; v2: cosine soft quantiser + LN; none: linear only
     num_atoms: int | None = None  # v2 atom count; None means token_dim (the reference)
@@ -51,7 +59,10 @@ class SVQConfig(ConfigBase):
     token_dropout_prob: float = 0.0  # fraction of images in a batch whose tail is dropped
     token_dropout_min_keep: int = 1  # never keep fewer than this many leading tokens
     # --- decoder
-    decoder: str = "v2"  # v1: 36 placeholder slots; v2: conditions prepended, sequence grows
+    decoder: str = "v2"  # v1: 36 placeholder slots; v2: conditions prepended, sequence grows;
+    # conv: StyleGAN-like synthesis from a 4x4 constant, one FiLM residual block per conditioned
+    # layer, coarse to fine (uses decoder_channels, decoder_cond_layers, conds_per_block; the
+    # transformer and pixel head fields below are then unused)
     decoder_width: int = 768  # D
     decoder_heads: int = 12  # D / 64 in the reference
     decoder_mlp_ratio: float = 4.0
@@ -60,6 +71,9 @@ class SVQConfig(ConfigBase):
     decoder_plain_layers: int = 6
     adaln: str = "plain"  # plain: a*LN(x)+b (reference); zero: (1+a)*LN(x)+b with zero-init gate
     cond_proj: bool = True  # per-block Linear(D, D) on that block's conditions (see layers.py)
+    decoder_channels: list[int] | None = None  # conv: widths at 4x4, 8x8, ... image_size
+    # (log2(image_size / 4) + 1 entries, multiples of 8); the decoder_cond_layers blocks are
+    # split over them as evenly as possible, coarser resolutions taking the remainder
     refiner_channels: int = 32  # pixel head conv refiner width
     refiner_kernel: int = 17  # first refiner conv kernel (odd)
     pixel_skip: bool = False  # refiner output adds to the unpatchified image (see PixelHead)
@@ -84,7 +98,9 @@ class SVQConfig(ConfigBase):
                 isinstance(value, int) and value > 0,
                 f"{name} must be a positive int, got {value!r}",
             )
-        for name in ("encoder_dense_layers", "encoder_expert_layers", "decoder_plain_layers"):
+        for name in (
+            "encoder_dense_layers", "encoder_expert_layers", "decoder_plain_layers", "stem_blocks"
+        ):  # fmt: skip
             value = getattr(self, name)
             need(
                 isinstance(value, int) and value >= 0, f"{name} must be an int >= 0, got {value!r}"
@@ -157,11 +173,58 @@ class SVQConfig(ConfigBase):
                 f"spatial_grid_size {self.spatial_grid_size} is not a multiple of the decoder's "
                 f"grid {self.grid_size} (image_size / patch_size)",
             )
+        self._check_conv_options()
         need(
             self.refiner_channels % 8 == 0,
             f"refiner_channels must be a multiple of 8 (GroupNorm(8, C)), got "
             f"{self.refiner_channels}",
         )
+
+    def _check_conv_options(self) -> None:
+        """The conv stem and the conv decoder: their channel plans exist exactly when they are
+        on, and fit the image and the grid."""
+        need = self.require
+        need(
+            self.encoder_stem in ENCODER_STEMS,
+            f"encoder_stem {self.encoder_stem!r} is not one of {ENCODER_STEMS}",
+        )
+        plans = {"stem_channels": self.encoder_stem == "conv",
+                 "decoder_channels": self.decoder == "conv"}  # fmt: skip
+        for name, on in plans.items():
+            value = getattr(self, name)
+            if not on:
+                need(value is None, f"{name} {value!r} is set, but its option is off")
+                continue
+            need(
+                isinstance(value, list | tuple) and len(value) > 0
+                and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 and c % 8 == 0
+                        for c in value),
+                f"{name} must be a non-empty list of positive multiples of 8 (GroupNorm(8, C)), "
+                f"got {value!r}",
+            )  # fmt: skip
+            setattr(self, name, list(value))  # a tuple would not survive config.json unchanged
+        if self.encoder_stem == "conv":
+            need(
+                self.patch_size % self.stem_factor == 0,
+                f"stem_channels {self.stem_channels} halve the side {len(self.stem_channels) - 1} "
+                f"times (/{self.stem_factor}), which does not divide patch_size {self.patch_size}",
+            )
+        if self.decoder == "conv":
+            levels = len(self.decoder_channels)
+            need(
+                self.image_size == 4 * 2 ** (levels - 1),
+                f"decoder_channels {self.decoder_channels} give {levels} resolutions, 4x4 to "
+                f"{4 * 2 ** (levels - 1)}px, but image_size is {self.image_size}",
+            )
+            need(
+                self.decoder_cond_layers >= levels,
+                f"decoder_cond_layers {self.decoder_cond_layers} is fewer than the {levels} "
+                f"resolutions of decoder_channels: each needs a block",
+            )
+            need(
+                self.target == "pixels",
+                f"decoder 'conv' paints pixels; target {self.target!r} needs decoder v1 or v2",
+            )
 
     # --- derived sizes (not fields: never out of sync)
     @property
@@ -172,6 +235,19 @@ class SVQConfig(ConfigBase):
     @property
     def num_patches(self) -> int:
         return self.grid_size**2
+
+    @property
+    def stem_factor(self) -> int:
+        """How many pixels per side one cell of the conv stem's output covers (1 without it)."""
+        return 2 ** (len(self.stem_channels) - 1) if self.encoder_stem == "conv" else 1
+
+    @property
+    def decoder_level_blocks(self) -> list[int]:
+        """Conv decoder: FiLM blocks at 4x4, 8x8, ... image_size; decoder_cond_layers split as
+        evenly as possible, the coarser resolutions (the cheaper ones) taking the remainder."""
+        levels = len(self.decoder_channels)
+        share, extra = divmod(self.decoder_cond_layers, levels)
+        return [share + (i < extra) for i in range(levels)]
 
     @property
     def atoms(self) -> int:
@@ -234,6 +310,27 @@ PRESETS: dict[str, dict[str, Any]] = {
         "refiner_channels": 8,
         "refiner_kernel": 3,
         "pixel_skip": True,
+    },
+    # `tiny` with the conv stem and the conv decoder (decoder_channels 64 at 4x4 down to 16 at
+    # 32x32, 3 FiLM blocks per resolution reading 3 tokens each, coarse to fine). The plan was
+    # chosen for step time: at batch 32 on one thread a training step cost 1.7x and 1.9x tiny's
+    # in two runs on the shared 2-core machine, where the first conv prototype's widths (stem
+    # 32-128, decoder 128-96-64-32) cost 4.1x (benchmarks/tokenizer_step_time.py).
+    "tiny-conv": {
+        "image_size": 32,
+        "patch_size": 8,
+        "token_dim": 16,
+        "encoder_stem": "conv",
+        "stem_channels": [16, 32, 64, 64],
+        "stem_blocks": 1,
+        "encoder_width": 32,
+        "encoder_heads": 2,
+        "encoder_dense_layers": 1,
+        "encoder_expert_layers": 1,
+        "decoder": "conv",
+        "decoder_channels": [64, 64, 32, 16],
+        "decoder_cond_layers": 12,
+        "conds_per_block": 3,
     },
 }
 SVQConfig.presets = PRESETS

@@ -1,17 +1,21 @@
 """The decoder: N tokens (B, N, E) -> image, StyleGAN2-w+-like (k tokens injected per block).
 
-The trunk's P position outputs end in a pixel head (target "pixels") or in a code head
-(target "spatial_vq"): logits over a spatial VQ tokenizer's codebook at every position of its
-grid, in one pass."""
+The transformer trunk's P position outputs end in a pixel head (target "pixels") or in a code
+head (target "spatial_vq"): logits over a spatial VQ tokenizer's codebook at every position of
+its grid, in one pass. `SVQConvDecoder` (decoder "conv") is the conv synthesis variant."""
 
 from __future__ import annotations
 
+import itertools
+
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .config import SVQConfig
+from .conv_layers import FiLMResBlock, Upsample
 from .layers import Block, CondBlockV1, CondBlockV2, ConvRefiner
 
 
@@ -125,3 +129,46 @@ class SVQDecoder(nn.Module):
         if self.target == "pixels":
             return self.pixel_head(positions)
         return self.code_head(positions)
+
+
+class SVQConvDecoder(nn.Module):
+    """Decoder "conv": StyleGAN-like synthesis, coarse to fine, the tokens in order (w+ style).
+
+    A learned 4x4 constant; at each resolution 4x4, 8x8, ... image_size, its share of the
+    `decoder_cond_layers` FiLM residual blocks (config.decoder_level_blocks), then nearest
+    upsample + conv to the next width; SiLU and a conv 3x3 to pixels. Conditioned block l
+    (counted coarse to fine) reads tokens l*k .. l*k+k-1 (k = conds_per_block), flattened to
+    one vector: the first tokens shape the coarsest maps. Output is unbounded, like the
+    transformer decoder's.
+    """
+
+    def __init__(self, config: SVQConfig):
+        super().__init__()
+        channels, k = config.decoder_channels, config.conds_per_block
+        self.k = k
+        self.gradient_checkpointing = config.gradient_checkpointing
+        cond_dim = k * config.token_dim
+        self.const = nn.Parameter(0.1 * torch.randn(channels[0], 4, 4))
+        self.levels = nn.ModuleList(
+            nn.ModuleList(FiLMResBlock(c, cond_dim) for _ in range(blocks))
+            for c, blocks in zip(channels, config.decoder_level_blocks, strict=True)
+        )
+        self.ups = nn.ModuleList(Upsample(c, c_next) for c, c_next in itertools.pairwise(channels))
+        self.to_pixels = nn.Conv2d(channels[-1], config.in_channels, 3, padding=1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """features: (B, N, E) -> images (B, C, H, W)."""
+        groups = rearrange(features, "b (l k) e -> b l (k e)", k=self.k)  # (B, L, k*E)
+        x = self.const.expand(features.shape[0], -1, -1, -1)  # (B, C0, 4, 4)
+        index = 0
+        for level, blocks in enumerate(self.levels):
+            if level > 0:
+                x = self.ups[level - 1](x)  # (B, C_level, 2H, 2W)
+            for block in blocks:
+                cond = groups[:, index]  # (B, k*E)
+                if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                    x = checkpoint(block, x, cond, use_reentrant=False)
+                else:
+                    x = block(x, cond)
+                index += 1
+        return self.to_pixels(F.silu(x))

@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .config import SVQConfig
+from .conv_layers import ConvStem
 from .layers import Block
 
 
@@ -63,6 +64,9 @@ class FeatureHead(nn.Module):
 class SVQEncoder(nn.Module):
     """Patchify conv, [CLS, patches (+ learned positions), N learned queries], pre-LN blocks
     (dense, then expert blocks where each query has its own MLP), final LN, head on the queries.
+
+    With `encoder_stem` "conv", a downsampling conv stem runs first and the patchify conv takes
+    its map to the same grid (kernel and stride patch_size / stem_factor).
     """
 
     def __init__(self, config: SVQConfig):
@@ -70,9 +74,14 @@ class SVQEncoder(nn.Module):
         width, n = config.encoder_width, config.num_tokens
         self.num_tokens = n
         self.gradient_checkpointing = config.gradient_checkpointing
-        self.patch_embed = nn.Conv2d(
-            config.in_channels, width, config.patch_size, stride=config.patch_size
-        )
+        if config.encoder_stem == "conv":
+            self.stem = ConvStem(config.in_channels, config.stem_channels, config.stem_blocks)
+            embed_in = config.stem_channels[-1]
+        else:
+            self.stem = None
+            embed_in = config.in_channels
+        patch = config.patch_size // config.stem_factor
+        self.patch_embed = nn.Conv2d(embed_in, width, patch, stride=patch)
         scale = width**-0.5
         self.cls_token = nn.Parameter(scale * torch.randn(width))
         self.pos_embed = nn.Parameter(scale * torch.randn(1 + config.num_patches, width))
@@ -98,6 +107,8 @@ class SVQEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images: (B, C, H, W) in [-1, 1] -> features (B, N, E)."""
+        if self.stem is not None:
+            images = self.stem(images)  # (B, C_stem, H / f, W / f)
         x = rearrange(self.patch_embed(images), "b w h v -> b (h v) w")  # (B, P, W)
         cls = self.cls_token.expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.pos_embed  # (B, 1 + P, W)

@@ -15,7 +15,7 @@ from torch import nn
 from vocab import Codebook, CodebookConfig
 
 from .config import SVQConfig
-from .decoder import SVQDecoder
+from .decoder import SVQConvDecoder, SVQDecoder
 from .encoder import SVQEncoder
 from .hub import HubMixin
 from .images import check_images, check_pixel_range
@@ -58,7 +58,7 @@ class StyledVAEVQ(
         super().__init__()
         self.config = config
         self.encoder = SVQEncoder(config)
-        self.decoder = SVQDecoder(config)
+        self.decoder = SVQConvDecoder(config) if config.decoder == "conv" else SVQDecoder(config)
         # With token dropout, dropped tokens are replaced by one learned vector; the prefix
         # curve (eval) uses the same vector to decode any prefix.
         self.drop_token = (

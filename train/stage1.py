@@ -52,6 +52,7 @@ NO_DECAY = (
     "encoder.queries",
     "encoder.head.atoms",
     "decoder.pos_embed",
+    "decoder.const",  # the conv decoder's learned 4x4 input
     "drop_token",
 )
 

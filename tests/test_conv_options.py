@@ -1,0 +1,189 @@
+"""The conv encoder stem and the conv decoder: shapes over the combinations, save -> reload,
+the options off == the model before they existed, validation, gradients, the w+ token order,
+and a 2-step stage-1 run of `tiny-conv`."""
+
+import hashlib
+
+import pytest
+import torch
+from test_stage1 import run
+
+from svq import StyledVAEVQ, SVQConfig
+
+STEM = {"encoder_stem": "conv", "stem_channels": [16, 32, 64, 64]}
+CONV_DECODER = {
+    "decoder": "conv",
+    "decoder_channels": [32, 32, 16, 16],
+    "decoder_cond_layers": 12,
+    "conds_per_block": 3,
+}
+
+
+def build(preset: str = "tiny", **overrides) -> StyledVAEVQ:
+    torch.manual_seed(0)
+    return StyledVAEVQ(SVQConfig.from_preset(preset, **overrides))
+
+
+def images(batch: int = 2, size: int = 32, seed: int = 1) -> torch.Tensor:
+    return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def randomise_films(model: StyledVAEVQ) -> None:
+    """The FiLM layers start at zero (the decoder then ignores its tokens): give them weights."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".modulation." in name:
+                param.normal_(0, 0.1)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [STEM, CONV_DECODER, {**STEM, **CONV_DECODER}, {**STEM, "decoder": "v1"}],
+    ids=["stem", "conv-decoder", "both", "stem+v1"],
+)
+def test_shapes_of_every_combination(overrides):
+    model = build(**overrides)
+    x = images(3)
+    out = model(x)
+    assert out.recon.shape == (3, 3, 32, 32) and out.features.shape == (3, 36, 16)
+    assert model.encode(x).shape == (3, 36, 16)
+    assert model.decode(out.features).shape == (3, 3, 32, 32)
+
+
+def test_preset_and_64px_shapes():
+    model = build("tiny-conv").eval()
+    assert model(images()).recon.shape == (2, 3, 32, 32)
+    assert sum(p.numel() for p in model.parameters()) == 1_282_131
+    wide = build(image_size=64, **STEM, **{**CONV_DECODER, "decoder_channels": [32] * 5})
+    assert wide.config.grid_size == 8 and wide.encoder.patch_embed.kernel_size == (1, 1)
+    assert wide(images(1, 64)).recon.shape == (1, 3, 64, 64)
+    assert [len(level) for level in wide.decoder.levels] == [3, 3, 2, 2, 2]  # 4x4 .. 64x64
+
+
+def test_save_load_identical_output(tmp_path):
+    model = build("tiny-conv", stem_channels=(16, 32, 64, 64)).eval()
+    assert model.config.stem_channels == [16, 32, 64, 64]  # a tuple is kept as config.json keeps it
+    randomise_films(model)
+    model.save_pretrained(tmp_path / "m")
+    loaded = StyledVAEVQ.from_pretrained(tmp_path / "m").eval()
+    assert loaded.config == model.config
+    x = images()
+    with torch.no_grad():
+        assert torch.equal(model(x).recon, loaded(x).recon)
+
+
+# Measured on the commit before these options existed (c15d17e): `tiny` and `small` built after
+# torch.manual_seed(0), their state-dict names, parameter count and output on images(2, size).
+BEFORE = {
+    "tiny": (510, "86a087478de69674", 666131, 71.20742887211964, 3047.513434269),
+    "small": (550, "502420a26e8fa1a3", 12547555, -2491.1991760756355, 13261.686836694833),
+}
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_options_off_is_the_model_before_them(preset):
+    config = SVQConfig.from_preset(preset)
+    assert (config.encoder_stem, config.stem_channels, config.decoder_channels) == (
+        "none",
+        None,
+        None,
+    )
+    # A config.json written before the fields existed loads as the same config.
+    old = {k: v for k, v in config.to_dict().items() if k not in ("encoder_stem", "stem_channels",
+           "stem_blocks", "decoder_channels")}  # fmt: skip
+    assert SVQConfig.from_dict(old) == config
+    model = build(preset).eval()
+    n_keys, digest, n_params, total, absolute = BEFORE[preset]
+    keys = list(model.state_dict())
+    assert len(keys) == n_keys
+    assert hashlib.sha256(" ".join(keys).encode()).hexdigest()[:16] == digest
+    assert sum(p.numel() for p in model.parameters()) == n_params
+    with torch.no_grad():
+        recon = model(images(2, config.image_size)).recon.double()
+    assert recon.sum().item() == pytest.approx(total, rel=1e-4)
+    assert recon.abs().sum().item() == pytest.approx(absolute, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"encoder_stem": "deep"}, "encoder_stem 'deep'"),
+        ({"encoder_stem": "conv"}, "stem_channels must be a non-empty list"),
+        ({**STEM, "stem_channels": [12, 24]}, r"multiples of 8.*\[12, 24\]"),
+        ({**STEM, "stem_channels": [8] * 5}, "does not divide patch_size 8"),
+        ({**STEM, "stem_blocks": -1}, "stem_blocks must be an int >= 0"),
+        ({"stem_channels": [16, 32]}, r"stem_channels \[16, 32\] is set, but its option is off"),
+        ({**CONV_DECODER, "decoder_channels": [32, 16]}, "give 2 resolutions, 4x4 to 8px"),
+        ({**CONV_DECODER, "decoder_channels": []}, "decoder_channels must be a non-empty list"),
+        (
+            {**CONV_DECODER, "decoder_cond_layers": 3, "conds_per_block": 12},
+            "decoder_cond_layers 3 is fewer than the 4 resolutions",
+        ),
+        ({"decoder_channels": [32] * 4}, "decoder_channels .* is set, but its option is off"),
+    ],
+)
+def test_config_validation(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        SVQConfig.from_preset("tiny", **overrides)
+
+
+def test_conv_decoder_paints_pixels_only():
+    with pytest.raises(ValueError, match="decoder 'conv' paints pixels"):
+        SVQConfig.from_preset(
+            "tiny-conv", target="spatial_vq", spatial_grid_size=8, spatial_codebook_size=16
+        )
+
+
+def test_gradients_reach_every_parameter():
+    model = build("tiny-conv").train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = images(4)
+    for _ in range(2):  # at step 0 the zero FiLMs stop the gradient before the encoder
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(x).recon, x).backward()
+        assert all(p.grad is not None for p in model.parameters())
+        optimizer.step()
+    dead = [n for n, p in model.named_parameters() if not p.grad.abs().sum() > 0]
+    # In every preset the last encoder block's shared MLP acts on CLS and patches only, whose
+    # outputs the head never reads; every other parameter must learn.
+    last = f"encoder.blocks.{len(model.encoder.blocks) - 1}.mlp."
+    assert dead == [n for n, _ in model.named_parameters() if n.startswith(last)]
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    def grads(checkpointing: bool) -> dict[str, torch.Tensor]:
+        model = build("tiny-conv", gradient_checkpointing=checkpointing).train()
+        randomise_films(model)
+        model(images()).recon.square().mean().backward()
+        return {n: p.grad for n, p in model.named_parameters()}
+
+    plain, checkpointed = grads(False), grads(True)
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        torch.testing.assert_close(plain[name], checkpointed[name], msg=name)
+
+
+def test_block_l_reads_its_own_tokens_coarse_to_fine():
+    """With 3 blocks of 3 tokens per resolution, the 16x16 map (levels 0-2) depends on tokens
+    0-26 only, and every token reaches the image."""
+    model = build("tiny-conv").eval()
+    randomise_films(model)
+    seen = []
+    model.decoder.ups[2].register_forward_hook(lambda m, inputs, out: seen.append(inputs[0]))
+    features = torch.randn(1, 36, 16, requires_grad=True)
+    changed = features.detach().clone()
+    changed[:, 27:] += 1.0
+    with torch.no_grad():
+        a, b = model.decode(features.detach()), model.decode(changed)
+    assert torch.equal(seen[0], seen[1]) and not torch.equal(a, b)
+    model.decode(features).square().sum().backward()
+    assert torch.all(features.grad.abs().sum(-1) > 0)
+
+
+def test_stage1_two_steps_with_tiny_conv(tmp_path):
+    out = tmp_path / "run"
+    summary = run(out, "--model_preset", "tiny-conv")
+    assert summary["steps"] == 2
+    model = StyledVAEVQ.from_pretrained(out / "model")
+    assert (model.config.encoder_stem, model.config.decoder) == ("conv", "conv")
+    assert model.encode(torch.zeros(1, 3, 32, 32)).shape == (1, 36, 16)
