@@ -64,8 +64,13 @@ def test_no_weight_decay_on_norms_biases_and_tables():
     kept = {names[id(p)] for p in keep["params"]}
     decayed = {names[id(p)] for p in decay["params"]}
     assert len(kept) + len(decayed) == len(names) and not kept & decayed
-    for table in stage1.NO_DECAY:
+    present = set(names.values())
+    assert set(stage1.NO_DECAY) - present == {"decoder.const"}  # the conv decoder's table
+    for table in set(stage1.NO_DECAY) & present:
         assert table in kept
+    conv = StyledVAEVQ(SVQConfig.from_preset("tiny-conv"))
+    _, conv_keep = common.param_groups(conv, 0.1, stage1.NO_DECAY)
+    assert any(p is conv.decoder.const for p in conv_keep["params"])
     assert "encoder.blocks.0.norm1.weight" in kept and "encoder.blocks.0.attn.qkv.bias" in kept
     assert "decoder.cond_blocks.0.norm1.norm.weight" in kept  # AdaLN's own LayerNorm
     assert "encoder.blocks.1.experts.fc1.bias" in kept  # 2-D, but a bias
