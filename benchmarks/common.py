@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from svq.provenance import git_commit
 from svq.provenance import machine as svq_machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -29,13 +29,10 @@ def machine() -> dict:
 
 def commit() -> str:
     """The repository's HEAD commit, with "+dirty" when tracked files differ from it."""
-    root = Path(__file__).resolve().parent.parent
-    git = ["git", "-C", str(root)]
-    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
-    if head.returncode != 0:
+    found = git_commit()
+    if found["commit"] is None:
         return "unknown"
-    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD"]).returncode != 0
-    return head.stdout.strip() + ("+dirty" if dirty else "")
+    return found["commit"] + ("+dirty" if found["dirty"] else "")
 
 
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:

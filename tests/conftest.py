@@ -46,3 +46,13 @@ def killed_after_checkpoint(monkeypatch: pytest.MonkeyPatch, step: int):
             yield
     finally:
         monkeypatch.setattr(common, "save_checkpoint", real_save)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    """A saved tiny tokenizer with a 32-code codebook (the CLI tests' model folder)."""
+    from test_llm_tiny import svq_model
+
+    folder = tmp_path_factory.mktemp("tok") / "model"
+    svq_model(num_codes=32).save_pretrained(folder)
+    return folder

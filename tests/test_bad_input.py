@@ -22,13 +22,6 @@ from svq.data import Preprocess, UnreadableImageError, load_image, render, world
 
 
 @pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tok") / "model"
-    svq_model(num_codes=32).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def pictures(tmp_path_factory) -> Path:
     """A folder with two good pictures, and truncated PNG, JPEG and GIF files beside it."""
     root = tmp_path_factory.mktemp("pictures")

@@ -9,19 +9,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_llm_tiny import build_chat, svq_model
+from test_llm_tiny import build_chat
 
 from svq import StyledVAEVQ, SVQConfig
 from svq.cli import main
 from svq.commands.chat import converse, parse_message
 from svq.data import render, world_record
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tok") / "model"
-    svq_model(num_codes=32).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
