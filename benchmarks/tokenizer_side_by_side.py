@@ -26,12 +26,19 @@ from svq.data.render import render_tensor
 from svq.data.sampler import world_record
 
 BATCH, SIZE, LR, VALIDATION = 32, 32, 2e-3, 256
+CONV_ENCODER = {"encoder": "conv", "stem_blocks": 0, "head": "ln", "decoder": "conv",
+                "decoder_cond_layers": 9, "conds_per_block": 4}  # fmt: skip
 # name -> (preset, overrides); --variants picks some (default: the two presets).
 VARIANTS: dict[str, tuple[str, dict]] = {
     "tiny": ("tiny", {}),
     "tiny-conv": ("tiny-conv", {}),
     "tiny-conv, head none": ("tiny-conv", {"head": "none"}),
     "tiny-conv, head v1": ("tiny-conv", {"head": "v1"}),
+    # the conv encoder (stem to 4x4, one Linear to 36 x 16, LayerNorm) with the conv decoder
+    "conv enc+dec, wide": ("tiny", {**CONV_ENCODER, "stem_channels": [32, 64, 128, 128],
+                                    "decoder_channels": [128, 96, 64, 32]}),
+    "conv enc+dec, lean": ("tiny", {**CONV_ENCODER, "stem_channels": [16, 32, 64, 128],
+                                    "decoder_channels": [128, 64, 32, 16]}),
 }
 
 

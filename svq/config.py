@@ -7,7 +7,8 @@ from typing import Any
 
 from .configuration import ConfigBase
 
-HEADS = ("v1", "v2", "none")
+HEADS = ("v1", "v2", "none", "ln")
+ENCODERS = ("transformer", "conv")
 DECODERS = ("v1", "v2", "conv")
 ENCODER_STEMS = ("none", "conv")
 NOISE_TYPES = ("multiplicative", "additive")
@@ -34,6 +35,9 @@ class SVQConfig(ConfigBase):
     num_tokens: int = 36  # learned queries = attribute tokens per image
     token_dim: int = 128  # E: the bottleneck width (64 or 128 in the reference)
     # --- encoder trunk
+    encoder: str = "transformer"  # transformer: queries over patches (the reference); conv: the
+    # conv stem (stem_channels) to a small map, flattened, then one Linear to all N x E features
+    # at once (every token sees the whole map; the transformer fields below are then unused)
     encoder_width: int = 1024
     encoder_heads: int = 16
     encoder_mlp_ratio: float = 4.0
@@ -48,7 +52,9 @@ class SVQConfig(ConfigBase):
     # entry halves the side (a stride-2 4x4 conv); multiples of 8 (GroupNorm(8, C))
     stem_blocks: int = 1  # conv: residual blocks after each stride-2 conv
     # --- encoder head (the bottleneck)
-    head: str = "v2"  # v1: L2-normalise; v2: cosine soft quantiser + LN; none: linear only
+    head: str = "v2"  # v1: L2-normalise; v2: cosine soft quantiser + LN; none: linear only;
+    # ln: LayerNorm without affine (each token zero-mean, unit-variance: additive noise c then
+    # sets the signal-to-noise ratio, 1 / c**2, whatever the encoder does)
     num_atoms: int | None = None  # v2 atom count; None means token_dim (the reference)
     atom_norm: str = "linear"  # v2: sim / sum(sim) ("linear", reference) or softmax(sim / T)
     atom_temperature: float = 1.0  # v2 softmax temperature
@@ -129,6 +135,7 @@ class SVQConfig(ConfigBase):
             f"conds_per_block {self.conds_per_block}: every token must condition one block",
         )
         need(self.encoder_mlp_ratio > 0 and self.decoder_mlp_ratio > 0, "mlp ratios must be > 0")
+        need(self.encoder in ENCODERS, f"encoder {self.encoder!r} is not one of {ENCODERS}")
         need(self.head in HEADS, f"head {self.head!r} is not one of {HEADS}")
         need(self.decoder in DECODERS, f"decoder {self.decoder!r} is not one of {DECODERS}")
         need(self.noise_type in NOISE_TYPES, f"noise_type {self.noise_type!r} not in {NOISE_TYPES}")
@@ -188,7 +195,12 @@ class SVQConfig(ConfigBase):
             self.encoder_stem in ENCODER_STEMS,
             f"encoder_stem {self.encoder_stem!r} is not one of {ENCODER_STEMS}",
         )
-        plans = {"stem_channels": self.encoder_stem == "conv",
+        need(
+            self.encoder == "transformer" or self.encoder_stem == "none",
+            "encoder 'conv' is itself a conv stem (stem_channels); encoder_stem must be 'none'",
+        )
+        conv_encoder = self.encoder == "conv"
+        plans = {"stem_channels": self.encoder_stem == "conv" or conv_encoder,
                  "decoder_channels": self.decoder == "conv"}  # fmt: skip
         for name, on in plans.items():
             value = getattr(self, name)
@@ -203,6 +215,12 @@ class SVQConfig(ConfigBase):
                 f"got {value!r}",
             )  # fmt: skip
             setattr(self, name, list(value))  # a tuple would not survive config.json unchanged
+        if conv_encoder:
+            need(
+                self.image_size % self.stem_factor == 0,
+                f"stem_channels {self.stem_channels} halve the side {len(self.stem_channels) - 1} "
+                f"times (/{self.stem_factor}), which does not divide image_size {self.image_size}",
+            )
         if self.encoder_stem == "conv":
             need(
                 self.patch_size % self.stem_factor == 0,
@@ -239,7 +257,8 @@ class SVQConfig(ConfigBase):
     @property
     def stem_factor(self) -> int:
         """How many pixels per side one cell of the conv stem's output covers (1 without it)."""
-        return 2 ** (len(self.stem_channels) - 1) if self.encoder_stem == "conv" else 1
+        conv = self.encoder_stem == "conv" or self.encoder == "conv"
+        return 2 ** (len(self.stem_channels) - 1) if conv else 1
 
     @property
     def decoder_level_blocks(self) -> list[int]:
@@ -331,6 +350,26 @@ PRESETS: dict[str, dict[str, Any]] = {
         "decoder_channels": [64, 64, 32, 16],
         "decoder_cond_layers": 12,
         "conds_per_block": 3,
+    },
+    # The conv encoder and the conv decoder at 32 px (the quick demo): the stem halves 32 -> 4
+    # with widths 16-32-64-128 and no residual blocks, one Linear maps the 4x4x128 map to all
+    # 36 x 16 features, LayerNorm per token; 9 FiLM blocks of 4 tokens each, 3 at 4x4 then 2
+    # per resolution, widths 128-64-32-16. In the side-by-side at batch 32 (benchmarks/
+    # tokenizer_side_by_side.py, train/RESULTS_stage1.md) it learns far faster than `tiny` for
+    # ~1.8x its step time.
+    "conv32": {
+        "image_size": 32,
+        "patch_size": 8,
+        "token_dim": 16,
+        "encoder": "conv",
+        "stem_channels": [16, 32, 64, 128],
+        "stem_blocks": 0,
+        "head": "ln",
+        "noise_type": "additive",
+        "decoder": "conv",
+        "decoder_channels": [128, 64, 32, 16],
+        "decoder_cond_layers": 9,
+        "conds_per_block": 4,
     },
 }
 SVQConfig.presets = PRESETS

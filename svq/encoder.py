@@ -21,17 +21,24 @@ class FeatureHead(nn.Module):
       weights sim / sum(sim) (`linear`, the seed) or softmax(cos / T); out = LN(weights @ A).
       Invariant to the scale of mu.
     - `none`: the linear projection as is.
-    Training-only noise (`noise_scale` c): multiplicative mu + c*|mu|*eps or additive mu + c*eps.
+    - `ln`: LayerNorm over E without affine: each token zero-mean, unit-variance.
+    Training-only noise (`noise_scale` c): multiplicative mu + c*|mu|*eps or additive mu + c*eps,
+    times `noise_gain` (1; a trainer may ramp it, see train/stage1.py).
+
+    `in_dim`: the width of the rows it reads; None (the conv encoder, whose rows are already E
+    wide) skips the projection.
     """
 
-    def __init__(self, config: SVQConfig):
+    def __init__(self, config: SVQConfig, in_dim: int | None):
         super().__init__()
         self.kind = config.head
         self.atom_norm = config.atom_norm
         self.temperature = config.atom_temperature
         self.noise_scale = config.noise_scale
         self.noise_type = config.noise_type
-        self.proj = nn.Linear(config.encoder_width, config.token_dim)
+        self.noise_gain = 1.0  # not a weight: a training schedule's knob
+        self.token_dim = config.token_dim
+        self.proj = nn.Linear(in_dim, config.token_dim) if in_dim is not None else nn.Identity()
         if self.kind == "v2":
             scale = config.encoder_width**-0.5
             self.atoms = nn.Parameter(scale * torch.randn(config.atoms, config.token_dim))
@@ -55,8 +62,11 @@ class FeatureHead(nn.Module):
             mu = F.normalize(mu.float(), dim=-1)
         elif self.kind == "v2":
             mu = self.quantiser(mu)
-        if self.training and self.noise_scale > 0:
-            eps = torch.randn_like(mu) * self.noise_scale
+        elif self.kind == "ln":
+            mu = F.layer_norm(mu, (self.token_dim,))
+        scale = self.noise_scale * self.noise_gain
+        if self.training and scale > 0:
+            eps = torch.randn_like(mu) * scale
             mu = mu + (eps * mu.abs() if self.noise_type == "multiplicative" else eps)
         return mu
 
@@ -98,7 +108,7 @@ class SVQEncoder(nn.Module):
             ]
         )
         self.norm_post = nn.LayerNorm(width)
-        self.head = FeatureHead(config)
+        self.head = FeatureHead(config, width)
         self.register_buffer(
             "attn_mask",
             query_causal_mask(1 + config.num_patches, n) if config.causal_queries else None,
@@ -120,6 +130,28 @@ class SVQEncoder(nn.Module):
             else:
                 x = block(x, self.attn_mask)
         return self.head(self.norm_post(x[:, -self.num_tokens :]))
+
+
+class SVQConvEncoder(nn.Module):
+    """The conv encoder (`encoder` "conv"): the conv stem down to a small map, flattened, one
+    Linear to all N x E features, then the head. Every token reads the whole map; which token
+    carries what is left to the decoder, which reads them in order.
+
+    (B, C, H, W) -> stem (B, C_s, H / f, W / f) -> (B, N, E), f = config.stem_factor.
+    """
+
+    def __init__(self, config: SVQConfig):
+        super().__init__()
+        self.num_tokens, self.token_dim = config.num_tokens, config.token_dim
+        self.stem = ConvStem(config.in_channels, config.stem_channels, config.stem_blocks)
+        side = config.image_size // config.stem_factor
+        self.proj = nn.Linear(config.stem_channels[-1] * side * side, self.num_tokens * self.token_dim)
+        self.head = FeatureHead(config, None)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (B, C, H, W) in [-1, 1] -> features (B, N, E)."""
+        x = self.proj(self.stem(images).flatten(1))  # (B, N * E)
+        return self.head(x.view(-1, self.num_tokens, self.token_dim))
 
 
 def query_causal_mask(context: int, n: int) -> torch.Tensor:

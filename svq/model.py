@@ -16,7 +16,7 @@ from vocab import Codebook, CodebookConfig
 
 from .config import SVQConfig
 from .decoder import SVQConvDecoder, SVQDecoder
-from .encoder import SVQEncoder
+from .encoder import SVQConvEncoder, SVQEncoder
 from .hub import HubMixin
 from .images import check_images, check_pixel_range
 
@@ -57,7 +57,7 @@ class StyledVAEVQ(
     def __init__(self, config: SVQConfig):
         super().__init__()
         self.config = config
-        self.encoder = SVQEncoder(config)
+        self.encoder = SVQConvEncoder(config) if config.encoder == "conv" else SVQEncoder(config)
         self.decoder = SVQConvDecoder(config) if config.decoder == "conv" else SVQDecoder(config)
         # With token dropout, dropped tokens are replaced by one learned vector; the prefix
         # curve (eval) uses the same vector to decode any prefix.

@@ -118,6 +118,10 @@ class Stage1Options:
     warmup_steps: int = 0  # > 0 wins over warmup_ratio
     warmup_ratio: float = 0.0
     ema_decay: float = 0.0  # > 0: keep an EMA of the weights; it is validated and released
+    # --- the head's training noise (model config noise_scale) over the run: none before
+    # noise_start_ratio x max_steps, then a linear ramp to full over noise_ramp_ratio x max_steps
+    noise_start_ratio: float = 0.0
+    noise_ramp_ratio: float = 0.0
     bf16: bool = False
     fp16: bool = False
     # --- monitoring and saving
@@ -135,6 +139,8 @@ class Stage1Options:
             raise ValueError("loss weights must be >= 0")
         if self.mse_weight + self.l1_weight + self.lpips_weight == 0:
             raise ValueError("all loss weights are 0: nothing to train")
+        if not (0 <= self.noise_start_ratio <= 1 and 0 <= self.noise_ramp_ratio <= 1):
+            raise ValueError("noise_start_ratio and noise_ramp_ratio must be in [0, 1]")
         if self.token_eval_images < 2 or self.num_val_images < self.token_eval_images:
             raise ValueError("need 2 <= token_eval_images <= num_val_images")
 
@@ -245,6 +251,15 @@ def spatial_report(model: StyledVAEVQ, features: torch.Tensor, images: torch.Ten
 
 
 @torch.no_grad()
+def noise_gain(step: int, max_steps: int, o: Stage1Options) -> float:
+    """The head's noise factor at optimiser step `step` (1-based): 0 until noise_start_ratio of
+    the run, then linear to 1 over noise_ramp_ratio of it (a step when that is 0)."""
+    start, ramp = o.noise_start_ratio * max_steps, o.noise_ramp_ratio * max_steps
+    if step <= start:
+        return 0.0
+    return 1.0 if ramp == 0 else min(1.0, (step - start) / ramp)
+
+
 def validate(
     model: StyledVAEVQ, images: torch.Tensor, o: Stage1Options, step: int, final: bool
 ) -> dict:
@@ -370,6 +385,7 @@ def main(o: Stage1Options) -> dict:
     model.train()
     for step in range(state["step"] + 1, max_steps + 1):
         started = time.perf_counter()
+        raw_model.encoder.head.noise_gain = noise_gain(step, max_steps, o)
         for _ in range(accum):
             images = next(batches).to(accelerator.device, non_blocking=True)
             with accelerator.accumulate(model):
@@ -393,7 +409,8 @@ def main(o: Stage1Options) -> dict:
         if step % o.logging_steps == 0 or step == max_steps:
             speed = window_images / (time.perf_counter() - window_start)
             logs = {f"train/{k}": v.item() for k, v in terms.items()}
-            logs.update({"train/lr": scheduler.get_last_lr()[0], "train/img_per_s": speed})
+            logs.update({"train/lr": scheduler.get_last_lr()[0], "train/img_per_s": speed,
+                         "train/noise_gain": raw_model.encoder.head.noise_gain})  # fmt: skip
             if o.max_grad_norm > 0 and grad_norm is not None:
                 logs["train/grad_norm"] = float(grad_norm)
             accelerator.log(logs, step=step)

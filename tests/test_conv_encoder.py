@@ -1,0 +1,104 @@
+"""The conv encoder (`encoder` "conv"), the LayerNorm head (`head` "ln"), the head's noise gain
+and stage 1's noise schedule: shapes, save -> reload, validation, what the noise does, and a
+2-step stage-1 run of `conv32`."""
+
+import pytest
+import torch
+from test_conv_options import build, images, randomise_films
+from test_stage1 import options, run
+
+from svq import StyledVAEVQ, SVQConfig
+from train import stage1
+
+CONV_ENCODER = {"encoder": "conv", "stem_channels": [16, 32, 64, 64], "stem_blocks": 0}
+
+
+@pytest.mark.parametrize(
+    ("size", "overrides"),
+    [
+        (32, {}),
+        (32, {"stem_blocks": 1, "decoder": "v1"}),
+        (32, {"stem_channels": [16, 32], "head": "v2"}),  # a 16x16 map, flattened
+        (64, {"stem_channels": [16, 32, 32, 64, 64]}),
+    ],
+    ids=["v2-decoder", "blocks+v1", "16x16-map+v2-head", "64px"],
+)
+def test_shapes(size, overrides):
+    model = build(image_size=size, **{**CONV_ENCODER, "head": "ln", **overrides})
+    x = images(3, size)
+    out = model(x)
+    assert out.features.shape == (3, 36, 16) and out.recon.shape == (3, 3, size, size)
+    assert model.decode(model.encode(x)).shape == (3, 3, size, size)
+    assert not hasattr(model.encoder, "blocks")  # no transformer is built
+
+
+def test_preset_parameters_and_round_trip(tmp_path):
+    model = build("conv32").eval()
+    assert (model.config.encoder, model.config.head, model.config.decoder) == ("conv", "ln", "conv")
+    assert sum(p.numel() for p in model.parameters()) == 2_689_859
+    randomise_films(model)
+    model.save_pretrained(tmp_path / "m")
+    loaded = StyledVAEVQ.from_pretrained(tmp_path / "m").eval()
+    assert loaded.config == model.config
+    x = images()
+    with torch.no_grad():
+        assert torch.equal(model(x).recon, loaded(x).recon)
+
+
+def test_ln_head_normalises_every_token():
+    head = build("conv32").eval().encoder.head
+    with torch.no_grad():
+        features = head(3 * torch.randn(4, 36, 16) + 1)  # any scale and offset
+    assert features.mean(-1).abs().max() < 1e-5
+    torch.testing.assert_close(features.var(-1, unbiased=False), torch.ones(4, 36), atol=1e-3,
+                               rtol=0)  # fmt: skip
+
+
+def test_additive_noise_follows_the_gain():
+    model = build("conv32", noise_scale=0.5).train()
+    head, x = model.encoder.head, images(8)
+    with torch.no_grad():
+        clean = model.eval().encode(x)
+        model.train()
+        head.noise_gain = 0.0
+        assert torch.equal(model(x).features, clean)
+        head.noise_gain = 0.5
+        spread = (model(x).features - clean).std().item()
+    assert spread == pytest.approx(0.25, rel=0.05)  # additive: c * gain, whatever the features
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"encoder": "mlp"}, "encoder 'mlp' is not one of"),
+        ({"encoder": "conv"}, "stem_channels must be a non-empty list"),
+        ({**CONV_ENCODER, "encoder_stem": "conv"}, "encoder_stem must be 'none'"),
+        ({**CONV_ENCODER, "stem_channels": [8] * 7}, "does not divide image_size 32"),
+        ({"head": "bn"}, "head 'bn' is not one of"),
+    ],
+)
+def test_config_validation(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        SVQConfig.from_preset("tiny", **overrides)
+
+
+def test_noise_schedule(tmp_path):
+    o = options(tmp_path, "--noise_start_ratio", "0.2", "--noise_ramp_ratio", "0.4")
+    gains = [stage1.noise_gain(step, 10, o) for step in range(1, 11)]
+    assert gains == pytest.approx([0, 0, 0.25, 0.5, 0.75, 1, 1, 1, 1, 1])
+    assert stage1.noise_gain(1, 10, options(tmp_path)) == 1.0  # the default: noise throughout
+    step = options(tmp_path, "--noise_start_ratio", "0.5")
+    assert [stage1.noise_gain(s, 4, step) for s in (2, 3)] == [0.0, 1.0]
+    with pytest.raises(ValueError, match="noise_start_ratio and noise_ramp_ratio"):
+        options(tmp_path, "--noise_ramp_ratio", "1.5")
+
+
+def test_stage1_two_steps_with_conv32_and_the_noise_ramp(tmp_path):
+    out = tmp_path / "run"
+    overrides = '{"noise_scale": 0.3}'
+    summary = run(out, "--model_preset", "conv32", "--model_overrides", overrides,
+                  "--noise_start_ratio", "0.5")  # fmt: skip
+    assert summary["steps"] == 2 and summary["train"]["train/noise_gain"] == 1.0
+    model = StyledVAEVQ.from_pretrained(out / "model")
+    assert (model.config.encoder, model.config.noise_scale) == ("conv", 0.3)
+    assert model.encode(torch.zeros(1, 3, 32, 32)).shape == (1, 36, 16)
