@@ -35,10 +35,18 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "tiny-conv, head none": ("tiny-conv", {"head": "none"}),
     "tiny-conv, head v1": ("tiny-conv", {"head": "v1"}),
     # the conv encoder (stem to 4x4, one Linear to 36 x 16, LayerNorm) with the conv decoder
-    "conv enc+dec, wide": ("tiny", {**CONV_ENCODER, "stem_channels": [32, 64, 128, 128],
-                                    "decoder_channels": [128, 96, 64, 32]}),
-    "conv enc+dec, lean": ("tiny", {**CONV_ENCODER, "stem_channels": [16, 32, 64, 128],
-                                    "decoder_channels": [128, 64, 32, 16]}),
+    "conv enc+dec, wide": (
+        "tiny",
+        {
+            **CONV_ENCODER,
+            "stem_channels": [32, 64, 128, 128],
+            "decoder_channels": [128, 96, 64, 32],
+        },
+    ),
+    "conv enc+dec, lean": (
+        "tiny",
+        {**CONV_ENCODER, "stem_channels": [16, 32, 64, 128], "decoder_channels": [128, 64, 32, 16]},
+    ),
 }
 
 

@@ -145,7 +145,9 @@ class SVQConvEncoder(nn.Module):
         self.num_tokens, self.token_dim = config.num_tokens, config.token_dim
         self.stem = ConvStem(config.in_channels, config.stem_channels, config.stem_blocks)
         side = config.image_size // config.stem_factor
-        self.proj = nn.Linear(config.stem_channels[-1] * side * side, self.num_tokens * self.token_dim)
+        self.proj = nn.Linear(
+            config.stem_channels[-1] * side * side, self.num_tokens * self.token_dim
+        )
         self.head = FeatureHead(config, None)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
