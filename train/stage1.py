@@ -250,7 +250,6 @@ def spatial_report(model: StyledVAEVQ, features: torch.Tensor, images: torch.Ten
     }
 
 
-@torch.no_grad()
 def noise_gain(step: int, max_steps: int, o: Stage1Options) -> float:
     """The head's noise factor at optimiser step `step` (1-based): 0 until noise_start_ratio of
     the run, then linear to 1 over noise_ramp_ratio of it (a step when that is 0)."""
@@ -260,6 +259,7 @@ def noise_gain(step: int, max_steps: int, o: Stage1Options) -> float:
     return 1.0 if ramp == 0 else min(1.0, (step - start) / ramp)
 
 
+@torch.no_grad()
 def validate(
     model: StyledVAEVQ, images: torch.Tensor, o: Stage1Options, step: int, final: bool
 ) -> dict:

@@ -1,0 +1,246 @@
+"""The tokenizer's levers, each alone and combined: continuous and id PSNR, judge, ordering.
+
+    OMP_NUM_THREADS=1 python experiments/tokenizer_ablation.py --variants conv32 "conv32 +noise"
+    OMP_NUM_THREADS=1 python experiments/tokenizer_ablation.py --steps 4 --variants conv32 \\
+        --val 16 --feature_images 64 --codes 8           # a smoke run
+
+Every variant sees identical chat-world pictures (training seed 0, the same order), starts
+from torch.manual_seed(0) and trains with one recipe: MSE on pixels, AdamW (0.9, 0.99), no
+weight decay, lr 2e-3 one-cycle (5% warm-up), gradient clip 1, one thread. Then, in eval mode
+(the EMA weights where the variant keeps one), on held-out validation pictures (world seed 1):
+
+- PSNR from the continuous features, and from the ids of a k-means codebook fitted on the
+  features of the first `--feature_images` training pictures (per position and shared, K
+  codes), before any decoder fine-tune (stage 2's fine-tune can only close the gap);
+- the shipped 32 px judge's accuracy per attribute on both reconstructions;
+- the prefix curve (first k tokens, the rest the mean feature), with the judge on the first
+  6 tokens' decodes, and the PSNR cost of swapping each block of 6 tokens with another image's.
+
+Results go to benchmarks/results/NAME.json (one file per invocation, `--results`); run two
+invocations side by side to use both cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from common import commit, machine, write_results  # noqa: E402
+
+from eval.judge import load_judge, shipped_judge  # noqa: E402
+from eval.ordering import group_ablation, prefix_curve, replace_tokens  # noqa: E402
+from svq import StyledVAEVQ, SVQConfig  # noqa: E402
+from svq.data.render import render_tensor  # noqa: E402
+from svq.data.sampler import world_record  # noqa: E402
+from svq.data.schema import SCHEMA  # noqa: E402
+from vocab import Codebook  # noqa: E402
+
+BATCH, SIZE, LR = 32, 32, 2e-3
+IDENTITY = ("hair_colour", "hair_style", "skin_tone", "shirt_colour", "hat", "glasses")
+SCENE = ("place", "season", "time_of_day")
+
+# name -> (preset, config overrides, training options)
+#   noise: (start_ratio, ramp_ratio) of the head's noise schedule (noise_scale from the config)
+#   ema: decay of an EMA of the weights (evaluated instead of the raw weights)
+#   attr: weight of the auxiliary attribute loss; attr_tokens: the prefix its head reads
+VARIANTS: dict[str, tuple[str, dict, dict]] = {
+    "tiny": ("tiny", {}, {}),
+    "conv32": ("conv32", {}, {}),
+    "conv32 +noise0.3": ("conv32", {"noise_scale": 0.3}, {"noise": (0.2, 0.3)}),
+    "conv32 +noise0.6": ("conv32", {"noise_scale": 0.6}, {"noise": (0.2, 0.3)}),
+    "conv32 +ema": ("conv32", {}, {"ema": 0.995}),
+    "conv32 +attr": ("conv32", {}, {"attr": 0.1, "attr_tokens": 36}),
+    "conv32 +attr6": ("conv32", {}, {"attr": 0.1, "attr_tokens": 6}),
+    "conv32 +nested": ("conv32", {"token_dropout": "nested", "token_dropout_prob": 0.5}, {}),
+}
+
+
+class AttributeHead(nn.Module):
+    """The auxiliary semantic loss's reader: the first `tokens` features -> one logit vector
+    per attribute of the world (a linear read-out, so the tokens must carry the attribute
+    linearly). features (B, N, E) -> tuple of (B, C_a)."""
+
+    def __init__(self, tokens: int, dim: int):
+        super().__init__()
+        self.tokens = tokens
+        self.heads = nn.ModuleList(nn.Linear(tokens * dim, len(v)) for v in SCHEMA.values())
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        flat = features[:, : self.tokens].flatten(1)
+        return tuple(head(flat) for head in self.heads)
+
+
+def noise_gain(step: int, steps: int, schedule: tuple[float, float] | None) -> float:
+    if schedule is None:
+        return 1.0
+    start, ramp = schedule[0] * steps, schedule[1] * steps
+    return 0.0 if step <= start else min(1.0, (step - start) / max(ramp, 1))
+
+
+def records(seed: int, split: str, start: int, count: int) -> list:
+    return [world_record(seed, split, start + j) for j in range(count)]
+
+
+def train(name: str, steps: int) -> tuple[StyledVAEVQ, dict]:
+    preset, overrides, opts = VARIANTS[name]
+    torch.manual_seed(0)
+    model = StyledVAEVQ(SVQConfig.from_preset(preset, **overrides)).train()
+    cfg = model.config
+    attr = AttributeHead(opts["attr_tokens"], cfg.token_dim) if opts.get("attr") else None
+    params = list(model.parameters()) + (list(attr.parameters()) if attr else [])
+    optimizer = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.99), weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=LR, total_steps=steps, pct_start=0.05
+    )
+    ema = (
+        torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(opts["ema"])
+        )
+        if opts.get("ema")
+        else None
+    )
+    seconds = 0.0
+    for step in range(1, steps + 1):
+        batch = records(0, "train", (step - 1) * BATCH, BATCH)
+        images = render_tensor(batch, SIZE)
+        start = time.perf_counter()
+        model.encoder.head.noise_gain = noise_gain(step, steps, opts.get("noise"))
+        out = model(images)
+        loss = F.mse_loss(out.recon, images)
+        if attr is not None:
+            labels = torch.tensor([r.labels() for r in batch])
+            ce = sum(F.cross_entropy(lg, labels[:, a]) for a, lg in enumerate(attr(out.features)))
+            loss = loss + opts["attr"] * ce / len(SCHEMA)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"{name}: loss is {loss.item()} at step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        seconds += time.perf_counter() - start
+        if step % 250 == 0:
+            print(f"{name}: step {step} loss {loss.item():.4f} {seconds:.0f}s", flush=True)
+    final = ema.module if ema is not None else model
+    final.eval()
+    info = {
+        "preset": preset,
+        "overrides": overrides,
+        "train_options": {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()},
+        "params": sum(p.numel() for p in final.parameters()),
+        "train_s": round(seconds, 1),
+        "s_per_step": round(seconds / steps, 4),
+    }
+    return final, info
+
+
+@torch.no_grad()
+def decode_all(model: StyledVAEVQ, features: torch.Tensor) -> torch.Tensor:
+    return torch.cat([model.decode(features[i : i + 128]) for i in range(0, len(features), 128)])
+
+
+@torch.no_grad()
+def encode_all(model: StyledVAEVQ, images: torch.Tensor) -> torch.Tensor:
+    return torch.cat([model.encode(images[i : i + 128]) for i in range(0, len(images), 128)])
+
+
+def psnr(recon: torch.Tensor, images: torch.Tensor) -> tuple[float, float]:
+    """Mean per-picture PSNR (dB, peak-to-peak 2) and its standard error."""
+    mse = ((recon.clamp(-1, 1) - images) ** 2 / 4).flatten(1).mean(1)
+    values = -10 * torch.log10(mse)
+    return round(values.mean().item(), 2), round((values.std() / len(values) ** 0.5).item(), 3)
+
+
+def judged(judge, recon: torch.Tensor, labels: torch.Tensor) -> dict:
+    acc = judge.named(judge.accuracy(recon.clamp(-1, 1), labels))
+    acc = {k: round(v, 3) for k, v in acc.items()}
+    acc["scene_min"] = min(acc[a] for a in SCENE)
+    acc["identity_mean"] = round(sum(acc[a] for a in IDENTITY) / len(IDENTITY), 3)
+    return acc
+
+
+@torch.no_grad()
+def evaluate(model: StyledVAEVQ, args: argparse.Namespace, judge) -> dict:
+    val_records = records(1, "validation", 0, args.val)
+    images = render_tensor(val_records, SIZE)
+    labels = torch.tensor([r.labels() for r in val_records])
+    features = encode_all(model, images)
+    recon = decode_all(model, features)
+    result = {"continuous": {"psnr": psnr(recon, images), "judge": judged(judge, recon, labels)}}
+    train_images = render_tensor(records(0, "train", 0, args.feature_images), SIZE)
+    fit = encode_all(model, train_images)  # (n, N, E)
+    for per_position in (True, False):
+        started = time.perf_counter()
+        book = Codebook.fit(fit, args.codes, per_position=per_position, iters=30, seed=0)
+        ids = book.quantize(features)
+        recon_ids = decode_all(model, book.lookup(ids))
+        used = [len(torch.unique(ids[:, p])) for p in range(ids.shape[1])]
+        rel = ((book.lookup(ids) - features) ** 2).sum(-1).mean() / features.var(0).sum(-1).mean()
+        result["ids_per_position" if per_position else "ids_shared"] = {
+            "psnr": psnr(recon_ids, images),
+            "judge": judged(judge, recon_ids, labels),
+            "codes_used_per_position_min_median_max": [
+                min(used), sorted(used)[len(used) // 2], max(used)
+            ],
+            "relative_quantisation_error": round(rel.item(), 4),
+            "fit_s": round(time.perf_counter() - started, 1),
+        }
+    n = features.shape[1]
+    ks = [k for k in (0, 1, 2, 4, 6, 12, 18, 24, 30, 36) if k <= n]
+    curve = prefix_curve(model, images, ks=ks, features=features)
+    result["prefix_psnr"] = {row["k"]: round(row["psnr"], 2) for row in curve}
+    fill = features.mean(0)
+    prefix6 = decode_all(model, replace_tokens(features, min(6, n), n, fill))
+    result["judge_first6"] = judged(judge, prefix6, labels)
+    blocks = [(s, min(s + 6, n)) for s in range(0, n, 6)]
+    swaps = group_ablation(model, images, groups=blocks, mode="swap", features=features)
+    result["block_swap_drop_db"] = {f"{r['start']}-{r['end']}": round(r["drop_db"], 2)
+                                    for r in swaps}  # fmt: skip
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", required=True, choices=VARIANTS)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--val", type=int, default=512, help="validation pictures")
+    parser.add_argument("--feature_images", type=int, default=4000, help="k-means fit pictures")
+    parser.add_argument("--codes", type=int, default=256, help="K (per position and shared)")
+    parser.add_argument("--results", default="tokenizer_ablation", help="results/NAME.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    judge = load_judge(shipped_judge(SIZE))
+    results = {}
+    for name in args.variants:
+        model, info = train(name, args.steps)
+        info.update(evaluate(model, args, judge))
+        results[name] = info
+        print(name, info, flush=True)
+        path = write_results(
+            args.results,
+            {
+                "commit": commit(),
+                "machine": machine(),
+                "command": "python " + " ".join(sys.argv),
+                "setting": f"32 px chat world (train seed 0; {args.val} validation pictures, seed "
+                f"1), batch {BATCH}, {args.steps} steps, MSE, AdamW (0.9, 0.99) wd 0, lr {LR} "
+                "one-cycle 5% warm-up, clip 1, torch.manual_seed(0), one thread; k-means "
+                f"K={args.codes} on {args.feature_images} training pictures' features, 30 "
+                "iterations, no decoder fine-tune; train_s excludes rendering",
+                "results": results,
+            },
+        )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
