@@ -13,8 +13,9 @@ weight decay, lr 2e-3 one-cycle (5% warm-up), gradient clip 1, one thread. Then,
   features of the first `--feature_images` training pictures (per position and shared, K
   codes), before any decoder fine-tune (stage 2's fine-tune can only close the gap);
 - the shipped 32 px judge's accuracy per attribute on both reconstructions;
-- the prefix curve (first k tokens, the rest the mean feature), with the judge on the first
-  6 tokens' decodes, and the PSNR cost of swapping each block of 6 tokens with another image's.
+- the prefix curve (first k tokens, the rest the learned drop token or the mean feature), with
+  the judge on the first 6 tokens' decodes, and the PSNR cost of swapping each block of 6
+  tokens with another image's.
 
 Results go to benchmarks/results/NAME.json (one file per invocation, `--results`); run two
 invocations side by side to use both cores.
@@ -32,15 +33,15 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from common import commit, machine, write_results  # noqa: E402
+from common import commit, machine, write_results
 
-from eval.judge import load_judge, shipped_judge  # noqa: E402
-from eval.ordering import group_ablation, prefix_curve, replace_tokens  # noqa: E402
-from svq import StyledVAEVQ, SVQConfig  # noqa: E402
-from svq.data.render import render_tensor  # noqa: E402
-from svq.data.sampler import world_record  # noqa: E402
-from svq.data.schema import SCHEMA  # noqa: E402
-from vocab import Codebook  # noqa: E402
+from eval.judge import load_judge, shipped_judge
+from eval.ordering import default_fill, group_ablation, prefix_curve, replace_tokens
+from svq import StyledVAEVQ, SVQConfig
+from svq.data.render import render_tensor
+from svq.data.sampler import world_record
+from svq.data.schema import SCHEMA
+from vocab import Codebook
 
 BATCH, SIZE, LR = 32, 32, 2e-3
 IDENTITY = ("hair_colour", "hair_style", "skin_tone", "shirt_colour", "hat", "glasses")
@@ -48,6 +49,7 @@ SCENE = ("place", "season", "time_of_day")
 
 # name -> (preset, config overrides, training options)
 #   noise: (start_ratio, ramp_ratio) of the head's noise schedule (noise_scale from the config)
+#   l1: weight of an L1 term beside the MSE
 #   ema: decay of an EMA of the weights (evaluated instead of the raw weights)
 #   attr: weight of the auxiliary attribute loss; attr_tokens: the prefix its head reads
 VARIANTS: dict[str, tuple[str, dict, dict]] = {
@@ -59,6 +61,13 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "conv32 +attr": ("conv32", {}, {"attr": 0.1, "attr_tokens": 36}),
     "conv32 +attr6": ("conv32", {}, {"attr": 0.1, "attr_tokens": 6}),
     "conv32 +nested": ("conv32", {"token_dropout": "nested", "token_dropout_prob": 0.5}, {}),
+    "conv32 +l1": ("conv32", {}, {"l1": 1.0}),
+    "conv32 +prefix": ("conv32", {"conv_reads": "prefix"}, {}),
+    "conv32 +prefix +nested": (
+        "conv32",
+        {"conv_reads": "prefix", "token_dropout": "nested", "token_dropout_prob": 0.5},
+        {},
+    ),
 }
 
 
@@ -114,6 +123,8 @@ def train(name: str, steps: int) -> tuple[StyledVAEVQ, dict]:
         model.encoder.head.noise_gain = noise_gain(step, steps, opts.get("noise"))
         out = model(images)
         loss = F.mse_loss(out.recon, images)
+        if opts.get("l1"):
+            loss = loss + opts["l1"] * F.l1_loss(out.recon, images)
         if attr is not None:
             labels = torch.tensor([r.labels() for r in batch])
             ce = sum(F.cross_entropy(lg, labels[:, a]) for a, lg in enumerate(attr(out.features)))
@@ -189,7 +200,9 @@ def evaluate(model: StyledVAEVQ, args: argparse.Namespace, judge) -> dict:
             "psnr": psnr(recon_ids, images),
             "judge": judged(judge, recon_ids, labels),
             "codes_used_per_position_min_median_max": [
-                min(used), sorted(used)[len(used) // 2], max(used)
+                min(used),
+                sorted(used)[len(used) // 2],
+                max(used),
             ],
             "relative_quantisation_error": round(rel.item(), 4),
             "fit_s": round(time.perf_counter() - started, 1),
@@ -198,7 +211,7 @@ def evaluate(model: StyledVAEVQ, args: argparse.Namespace, judge) -> dict:
     ks = [k for k in (0, 1, 2, 4, 6, 12, 18, 24, 30, 36) if k <= n]
     curve = prefix_curve(model, images, ks=ks, features=features)
     result["prefix_psnr"] = {row["k"]: round(row["psnr"], 2) for row in curve}
-    fill = features.mean(0)
+    fill = default_fill(model, features)
     prefix6 = decode_all(model, replace_tokens(features, min(6, n), n, fill))
     result["judge_first6"] = judged(judge, prefix6, labels)
     blocks = [(s, min(s + 6, n)) for s in range(0, n, 6)]

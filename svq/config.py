@@ -16,6 +16,7 @@ ATOM_NORMS = ("linear", "softmax")
 ADALN_MODES = ("plain", "zero")
 TOKEN_DROPOUTS = ("none", "nested", "tail")
 TARGETS = ("pixels", "spatial_vq")
+CONV_READS = ("own", "prefix")
 
 
 @dataclass
@@ -80,6 +81,9 @@ class SVQConfig(ConfigBase):
     decoder_channels: list[int] | None = None  # conv: widths at 4x4, 8x8, ... image_size
     # (log2(image_size / 4) + 1 entries, multiples of 8); the decoder_cond_layers blocks are
     # split over them as evenly as possible, coarser resolutions taking the remainder
+    conv_reads: str = "own"  # conv: which tokens block l's FiLM reads. own: its group only,
+    # tokens l*k .. l*k+k-1 (w+ style); prefix: every token up to its group's end, 0 .. l*k+k-1
+    # (the first tokens then reach every resolution, the finest included)
     refiner_channels: int = 32  # pixel head conv refiner width
     refiner_kernel: int = 17  # first refiner conv kernel (odd)
     pixel_skip: bool = False  # refiner output adds to the unpatchified image (see PixelHead)
@@ -227,6 +231,11 @@ class SVQConfig(ConfigBase):
                 f"stem_channels {self.stem_channels} halve the side {len(self.stem_channels) - 1} "
                 f"times (/{self.stem_factor}), which does not divide patch_size {self.patch_size}",
             )
+        need(self.conv_reads in CONV_READS, f"conv_reads {self.conv_reads!r} not in {CONV_READS}")
+        need(
+            self.decoder == "conv" or self.conv_reads == "own",
+            f"conv_reads {self.conv_reads!r} is for decoder 'conv', not {self.decoder!r}",
+        )
         if self.decoder == "conv":
             levels = len(self.decoder_channels)
             need(

@@ -138,8 +138,9 @@ class SVQConvDecoder(nn.Module):
     `decoder_cond_layers` FiLM residual blocks (config.decoder_level_blocks), then nearest
     upsample + conv to the next width; SiLU and a conv 3x3 to pixels. Conditioned block l
     (counted coarse to fine) reads tokens l*k .. l*k+k-1 (k = conds_per_block), flattened to
-    one vector: the first tokens shape the coarsest maps. Output is unbounded, like the
-    transformer decoder's.
+    one vector: the first tokens shape the coarsest maps. With `conv_reads` "prefix" it reads
+    tokens 0 .. l*k+k-1 instead (the later ones zeroed in an N*E-wide vector), so the first
+    tokens reach every resolution. Output is unbounded, like the transformer decoder's.
     """
 
     def __init__(self, config: SVQConfig):
@@ -147,7 +148,8 @@ class SVQConvDecoder(nn.Module):
         channels, k = config.decoder_channels, config.conds_per_block
         self.k = k
         self.gradient_checkpointing = config.gradient_checkpointing
-        cond_dim = k * config.token_dim
+        self.prefix = config.conv_reads == "prefix"
+        cond_dim = (config.num_tokens if self.prefix else k) * config.token_dim
         self.const = nn.Parameter(0.1 * torch.randn(channels[0], 4, 4))
         self.levels = nn.ModuleList(
             nn.ModuleList(FiLMResBlock(c, cond_dim) for _ in range(blocks))
@@ -158,7 +160,14 @@ class SVQConvDecoder(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """features: (B, N, E) -> images (B, C, H, W)."""
-        groups = rearrange(features, "b (l k) e -> b l (k e)", k=self.k)  # (B, L, k*E)
+        if self.prefix:  # (B, L, N*E): group l is every token up to its own, zeros after
+            n = features.shape[1]
+            seen = torch.arange(n, device=features.device) < self.k * torch.arange(
+                1, n // self.k + 1, device=features.device
+            ).unsqueeze(1)  # (L, N)
+            groups = (seen.unsqueeze(-1) * features.unsqueeze(1)).flatten(2)
+        else:
+            groups = rearrange(features, "b (l k) e -> b l (k e)", k=self.k)  # (B, L, k*E)
         x = self.const.expand(features.shape[0], -1, -1, -1)  # (B, C0, 4, 4)
         index = 0
         for level, blocks in enumerate(self.levels):

@@ -187,3 +187,36 @@ def test_stage1_two_steps_with_tiny_conv(tmp_path):
     model = StyledVAEVQ.from_pretrained(out / "model")
     assert (model.config.encoder_stem, model.config.decoder) == ("conv", "conv")
     assert model.encode(torch.zeros(1, 3, 32, 32)).shape == (1, 36, 16)
+
+
+def test_prefix_reads_let_the_first_tokens_reach_the_finest_blocks():
+    """conv_reads "prefix": the last block (32x32) reads token 0; block l still never reads a
+    token after its own group; "own" (the default) is the model above, unchanged."""
+    assert SVQConfig.from_preset("tiny-conv").conv_reads == "own"
+    model = build("tiny-conv", conv_reads="prefix").eval()
+    randomise_films(model)
+    last = model.decoder.levels[-1][-1]
+    seen = []
+    last.register_forward_hook(lambda m, inputs, out: seen.append(inputs[1]))
+    features = torch.randn(2, 36, 16)
+    with torch.no_grad():
+        model.decode(features)
+        first = features.clone()
+        first[:, 0] += 1.0
+        model.decode(first)
+    assert not torch.equal(seen[0], seen[1])  # token 0 reaches the finest block
+    assert seen[0].shape == (2, 36 * 16)
+    hooks, inputs = [], []
+    for level in model.decoder.levels:
+        for block in level:
+            hooks.append(block.register_forward_hook(lambda m, i, o: inputs.append(i[1])))
+    with torch.no_grad():
+        model.decode(features)
+    for index, cond in enumerate(inputs):  # block l reads tokens 0 .. 3l + 2, zeros after
+        tokens = cond.view(2, 36, 16)
+        assert torch.equal(tokens[:, : 3 * index + 3], features[:, : 3 * index + 3])
+        assert not tokens[:, 3 * index + 3 :].any()
+    with pytest.raises(ValueError, match="conv_reads 'prefix' is for decoder 'conv'"):
+        SVQConfig.from_preset("tiny", conv_reads="prefix")
+    with pytest.raises(ValueError, match="conv_reads 'all' not in"):
+        SVQConfig.from_preset("tiny-conv", conv_reads="all")

@@ -4,7 +4,8 @@
     torchrun --standalone --nproc_per_node 2 train/stage1.py CONFIG.yaml ...   # 2 CPU processes
     accelerate launch --config_file train/accelerate/ddp_8gpu.yaml train/stage1.py CONFIG.yaml
 
-Loss = mse_weight * MSE + l1_weight * L1 + lpips_weight * LPIPS(VGG), on [-1, 1] pixels; with
+Loss = mse_weight * MSE + l1_weight * L1 + lpips_weight * LPIPS(VGG), on [-1, 1] pixels, plus
+attribute_loss_weight * the auxiliary semantic loss (train/attribute_loss.py, world data); with
 `--spatial_vq_path` (decoder target "spatial_vq") cross-entropy of the decoder's logits against
 that frozen spatial tokenizer's ids instead, validated on its decode of the most likely codes.
 AdamW (no decay on norms, biases, tables), warm-up + cosine, gradient accumulation through
@@ -39,10 +40,12 @@ from eval.metrics import psnr, ssim
 from eval.ordering import default_fill, encode_all, token_report
 from svq import StyledVAEVQ, SVQConfig
 from svq.data import ChatWorldDataset, ImageDataset, ImageStream, TarShards, open_source
+from svq.data.schema import SCHEMA
 from svq.images import save_grid
 from svq.lpips import LPIPS
 from svq.spatial_vq import SpatialVQ
 from train import common
+from train.attribute_loss import AttributeReadout, attribute_loss
 
 logger = logging.getLogger("stage1")
 # 2-D parameters that are lookup tables, not maps: no weight decay (see common.param_groups).
@@ -100,6 +103,10 @@ class Stage1Options:
     lpips_weight: float = 1.0  # LPIPS(VGG16); needs the VGG weights (see svq/lpips.py)
     lpips_trunk_path: str | None = None  # default: $SVQ_LPIPS_DIR or the torch hub cache
     lpips_linear_path: str | None = None  # default: the installed lpips package's vgg.pth
+    attribute_loss_weight: float = 0.0  # > 0: the auxiliary semantic loss (train_data "world"):
+    # a linear read-out of the picture's attribute record from the first attribute_loss_tokens
+    # features, cross-entropy averaged over the attributes, times this weight
+    attribute_loss_tokens: int = 6
     spatial_vq_path: str | None = None  # a trained SpatialVQ (train/vq.py's OUTPUT_DIR/model):
     # the decoder predicts its grid (target "spatial_vq", grid and codebook size taken from it)
     # with cross-entropy against its ids instead of the pixel losses
@@ -139,6 +146,13 @@ class Stage1Options:
             raise ValueError("loss weights must be >= 0")
         if self.mse_weight + self.l1_weight + self.lpips_weight == 0:
             raise ValueError("all loss weights are 0: nothing to train")
+        if self.attribute_loss_weight < 0 or self.attribute_loss_tokens < 1:
+            raise ValueError("attribute_loss_weight must be >= 0 and attribute_loss_tokens >= 1")
+        if self.attribute_loss_weight > 0 and self.train_data != "world":
+            raise ValueError(
+                f"attribute_loss_weight needs labelled pictures (train_data 'world'), got "
+                f"train_data {self.train_data!r}"
+            )
         if not (0 <= self.noise_start_ratio <= 1 and 0 <= self.noise_ramp_ratio <= 1):
             raise ValueError("noise_start_ratio and noise_ramp_ratio must be in [0, 1]")
         if self.token_eval_images < 2 or self.num_val_images < self.token_eval_images:
@@ -150,7 +164,8 @@ class Stage1Options:
 
 def train_loader(o: Stage1Options, size: int) -> tuple[DataLoader, bool]:
     """The training loader and whether accelerate should shard it (map-style sources) or not
-    (streams, which shard themselves over ranks and workers)."""
+    (streams, which shard themselves over ranks and workers). With the attribute loss the
+    world's batches are WorldItem(image, labels)."""
     generator = torch.Generator().manual_seed(o.seed)  # never touches the global RNG
     common_args = {
         "batch_size": o.per_device_train_batch_size,
@@ -159,7 +174,8 @@ def train_loader(o: Stage1Options, size: int) -> tuple[DataLoader, bool]:
         "generator": generator,
     }
     if o.train_data == "world":  # every index a new picture: read in order, no shuffling
-        dataset = ChatWorldDataset(size, o.world_length, o.world_seed, "train")
+        labels = o.attribute_loss_weight > 0
+        dataset = ChatWorldDataset(size, o.world_length, o.world_seed, "train", labels=labels)
         return DataLoader(dataset, shuffle=False, **common_args), True
     source = open_source(o.train_data, o.dataset_split)
     if isinstance(source, TarShards):
@@ -330,6 +346,13 @@ def main(o: Stage1Options) -> dict:
     lpips = load_lpips(o) if spatial is None else None  # target "spatial_vq": no pixel loss
     if lpips is not None:
         lpips.to(accelerator.device)
+    readout = None
+    if o.attribute_loss_weight > 0:
+        if o.attribute_loss_tokens > config.num_tokens:
+            raise ValueError(f"attribute_loss_tokens {o.attribute_loss_tokens} > the model's "
+                             f"{config.num_tokens} tokens")  # fmt: skip
+        classes = [len(values) for values in SCHEMA.values()]
+        readout = AttributeReadout(o.attribute_loss_tokens, config.token_dim, classes)
 
     # --- optimiser and schedule
     optimizer = torch.optim.AdamW(
@@ -340,6 +363,10 @@ def main(o: Stage1Options) -> dict:
     )
     accum, world = o.gradient_accumulation_steps, accelerator.num_processes
     global_batch = o.per_device_train_batch_size * accum * world
+    if readout is not None:  # its own group; prepared (and so checkpointed) beside the model
+        optimizer.add_param_group({"params": list(readout.parameters()),
+                                   "weight_decay": o.weight_decay})  # fmt: skip
+        readout = accelerator.prepare(readout)
     if shard:
         model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     else:
@@ -387,7 +414,8 @@ def main(o: Stage1Options) -> dict:
         started = time.perf_counter()
         raw_model.encoder.head.noise_gain = noise_gain(step, max_steps, o)
         for _ in range(accum):
-            images = next(batches).to(accelerator.device, non_blocking=True)
+            batch = next(batches)
+            images = (batch if readout is None else batch.image).to(accelerator.device)
             with accelerator.accumulate(model):
                 output = model(images)
                 with accelerator.autocast():
@@ -395,6 +423,10 @@ def main(o: Stage1Options) -> dict:
                         terms = reconstruction_loss(output.recon, images, o, lpips)
                     else:
                         terms = code_loss(output.logits, spatial.encode(images))
+                if readout is not None:
+                    labels = batch.labels.to(accelerator.device)
+                    terms["attributes"] = attribute_loss(readout(output.features), labels)
+                    terms["loss"] = terms["loss"] + o.attribute_loss_weight * terms["attributes"]
                 norm = common.backward_step(
                     accelerator, terms["loss"], model, optimizer, o, step, last_checkpoint
                 )
