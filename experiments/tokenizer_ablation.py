@@ -12,7 +12,7 @@ weight decay, lr 2e-3 one-cycle (5% warm-up), gradient clip 1, one thread. Then,
 - PSNR from the continuous features, and from the ids of a k-means codebook fitted on the
   features of the first `--feature_images` training pictures (per position and shared, K
   codes), before any decoder fine-tune (stage 2's fine-tune can only close the gap);
-- the shipped 32 px judge's accuracy per attribute on both reconstructions;
+- the shipped judge's accuracy (of the picture size) per attribute on both reconstructions;
 - the prefix curve (first k tokens, the rest the learned drop token or the mean feature), with
   the judge on the first 6 tokens' decodes, and the PSNR cost of swapping each block of 6
   tokens with another image's.
@@ -43,7 +43,8 @@ from svq.data.sampler import world_record
 from svq.data.schema import SCHEMA
 from vocab import Codebook
 
-BATCH, SIZE, LR = 32, 32, 2e-3
+LR = 2e-3
+BATCH, SIZE = 32, 32  # --batch, --size
 IDENTITY = ("hair_colour", "hair_style", "skin_tone", "shirt_colour", "hat", "glasses")
 SCENE = ("place", "season", "time_of_day")
 
@@ -61,7 +62,32 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "conv32 +attr": ("conv32", {}, {"attr": 0.1, "attr_tokens": 36}),
     "conv32 +attr6": ("conv32", {}, {"attr": 0.1, "attr_tokens": 6}),
     "conv32 +nested": ("conv32", {"token_dropout": "nested", "token_dropout_prob": 0.5}, {}),
+    "conv32 +attr6x3": ("conv32", {}, {"attr": 0.3, "attr_tokens": 6}),
+    "conv32 +attr6 +noise0.3": (
+        "conv32",
+        {"noise_scale": 0.3},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+    ),
+    "conv32 +prefix +nested0.2 +attr6": (
+        "conv32",
+        {"conv_reads": "prefix", "token_dropout": "nested", "token_dropout_prob": 0.2},
+        {"attr": 0.1, "attr_tokens": 6},
+    ),
+    "conv32 +prefix +nested0.2 +attr6 +noise0.3": (
+        "conv32",
+        {
+            "conv_reads": "prefix",
+            "token_dropout": "nested",
+            "token_dropout_prob": 0.2,
+            "noise_scale": 0.3,
+        },
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+    ),
     "conv32 +l1": ("conv32", {}, {"l1": 1.0}),
+    # 64 px (--size 64 --batch 16)
+    "small": ("small", {}, {}),
+    "conv64": ("conv64", {}, {}),
+    "conv64 +attr6": ("conv64", {}, {"attr": 0.1, "attr_tokens": 6}),
     "conv32 +prefix": ("conv32", {"conv_reads": "prefix"}, {}),
     "conv32 +prefix +nested": (
         "conv32",
@@ -228,8 +254,12 @@ def main() -> None:
     parser.add_argument("--val", type=int, default=512, help="validation pictures")
     parser.add_argument("--feature_images", type=int, default=4000, help="k-means fit pictures")
     parser.add_argument("--codes", type=int, default=256, help="K (per position and shared)")
+    parser.add_argument("--size", type=int, default=32, help="picture side (the judge's too)")
+    parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--results", default="tokenizer_ablation", help="results/NAME.json")
     args = parser.parse_args()
+    global BATCH, SIZE
+    BATCH, SIZE = args.batch, args.size
     torch.set_num_threads(1)
     judge = load_judge(shipped_judge(SIZE))
     results = {}
@@ -244,8 +274,8 @@ def main() -> None:
                 "commit": commit(),
                 "machine": machine(),
                 "command": "python " + " ".join(sys.argv),
-                "setting": f"32 px chat world (train seed 0; {args.val} validation pictures, seed "
-                f"1), batch {BATCH}, {args.steps} steps, MSE, AdamW (0.9, 0.99) wd 0, lr {LR} "
+                "setting": f"{SIZE} px chat world (train seed 0; {args.val} validation pictures, "
+                f"seed 1), batch {BATCH}, {args.steps} steps, MSE, AdamW (0.9, 0.99) wd 0, lr {LR} "
                 "one-cycle 5% warm-up, clip 1, torch.manual_seed(0), one thread; k-means "
                 f"K={args.codes} on {args.feature_images} training pictures' features, 30 "
                 "iterations, no decoder fine-tune; train_s excludes rendering",

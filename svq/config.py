@@ -380,5 +380,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "decoder_cond_layers": 9,
         "conds_per_block": 4,
     },
+    # conv32's design at 64 px: one more stride-2 stage (64 -> 4, widths 16-32-64-128-128),
+    # 36 x 32 features, 9 FiLM blocks of 4 tokens over five resolutions (2-2-2-2-1, widths
+    # 128-128-64-32-16).
+    "conv64": {
+        "image_size": 64,
+        "patch_size": 8,
+        "token_dim": 32,
+        "encoder": "conv",
+        "stem_channels": [16, 32, 64, 128, 128],
+        "stem_blocks": 0,
+        "head": "ln",
+        "noise_type": "additive",
+        "decoder": "conv",
+        "decoder_channels": [128, 128, 64, 32, 16],
+        "decoder_cond_layers": 9,
+        "conds_per_block": 4,
+    },
 }
 SVQConfig.presets = PRESETS

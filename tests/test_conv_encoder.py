@@ -102,3 +102,18 @@ def test_stage1_two_steps_with_conv32_and_the_noise_ramp(tmp_path):
     model = StyledVAEVQ.from_pretrained(out / "model")
     assert (model.config.encoder, model.config.noise_scale) == ("conv", 0.3)
     assert model.encode(torch.zeros(1, 3, 32, 32)).shape == (1, 36, 16)
+
+
+def test_conv64_preset_shapes_and_round_trip(tmp_path):
+    model = build("conv64").eval()
+    assert [len(level) for level in model.decoder.levels] == [2, 2, 2, 2, 1]  # 4x4 .. 64x64
+    assert sum(p.numel() for p in model.parameters()) == 4_783_907
+    randomise_films(model)
+    x = images(2, 64)
+    with torch.no_grad():
+        out = model(x)
+    assert out.features.shape == (2, 36, 32) and out.recon.shape == (2, 3, 64, 64)
+    model.save_pretrained(tmp_path / "m")
+    loaded = StyledVAEVQ.from_pretrained(tmp_path / "m").eval()
+    with torch.no_grad():
+        assert torch.equal(out.recon, loaded(x).recon)
