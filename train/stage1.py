@@ -162,10 +162,10 @@ class Stage1Options:
 # --- data ----------------------------------------------------------------------------------
 
 
-def train_loader(o: Stage1Options, size: int) -> tuple[DataLoader, bool]:
+def train_loader(o: Stage1Options, size: int, labels: bool = False) -> tuple[DataLoader, bool]:
     """The training loader and whether accelerate should shard it (map-style sources) or not
-    (streams, which shard themselves over ranks and workers). With the attribute loss the
-    world's batches are WorldItem(image, labels)."""
+    (streams, which shard themselves over ranks and workers). With `labels` (the world only)
+    the batches are WorldItem(image, labels)."""
     generator = torch.Generator().manual_seed(o.seed)  # never touches the global RNG
     common_args = {
         "batch_size": o.per_device_train_batch_size,
@@ -174,7 +174,6 @@ def train_loader(o: Stage1Options, size: int) -> tuple[DataLoader, bool]:
         "generator": generator,
     }
     if o.train_data == "world":  # every index a new picture: read in order, no shuffling
-        labels = o.attribute_loss_weight > 0
         dataset = ChatWorldDataset(size, o.world_length, o.world_seed, "train", labels=labels)
         return DataLoader(dataset, shuffle=False, **common_args), True
     source = open_source(o.train_data, o.dataset_split)
@@ -337,7 +336,7 @@ def main(o: Stage1Options) -> dict:
         model.gradient_checkpointing_enable()
 
     # --- data
-    loader, shard = train_loader(o, config.image_size)
+    loader, shard = train_loader(o, config.image_size, labels=o.attribute_loss_weight > 0)
     val_images = (
         validation_images(o, config.image_size, o.token_eval_images)
         if accelerator.is_main_process
