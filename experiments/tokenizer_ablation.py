@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from common import commit, machine, write_results
+from common import commit, write_results
 
 from eval.judge import load_judge, shipped_judge
 from eval.ordering import default_fill, group_ablation, prefix_curve, replace_tokens
@@ -272,8 +272,6 @@ def main() -> None:
             args.results,
             {
                 "commit": commit(),
-                "machine": machine(),
-                "command": "python " + " ".join(sys.argv),
                 "setting": f"{SIZE} px chat world (train seed 0; {args.val} validation pictures, "
                 f"seed 1), batch {BATCH}, {args.steps} steps, MSE, AdamW (0.9, 0.99) wd 0, lr {LR} "
                 "one-cycle 5% warm-up, clip 1, torch.manual_seed(0), one thread; k-means "
