@@ -88,6 +88,16 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "small": ("small", {}, {}),
     "conv64": ("conv64", {}, {}),
     "conv64 +attr6": ("conv64", {}, {"attr": 0.1, "attr_tokens": 6}),
+    "conv64 +prefix +nested0.2 +attr6 +noise0.3": (
+        "conv64",
+        {
+            "conv_reads": "prefix",
+            "token_dropout": "nested",
+            "token_dropout_prob": 0.2,
+            "noise_scale": 0.3,
+        },
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+    ),
     "conv32 +prefix": ("conv32", {"conv_reads": "prefix"}, {}),
     "conv32 +prefix +nested": (
         "conv32",
