@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from transformers import LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
@@ -92,7 +93,7 @@ class SVQChatOutput:
     loss: torch.Tensor  # () lm_loss + vq_loss_weight * vq_loss
     lm_loss: torch.Tensor  # () next-token cross-entropy over the labelled (assistant) tokens
     vq_loss: torch.Tensor | None  # () VQ head cross-entropy; None without targets or head
-    logits: torch.Tensor  # (B, T, V)
+    logits: torch.Tensor | None  # (B, T, V); None with forward(..., full_logits=False)
 
 
 class SVQChat(nn.Module):
@@ -313,16 +314,35 @@ class SVQChat(nn.Module):
         image_embeds = self.projector(batch.image_features)  # (M, N, D)
         return inject_image_embeds(embeds, batch.input_ids, image_embeds, self.vocab.image_id)
 
-    def forward(self, batch: ConversationBatch) -> SVQChatOutput:
+    def forward(self, batch: ConversationBatch, full_logits: bool = True) -> SVQChatOutput:
         """The training pass: next-token loss on the labels, and the VQ head's loss on the
-        written images that have spatial targets (LLM hidden states at their code tokens)."""
+        written images that have spatial targets (LLM hidden states at their code tokens).
+
+        full_logits False: the output layer runs only at the positions that predict a label
+        (assistant tokens), not at all B x T (the same loss; with many code tokens in the
+        vocabulary the output layer is most of a small LLM's step), and `logits` is None.
+        """
         use_vq = self.vq_head is not None and batch.vq_targets is not None
-        out = self.llm(
-            inputs_embeds=self.embed(batch),
-            attention_mask=batch.attention_mask,
-            labels=batch.labels,
-            output_hidden_states=use_vq,
-        )
+        if full_logits:
+            out = self.llm(
+                inputs_embeds=self.embed(batch),
+                attention_mask=batch.attention_mask,
+                labels=batch.labels,
+                output_hidden_states=use_vq,
+            )
+            lm_loss, logits = out.loss, out.logits
+        else:  # HF convention: hidden_states[-1] is the final (normed) hidden state
+            out = self.llm(
+                inputs_embeds=self.embed(batch),
+                attention_mask=batch.attention_mask,
+                output_hidden_states=True,
+                logits_to_keep=1,
+            )
+            targets = batch.labels[:, 1:]  # (B, T-1): position t predicts token t+1
+            labelled = targets != -100
+            hidden = out.hidden_states[-1][:, :-1][labelled]  # (M, D)
+            head_logits = self.llm.get_output_embeddings()(hidden)  # (M, V)
+            lm_loss, logits = F.cross_entropy(head_logits.float(), targets[labelled]), None
         vq_loss = None
         if use_vq:
             keep = (batch.vq_targets != -100).any(1)  # images with targets
@@ -330,8 +350,8 @@ class SVQChat(nn.Module):
                 rows, positions = batch.code_rows[keep], batch.code_positions[keep]
                 hidden = out.hidden_states[-1][rows.unsqueeze(1), positions]  # (G, N, D)
                 vq_loss = self.vq_head.loss(hidden, batch.vq_targets[keep])
-        loss = out.loss if vq_loss is None else out.loss + self.config.vq_loss_weight * vq_loss
-        return SVQChatOutput(loss=loss, lm_loss=out.loss, vq_loss=vq_loss, logits=out.logits)
+        loss = lm_loss if vq_loss is None else lm_loss + self.config.vq_loss_weight * vq_loss
+        return SVQChatOutput(loss=loss, lm_loss=lm_loss, vq_loss=vq_loss, logits=logits)
 
     @torch.no_grad()
     def decode_images(

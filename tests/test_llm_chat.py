@@ -189,3 +189,26 @@ def test_bad_setups_fail_loudly(tmp_path):
     with pytest.raises(ValueError, match="needs a VQ head"):
         chat = build_chat(spatial=False)
         SVQChat(chat.llm, chat.tokenizer, SVQChatConfig(vocabulary=vocab), chat.svq, chat.projector)
+
+
+def test_labelled_positions_only_gives_the_same_loss_and_gradients(chat):
+    """forward(full_logits=False) runs the output layer at the labelled positions only: the
+    same losses and the same gradients as the full pass, and no logits."""
+    items = [chat.encode(m) for m in (conversation(5), conversation(6, user_image=False))]
+    batch = collate(items, chat.tokenizer.pad_token_id)
+
+    def run(full: bool):
+        chat.zero_grad(set_to_none=True)
+        out = chat(batch, full_logits=full)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in chat.named_parameters() if p.grad is not None}
+        return out, grads
+
+    full, full_grads = run(True)
+    part, part_grads = run(False)
+    assert part.logits is None and full.logits is not None
+    torch.testing.assert_close(part.lm_loss, full.lm_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(part.vq_loss, full.vq_loss)
+    assert part_grads.keys() == full_grads.keys() and len(part_grads) > 0
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(part_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -312,7 +312,7 @@ def main(o: SFTOptions) -> dict:
             batch = next(batches).to(accelerator.device)
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    terms = sft_loss(model(batch), o)
+                    terms = sft_loss(model(batch, full_logits=False), o)
                 norm = common.backward_step(
                     accelerator, terms["loss"], model, optimizer, o, step, last_checkpoint
                 )
