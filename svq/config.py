@@ -282,6 +282,23 @@ class SVQConfig(ConfigBase):
         return self.num_atoms if self.num_atoms is not None else self.token_dim
 
 
+# The `conv32` preset (see PRESETS), which `conv32-ordered` and `conv64` start from.
+CONV32: dict[str, Any] = {
+    "image_size": 32,
+    "patch_size": 8,
+    "token_dim": 16,
+    "encoder": "conv",
+    "stem_channels": [16, 32, 64, 128],
+    "stem_blocks": 0,
+    "head": "ln",
+    "noise_type": "additive",
+    "decoder": "conv",
+    "decoder_channels": [128, 64, 32, 16],
+    "decoder_cond_layers": 9,
+    "conds_per_block": 4,
+}
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The reference model (seed 000, "modelV2"): 2.12B encoder, 224M decoder.
     "base": {},
@@ -366,20 +383,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # per resolution, widths 128-64-32-16. In the side-by-side at batch 32 (benchmarks/
     # tokenizer_side_by_side.py, train/RESULTS_stage1.md) it learns far faster than `tiny` for
     # ~1.8x its step time.
-    "conv32": {
-        "image_size": 32,
-        "patch_size": 8,
-        "token_dim": 16,
-        "encoder": "conv",
-        "stem_channels": [16, 32, 64, 128],
-        "stem_blocks": 0,
-        "head": "ln",
-        "noise_type": "additive",
-        "decoder": "conv",
-        "decoder_channels": [128, 64, 32, 16],
-        "decoder_cond_layers": 9,
-        "conds_per_block": 4,
-    },
+    "conv32": CONV32,
     # conv32 made to order its tokens, the quick demo's tokenizer: every FiLM block reads all
     # tokens up to its own (conv_reads "prefix"), a fifth of the training pictures keep only a
     # uniform-length prefix (nested token dropout), additive noise 0.3 on the unit-variance
@@ -389,39 +393,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     # against 21.69 / 20.65 dB and 72% / 25% for conv32 with the same loss and noise
     # (train/RESULTS_stage1.md).
     "conv32-ordered": {
-        "image_size": 32,
-        "patch_size": 8,
-        "token_dim": 16,
-        "encoder": "conv",
-        "stem_channels": [16, 32, 64, 128],
-        "stem_blocks": 0,
-        "head": "ln",
+        **CONV32,
         "noise_scale": 0.3,
-        "noise_type": "additive",
         "token_dropout": "nested",
         "token_dropout_prob": 0.2,
-        "decoder": "conv",
-        "decoder_channels": [128, 64, 32, 16],
-        "decoder_cond_layers": 9,
-        "conds_per_block": 4,
         "conv_reads": "prefix",
     },
     # conv32's design at 64 px: one more stride-2 stage (64 -> 4, widths 16-32-64-128-128),
     # 36 x 32 features, 9 FiLM blocks of 4 tokens over five resolutions (2-2-2-2-1, widths
     # 128-128-64-32-16).
     "conv64": {
+        **CONV32,
         "image_size": 64,
-        "patch_size": 8,
         "token_dim": 32,
-        "encoder": "conv",
         "stem_channels": [16, 32, 64, 128, 128],
-        "stem_blocks": 0,
-        "head": "ln",
-        "noise_type": "additive",
-        "decoder": "conv",
         "decoder_channels": [128, 128, 64, 32, 16],
-        "decoder_cond_layers": 9,
-        "conds_per_block": 4,
     },
 }
 SVQConfig.presets = PRESETS
