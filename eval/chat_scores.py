@@ -1,5 +1,6 @@
 """Chat figures from per-dialogue records, each with its chance level, its control and a 95%
-bootstrap interval over dialogues (`eval.stats`).
+bootstrap interval over dialogues (`eval.stats`); a single proportion's interval is at least
+its Wilson interval, so 0% and 100% keep a width.
 
     records = [DialogueRecord(...), ...]      # one per evaluated dialogue (eval.chat builds them)
     report = chat_scores(records)             # following, drawn rate, identity, diversity, ...
@@ -38,7 +39,7 @@ import numpy as np
 
 from svq.data import IDENTITY_ATTRIBUTES, SCHEMA
 
-from .stats import bootstrap_mean_of_ratios, mean_of_ratios, resample_weights
+from .stats import bootstrap_mean_of_ratios, mean_of_ratios, resample_weights, wilson_interval
 
 FOLLOWED = ("place", "season", "activity", "time_of_day")  # attributes a request can pin
 
@@ -74,13 +75,15 @@ class DialogueRecord:
 
 def _figure(num: np.ndarray, den: np.ndarray, seed: int) -> dict[str, Any]:
     """{"value", "ci", "n"}: the mean over columns of the pooled ratios, its interval, and
-    the number of counted items."""
+    the number of counted items. For one column (a single proportion) the interval is the
+    wider of the units' bootstrap and the Wilson interval of the pooled count, so a figure at
+    0% or 100% does not claim a zero-width interval."""
     num, den = np.atleast_2d(num.T).T, np.atleast_2d(den.T).T
-    return {
-        "value": mean_of_ratios(num, den),
-        "ci": bootstrap_mean_of_ratios(num, den, seed=seed),
-        "n": int(den.sum()),
-    }
+    ci = bootstrap_mean_of_ratios(num, den, seed=seed)
+    if ci is not None and num.shape[1] == 1:
+        low, high = wilson_interval(float(num.sum()), float(den.sum()))
+        ci = (min(ci[0], low), max(ci[1], high))
+    return {"value": mean_of_ratios(num, den), "ci": ci, "n": int(den.sum())}
 
 
 # --- following -------------------------------------------------------------------------------

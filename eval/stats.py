@@ -3,6 +3,7 @@ pictures).
 
     low, high = bootstrap_ratio(correct, counts)          # 95% interval of sum(c) / sum(n)
     low, high = bootstrap_mean_of_ratios(correct, counts)  # of the mean over columns
+    low, high = wilson_interval(successes, trials)        # a pooled proportion's score interval
 
 Every statistic here is a ratio of sums over units, so one bootstrap replicate is a vector of
 resampling weights (how often each unit was drawn, a multinomial count) and the replicate's
@@ -13,6 +14,7 @@ left out of that replicate's mean, as the point estimate leaves out a column wit
 from __future__ import annotations
 
 from collections.abc import Sequence
+from statistics import NormalDist
 
 import numpy as np
 
@@ -74,6 +76,21 @@ def bootstrap_mean_of_ratios(
     drawn = np.isfinite(ratios)
     means = np.where(drawn, ratios, 0).sum(1) / np.maximum(drawn.sum(1), 1)
     return _interval(np.where(drawn.any(1), means, np.nan), level)
+
+
+def wilson_interval(successes: float, trials: float, level: float = LEVEL) -> tuple[float, float]:
+    """The Wilson score interval of successes / trials (trials > 0), as if independent. Unlike
+    the bootstrap it keeps a width at 0% and 100%: 104 of 104 gives [0.964, 1], where every
+    resample of the units is 104 of 104 again."""
+    if not 0 <= successes <= trials or trials <= 0:
+        raise ValueError(f"need 0 <= successes <= trials and trials > 0, got {successes}, {trials}")
+    z = float(NormalDist().inv_cdf(0.5 + level / 2))
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return float(low), float(high)
 
 
 def ratio(numerator: float, denominator: float) -> float | None:

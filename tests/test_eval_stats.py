@@ -33,3 +33,23 @@ def test_mean_of_ratios_leaves_out_columns_without_counts():
     assert 0.5 <= low <= 0.75 <= high <= 1.0
     with pytest.raises(ValueError, match="must be"):
         bootstrap_mean_of_ratios(num, den[:, :2])
+
+
+def test_wilson_interval_known_values_and_its_use_at_the_edges():
+    from eval.chat_scores import _figure
+    from eval.stats import wilson_interval
+
+    low, high = wilson_interval(30, 100)  # the textbook case: [0.219, 0.396]
+    assert low == pytest.approx(0.2189, abs=1e-4) and high == pytest.approx(0.3958, abs=1e-4)
+    assert wilson_interval(104, 104) == (pytest.approx(104 / (104 + 1.959964**2)), 1.0)
+    assert wilson_interval(0, 10)[0] == 0.0
+    with pytest.raises(ValueError, match="successes <= trials"):
+        wilson_interval(3, 2)
+    # one proportion at 100%: the bootstrap alone says [1, 1]; the figure keeps a width
+    drawn = _figure(np.full(52, 2.0), np.full(52, 2.0), seed=0)
+    assert drawn["value"] == 1.0 and drawn["ci"][1] == 1.0 and drawn["ci"][0] < 0.97
+    # in the middle the bootstrap over units is the wider one and is kept
+    right = np.array([10.0] * 10 + [0.0] * 10)
+    assert _figure(right, np.full(20, 10.0), seed=0)["ci"] == bootstrap_ratio(
+        right, np.full(20, 10.0)
+    )
