@@ -117,3 +117,15 @@ def test_conv64_preset_shapes_and_round_trip(tmp_path):
     loaded = StyledVAEVQ.from_pretrained(tmp_path / "m").eval()
     with torch.no_grad():
         assert torch.equal(out.recon, loaded(x).recon)
+
+
+def test_ordered_presets_add_only_the_ordering_levers():
+    for size in (32, 64):
+        plain, ordered = (
+            SVQConfig.from_preset(f"conv{size}"),
+            SVQConfig.from_preset(f"conv{size}-ordered"),
+        )
+        changed = {k for k, v in ordered.to_dict().items() if plain.to_dict().get(k) != v}
+        assert changed == {"noise_scale", "token_dropout", "token_dropout_prob", "conv_reads"}
+    model = build("conv64-ordered")
+    assert sum(p.numel() for p in model.parameters()) == 7_733_059
