@@ -84,6 +84,27 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
         {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
     ),
     "conv32 +l1": ("conv32", {}, {"l1": 1.0}),
+    # capacity: a decoder twice as wide, residual blocks in the encoder's stem, 32-dim tokens
+    "conv32 +attr6 +noise0.3 +wide": (
+        "conv32",
+        {"noise_scale": 0.3, "decoder_channels": [256, 128, 64, 32]},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+    ),
+    "conv32 +attr6 +noise0.3 +stem1": (
+        "conv32",
+        {"noise_scale": 0.3, "stem_blocks": 1},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+    ),
+    "conv32 +attr6 +noise0.3 +dim32": (
+        "conv32",
+        {"noise_scale": 0.3, "token_dim": 32},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+    ),
+    "conv32-ordered +attr6 +wide": (
+        "conv32-ordered",
+        {"decoder_channels": [256, 128, 64, 32]},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+    ),
     # 64 px (--size 64 --batch 16)
     "small": ("small", {}, {}),
     "conv64": ("conv64", {}, {}),
