@@ -30,7 +30,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from common import commit, write_results
@@ -41,6 +40,7 @@ from svq import StyledVAEVQ, SVQConfig
 from svq.data.render import render_tensor
 from svq.data.sampler import world_record
 from svq.data.schema import SCHEMA
+from train.attribute_loss import AttributeReadout, attribute_loss
 from vocab import Codebook
 
 LR = 2e-3
@@ -128,21 +128,6 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
 }
 
 
-class AttributeHead(nn.Module):
-    """The auxiliary semantic loss's reader: the first `tokens` features -> one logit vector
-    per attribute of the world (a linear read-out, so the tokens must carry the attribute
-    linearly). features (B, N, E) -> tuple of (B, C_a)."""
-
-    def __init__(self, tokens: int, dim: int):
-        super().__init__()
-        self.tokens = tokens
-        self.heads = nn.ModuleList(nn.Linear(tokens * dim, len(v)) for v in SCHEMA.values())
-
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        flat = features[:, : self.tokens].flatten(1)
-        return tuple(head(flat) for head in self.heads)
-
-
 def noise_gain(step: int, steps: int, schedule: tuple[float, float] | None) -> float:
     if schedule is None:
         return 1.0
@@ -159,7 +144,10 @@ def train(name: str, steps: int) -> tuple[StyledVAEVQ, dict]:
     torch.manual_seed(0)
     model = StyledVAEVQ(SVQConfig.from_preset(preset, **overrides)).train()
     cfg = model.config
-    attr = AttributeHead(opts["attr_tokens"], cfg.token_dim) if opts.get("attr") else None
+    attr = None
+    if opts.get("attr"):
+        classes = [len(values) for values in SCHEMA.values()]
+        attr = AttributeReadout(opts["attr_tokens"], cfg.token_dim, classes)
     params = list(model.parameters()) + (list(attr.parameters()) if attr else [])
     optimizer = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.99), weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -184,8 +172,7 @@ def train(name: str, steps: int) -> tuple[StyledVAEVQ, dict]:
             loss = loss + opts["l1"] * F.l1_loss(out.recon, images)
         if attr is not None:
             labels = torch.tensor([r.labels() for r in batch])
-            ce = sum(F.cross_entropy(lg, labels[:, a]) for a, lg in enumerate(attr(out.features)))
-            loss = loss + opts["attr"] * ce / len(SCHEMA)
+            loss = loss + opts["attr"] * attribute_loss(attr(out.features), labels)
         if not torch.isfinite(loss):
             raise RuntimeError(f"{name}: loss is {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
