@@ -68,3 +68,13 @@ def save_image(image: torch.Tensor, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(to_uint8(image[None])[0]).save(path)
     return path
+
+
+def upscale_nearest(image: Image.Image, min_side: int = 128) -> Image.Image:
+    """A view of a small picture for a screen: each pixel repeated (nearest neighbour) by the
+    smallest whole factor that makes both sides >= min_side; pictures that big are returned
+    as they are. E.g. 32 x 32 -> 128 x 128 (factor 4), 64 x 64 -> 128 x 128 (factor 2)."""
+    factor = -(-min_side // min(image.size))  # ceil
+    if factor <= 1:
+        return image
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)

@@ -15,6 +15,7 @@ from svq import StyledVAEVQ, SVQConfig
 from svq.cli import main
 from svq.commands.chat import converse, parse_message
 from svq.data import render, world_record
+from svq.images import upscale_nearest
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +118,38 @@ def test_chat_loop_replies_saves_pictures_and_handles_errors(tmp_path, photos):
     assert "error: image" in text and "(new conversation)" in text
     for line in text.splitlines():  # every picture it names was written
         if "[picture:" in line:
-            path = line.split("[picture: ")[1].rstrip("]")
-            assert Image.open(path).size == (32, 32)
+            path, view = line.split("[picture: ")[1].rstrip("]").split("; view: ")
+            assert Image.open(path).size == (32, 32) and Image.open(view).size == (128, 128)
+
+
+class OnePictureChat:
+    """Stands in for SVQChat: every reply is a word and one 32 x 32 picture."""
+
+    def __init__(self, picture: Image.Image):
+        self.picture = picture
+
+    def chat(self, messages, **generate):
+        parts = [{"type": "text", "text": "here"}, {"type": "image", "image": self.picture}]
+        return {"role": "assistant", "content": parts}
+
+
+def test_chat_loop_saves_each_picture_as_written_and_a_128px_nearest_view(tmp_path):
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8))
+    stdout = io.StringIO()
+    assert converse(OnePictureChat(picture), io.StringIO("draw\n"), stdout, tmp_path,
+                    system=None) == 1  # fmt: skip
+    line = next(x for x in stdout.getvalue().splitlines() if "[picture:" in x)
+    path, view = line.split("[picture: ")[1].rstrip("]").split("; view: ")
+    written, shown = np.asarray(Image.open(path)), np.asarray(Image.open(view))
+    assert np.array_equal(written, np.asarray(picture)) and shown.shape == (128, 128, 3)
+    assert np.array_equal(shown, written.repeat(4, axis=0).repeat(4, axis=1))  # nearest, x4
+
+
+def test_upscale_nearest_factors():
+    assert upscale_nearest(Image.new("RGB", (64, 64))).size == (128, 128)
+    assert upscale_nearest(Image.new("RGB", (48, 32))).size == (192, 128)
+    big = Image.new("RGB", (256, 256))
+    assert upscale_nearest(big) is big
 
 
 def test_chat_command_reads_a_saved_model(tmp_path, monkeypatch, capsys):

@@ -1,10 +1,11 @@
 """`svq chat --model DIR`: talk with an image-speaking LLM (an SVQChat folder, e.g. the demo's
 RUN/sft/model) in the terminal. Image paths typed in a message are shown to the model; the
-pictures it writes are saved as PNGs and their paths printed.
+pictures it writes are saved as PNGs (as written, and a >= 128 px nearest-neighbour view) and
+their paths printed.
 
     you> I went to Huangshan in autumn! photos/me.png
     assistant> I went in winter and went skiing!
-      [picture: chat/reply_1_0.png]
+      [picture: chat/reply_1_0.png; view: chat/reply_1_0_view.png]
     /reset starts a new conversation, /quit (or end of input) leaves.
 """
 
@@ -41,6 +42,7 @@ def converse(
 ) -> int:
     """The read-reply loop; returns the number of replies. Pictures go to out/."""
     from svq.data import load_image_file  # a shown image is checked before the model sees it
+    from svq.images import upscale_nearest
 
     def fresh() -> list[dict[str, Any]]:
         return [{"role": "system", "content": system}] if system else []
@@ -75,10 +77,12 @@ def converse(
             if part["type"] == "text":
                 texts.append(part["text"])
             else:
-                path = out / f"reply_{replies}_{index}.png"
+                path = out / f"reply_{replies}_{index}.png"  # as written: can be shown back
+                view = out / f"reply_{replies}_{index}_view.png"  # >= 128 px, to look at
                 out.mkdir(parents=True, exist_ok=True)
                 part["image"].save(path)
-                texts.append(f"\n  [picture: {path}]")
+                upscale_nearest(part["image"]).save(view)
+                texts.append(f"\n  [picture: {path}; view: {view}]")
         stdout.write("assistant> " + " ".join(texts).strip() + "\n")
         messages.append(reply)
 
