@@ -55,13 +55,13 @@ class IdsToGridOptions:
     num_val_images: int = 512
     encode_batch_size: int = 128
     # --- model
-    width: int = 256
-    depth: int = 4
+    width: int = 128
+    depth: int = 3
     heads: int = 4
     mlp_ratio: float = 4.0
     dropout: float = 0.1
     # --- optimisation
-    max_steps: int = 3_000
+    max_steps: int = 2_000
     batch_size: int = 64
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
