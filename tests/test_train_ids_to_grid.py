@@ -52,6 +52,7 @@ def test_trains_reports_every_route_and_releases(parts, tmp_path):
     assert (model.config.num_codes, model.config.codebook_size) == (32, spatial.codebook_size)
     written = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert written["validation"]["grid_accuracy"] == val["grid_accuracy"]
+    assert {"command", "commit", "machine", "measured_at"} <= set(written)
 
 
 def test_refuses_a_tokenizer_without_codebook_and_missing_paths(parts, tmp_path):

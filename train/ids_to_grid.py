@@ -7,7 +7,8 @@
 Both tokenizers encode `num_train_images` chat-world training pictures once (the ids fit in
 memory); the model trains `max_steps` batches drawn from them (AdamW, warm-up + cosine, label
 smoothing, MaskGIT masking unless --no_masked). At the end, on `num_val_images` validation
-pictures it reports (OUTPUT_DIR/summary.json; the release is OUTPUT_DIR/model):
+pictures it reports (OUTPUT_DIR/summary.json, with the command, commit and machine; the
+release is OUTPUT_DIR/model):
 
 - grid-cell accuracy against the spatial VQ's own ids, for each `decode_steps`;
 - PSNR of the spatial VQ's decode of the predicted grid, beside the spatial VQ's decode of its
@@ -36,6 +37,7 @@ from svq import StyledVAEVQ
 from svq.data import ChatWorldDataset
 from svq.ids_to_grid import IdsToGrid, IdsToGridConfig
 from svq.progress import progress_bar
+from svq.provenance import provenance
 from svq.spatial_vq import SpatialVQ
 from train import common
 
@@ -249,6 +251,7 @@ def main(o: IdsToGridOptions) -> dict:
     logs = train(model, data, o)
     train_s = time.perf_counter() - started - encode_s
     summary = {
+        **provenance(),
         "options": asdict(o),
         "params": sum(p.numel() for p in model.parameters()),
         "encode_seconds": round(encode_s, 1),
