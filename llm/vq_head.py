@@ -16,6 +16,7 @@ from torch import nn
 
 from svq.configuration import ConfigBase
 from svq.hub import HubMixin
+from svq.layers import bidirectional_encoder
 
 
 @dataclass
@@ -34,19 +35,11 @@ class VQHeadConfig(ConfigBase):
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        need = self.require
-        self.grid_size = tuple(self.grid_size)  # config.json stores a list
-        need(self.model_type == "svq_vq_head", f"model_type is {self.model_type!r}")
-        for name in ("llm_hidden", "num_inputs", "codebook_size", "width", "depth", "heads"):
-            value = getattr(self, name)
-            need(isinstance(value, int) and value >= 1, f"{name} must be >= 1, got {value!r}")
-        need(
-            len(self.grid_size) == 2 and min(self.grid_size) >= 1,
-            f"grid_size must be (h, w) >= 1, got {self.grid_size}",
+        self.require(self.model_type == "svq_vq_head", f"model_type is {self.model_type!r}")
+        self.require_positive_ints(
+            "llm_hidden", "num_inputs", "codebook_size", "width", "depth", "heads"
         )
-        need(self.width % self.heads == 0, f"width {self.width} not divisible by {self.heads}")
-        need(self.mlp_ratio > 0, f"mlp_ratio must be > 0, got {self.mlp_ratio}")
-        need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        self.require_grid_transformer()
 
     @property
     def num_queries(self) -> int:
@@ -66,17 +59,7 @@ class VQHead(nn.Module, HubMixin, library_name="svq", tags=["svq", "vq-head"]):
         self.input_proj = nn.Linear(c.llm_hidden, c.width)
         self.input_pos = nn.Parameter(torch.randn(c.num_inputs, c.width) * 0.02)
         self.queries = nn.Parameter(torch.randn(c.num_queries, c.width) * 0.02)
-        block = nn.TransformerEncoderLayer(
-            c.width,
-            c.heads,
-            int(c.width * c.mlp_ratio),
-            c.dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
-        # no mask anywhere: every query sees all 36 inputs and every other query
-        self.blocks = nn.TransformerEncoder(block, c.depth, enable_nested_tensor=False)
+        self.blocks = bidirectional_encoder(c.width, c.heads, c.depth, c.mlp_ratio, c.dropout)
         self.norm = nn.LayerNorm(c.width)
         self.out = nn.Linear(c.width, c.codebook_size)
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from .configuration import ConfigBase
 from .hub import HubMixin
+from .layers import bidirectional_encoder
 
 
 @dataclass
@@ -37,26 +38,18 @@ class IdsToGridConfig(ConfigBase):
     per_position: bool = True  # each position has its own codes (its own embedding rows)
     grid_size: tuple[int, int] = (8, 8)  # (h, w) of the spatial VQ grid
     codebook_size: int = 256  # spatial VQ codes (the classes of each grid cell)
-    width: int = 256
-    depth: int = 4
+    width: int = 128
+    depth: int = 3
     heads: int = 4
     mlp_ratio: float = 4.0
     dropout: float = 0.1
 
     def __post_init__(self) -> None:
-        need = self.require
-        self.grid_size = tuple(self.grid_size)  # config.json stores a list
-        need(self.model_type == "svq_ids_to_grid", f"model_type is {self.model_type!r}")
-        for name in ("num_positions", "num_codes", "codebook_size", "width", "depth", "heads"):
-            value = getattr(self, name)
-            need(isinstance(value, int) and value >= 1, f"{name} must be >= 1, got {value!r}")
-        need(
-            len(self.grid_size) == 2 and min(self.grid_size) >= 1,
-            f"grid_size must be (h, w) >= 1, got {self.grid_size}",
+        self.require(self.model_type == "svq_ids_to_grid", f"model_type is {self.model_type!r}")
+        self.require_positive_ints(
+            "num_positions", "num_codes", "codebook_size", "width", "depth", "heads"
         )
-        need(self.width % self.heads == 0, f"width {self.width} not divisible by {self.heads}")
-        need(self.mlp_ratio > 0, f"mlp_ratio must be > 0, got {self.mlp_ratio}")
-        need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        self.require_grid_transformer()
 
     @property
     def num_cells(self) -> int:
@@ -83,17 +76,7 @@ class IdsToGrid(nn.Module, HubMixin, library_name="svq", tags=["svq", "ids-to-gr
         self.cell_embed = nn.Embedding(c.codebook_size + 1, c.width)  # + the mask token
         self.row_pos = nn.Parameter(torch.randn(c.grid_size[0], 1, c.width) * 0.02)
         self.col_pos = nn.Parameter(torch.randn(1, c.grid_size[1], c.width) * 0.02)
-        block = nn.TransformerEncoderLayer(
-            c.width,
-            c.heads,
-            int(c.width * c.mlp_ratio),
-            c.dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
-        # no mask anywhere: every cell sees all 36 ids and every other cell
-        self.blocks = nn.TransformerEncoder(block, c.depth, enable_nested_tensor=False)
+        self.blocks = bidirectional_encoder(c.width, c.heads, c.depth, c.mlp_ratio, c.dropout)
         self.norm = nn.LayerNorm(c.width)
         self.out = nn.Linear(c.width, c.codebook_size)
 

@@ -238,3 +238,15 @@ class ConvRefiner(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.block(self.norm_in(self.conv_in(x)))
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def bidirectional_encoder(
+    width: int, heads: int, depth: int, mlp_ratio: float, dropout: float
+) -> nn.TransformerEncoder:
+    """`depth` pre-norm GELU transformer blocks with no attention mask (every token sees every
+    other): the body of the grid-predicting heads. (B, T, width) -> (B, T, width)."""
+    block = nn.TransformerEncoderLayer(
+        width, heads, int(width * mlp_ratio), dropout, activation="gelu", batch_first=True,
+        norm_first=True,
+    )  # fmt: skip
+    return nn.TransformerEncoder(block, depth, enable_nested_tensor=False)
