@@ -17,7 +17,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.append(
+    str(Path(__file__).resolve().parents[1] / "benchmarks")
+)  # after the packages: it has an llm.py
 from common import commit, write_results
 
 from eval.judge import load_judge
