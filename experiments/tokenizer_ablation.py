@@ -100,6 +100,11 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
         {"noise_scale": 0.3, "token_dim": 32},
         {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
     ),
+    "conv32-ordered +attr6 +stem1": (
+        "conv32-ordered",
+        {"stem_blocks": 1},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+    ),
     "conv32-ordered +attr6 +wide": (
         "conv32-ordered",
         {"decoder_channels": [256, 128, 64, 32]},
