@@ -14,17 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-
-sys.path.append(
-    str(Path(__file__).resolve().parents[1] / "benchmarks")
-)  # after the packages: it has an llm.py
-from common import commit, write_results
 
 from eval.judge import load_judge
 from eval.report import run_chat_eval
 from svq.demo_record import chat_figures
+from svq.provenance import REPO, provenance
 
 ROUTES = ("vq_head", "svq")
 
@@ -46,7 +41,10 @@ def main() -> None:
         )  # fmt: skip
         figures[route] = chat_figures(json.loads(path.read_text()))
         print(route, json.dumps(figures[route]["following"]), flush=True)
-    write_results(args.results, {"commit": commit(), "model": args.model, "routes": figures})
+    record = {**provenance(), "model": args.model, "routes": figures}
+    path = REPO / "benchmarks" / "results" / f"{args.results}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
