@@ -4,7 +4,7 @@ and stage 1's noise schedule: shapes, save -> reload, validation, what the noise
 
 import pytest
 import torch
-from test_conv_options import build, images, randomise_films
+from test_conv_options import assert_round_trip, build, images
 from test_stage1 import options, run
 
 from svq import StyledVAEVQ, SVQConfig
@@ -36,13 +36,7 @@ def test_preset_parameters_and_round_trip(tmp_path):
     model = build("conv32").eval()
     assert (model.config.encoder, model.config.head, model.config.decoder) == ("conv", "ln", "conv")
     assert sum(p.numel() for p in model.parameters()) == 2_689_859
-    randomise_films(model)
-    model.save_pretrained(tmp_path / "m")
-    loaded = StyledVAEVQ.from_pretrained(tmp_path / "m").eval()
-    assert loaded.config == model.config
-    x = images()
-    with torch.no_grad():
-        assert torch.equal(model(x).recon, loaded(x).recon)
+    assert_round_trip(model, tmp_path / "m", images())
 
 
 def test_ln_head_normalises_every_token():
@@ -108,15 +102,11 @@ def test_conv64_preset_shapes_and_round_trip(tmp_path):
     model = build("conv64").eval()
     assert [len(level) for level in model.decoder.levels] == [2, 2, 2, 2, 1]  # 4x4 .. 64x64
     assert sum(p.numel() for p in model.parameters()) == 4_783_907
-    randomise_films(model)
     x = images(2, 64)
     with torch.no_grad():
         out = model(x)
     assert out.features.shape == (2, 36, 32) and out.recon.shape == (2, 3, 64, 64)
-    model.save_pretrained(tmp_path / "m")
-    loaded = StyledVAEVQ.from_pretrained(tmp_path / "m").eval()
-    with torch.no_grad():
-        assert torch.equal(out.recon, loaded(x).recon)
+    assert_round_trip(model, tmp_path / "m", x)
 
 
 def test_ordered_presets_add_only_the_ordering_levers():

@@ -60,16 +60,21 @@ def test_preset_and_64px_shapes():
     assert [len(level) for level in wide.decoder.levels] == [3, 3, 2, 2, 2]  # 4x4 .. 64x64
 
 
+def assert_round_trip(model: StyledVAEVQ, folder, x: torch.Tensor) -> None:
+    """Saved and loaded back (FiLMs randomised first, so they matter): same config, same
+    reconstruction of x."""
+    randomise_films(model)
+    model.save_pretrained(folder)
+    loaded = StyledVAEVQ.from_pretrained(folder).eval()
+    assert loaded.config == model.config
+    with torch.no_grad():
+        assert torch.equal(model(x).recon, loaded(x).recon)
+
+
 def test_save_load_identical_output(tmp_path):
     model = build("tiny-conv", stem_channels=(16, 32, 64, 64)).eval()
     assert model.config.stem_channels == [16, 32, 64, 64]  # a tuple is kept as config.json keeps it
-    randomise_films(model)
-    model.save_pretrained(tmp_path / "m")
-    loaded = StyledVAEVQ.from_pretrained(tmp_path / "m").eval()
-    assert loaded.config == model.config
-    x = images()
-    with torch.no_grad():
-        assert torch.equal(model(x).recon, loaded(x).recon)
+    assert_round_trip(model, tmp_path / "m", images())
 
 
 # Measured on the commit before these options existed (c15d17e): `tiny` and `small` built after
