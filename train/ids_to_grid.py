@@ -33,6 +33,7 @@ from transformers import get_cosine_schedule_with_warmup
 from eval.gate import judge_gate
 from eval.judge import load_judge, shipped_judge
 from eval.metrics import psnr
+from llm.sft_data import load_svq
 from svq import StyledVAEVQ
 from svq.data import ChatWorldDataset
 from svq.ids_to_grid import IdsToGrid, IdsToGridConfig
@@ -90,11 +91,9 @@ class IdsToGridOptions:
 
 
 def load_tokenizers(o: IdsToGridOptions) -> tuple[StyledVAEVQ, SpatialVQ]:
-    svq = StyledVAEVQ.from_pretrained(o.svq_path).requires_grad_(False).eval()
-    if svq.codebook is None:
-        raise ValueError(f"{o.svq_path} has no codebook.safetensors: fit one first (stage 2)")
+    """Both tokenizers, frozen, in eval mode (the svq one with its codebook: load_svq)."""
     spatial = SpatialVQ.from_pretrained(o.spatial_vq_path).requires_grad_(False).eval()
-    return svq, spatial
+    return load_svq(o.svq_path), spatial
 
 
 @torch.no_grad()
@@ -202,11 +201,11 @@ def evaluate(
             lambda s, p=predicted: spatial.decode(p[s])
         )
     report: dict = {"grid_accuracy": accuracy, "chance_grid_accuracy": _majority(grid)}
-    report["psnr"] = {
-        name: {"mean": psnr(x, images).mean().item(),
-               "se": (psnr(x, images).std() / math.sqrt(len(x))).item()}
-        for name, x in decodes.items()
-    }  # fmt: skip
+    report["psnr"] = {}
+    for name, x in decodes.items():
+        values = psnr(x, images)  # (B,) per picture
+        report["psnr"][name] = {"mean": values.mean().item(),
+                                "se": (values.std() / math.sqrt(len(values))).item()}  # fmt: skip
     report["judge"] = _judged(decodes, spatial.config.image_size, o)
     return report
 
