@@ -24,6 +24,10 @@ into figures with chance levels, controls and 95% bootstrap intervals over dialo
 - understanding: for each turn answering a question about a user photo, the answer's value is
   read by `answer_value` and compared with the photo's true attribute (see its docstring for
   the matching rule), beside the blind majority answer. Needs no judge.
+- replies: each reply's text read back with the world's grammar (`svq.data.grammar`): well
+  formed, on form (the sentence forms of the true reply), text following (the request's pinned
+  values that the reply's words state) and, judged, each picture against the scene the words
+  before it state. See `chat_scores.reply_scores`.
 - image_token_validity: complete image spans (`<boi>`, 36 codes, `<eoi>`) / spans begun.
 - judge: its gate (`eval.gate`) at the chat's picture size; judged figures only if it passed.
 
@@ -49,10 +53,11 @@ from PIL import Image
 from svq.data import IDENTITY_ATTRIBUTES, SCHEMA, Identity, render
 from svq.data.captions import words
 from svq.data.dialogues import PHRASES
+from svq.data.grammar import parse_reply, stated_values
 from svq.data.writer import iter_split
 from svq.progress import progress_bar
 
-from .chat_scores import Answer, DialogueRecord, Request, chat_scores
+from .chat_scores import FOLLOWED, Answer, DialogueRecord, Reply, Request, chat_scores
 from .gate import GateResult, judge_gate
 
 REPORT = "chat_eval.json"
@@ -142,6 +147,27 @@ def requested(messages: Sequence[dict[str, Any]], index: int, lang: str = "en") 
             return [{name: truth[name] for name in names}] + [{} for _ in photos[1:]]
     pins = {"place": truth["place"]} if w["place_name"][truth["place"]] in user else {}
     return [pins] + [{} for _ in photos[1:]]
+
+
+def words_per_picture(content: Any, lang: str = "en") -> list[dict[str, str]]:
+    """For each picture of an assistant message, the scene values its words state: the text
+    parts since the previous picture, read with the world's grammar ({} where they do not
+    parse)."""
+    if isinstance(content, str):
+        return []
+    out, pending = [], []
+    for part in content:
+        if part["type"] == "text":
+            pending.append(part["text"])
+        elif part["type"] == "image":
+            values = stated_values(parse_reply(" ".join(pending), lang))
+            out.append({k: v for k, v in values.items() if k in FOLLOWED})
+            pending = []
+    return out
+
+
+def _forms(parsed: Sequence[Any] | None) -> list[str] | None:
+    return None if parsed is None else [s.form for s in parsed]
 
 
 # --- reading answers -------------------------------------------------------------------------
@@ -365,11 +391,28 @@ def evaluate_chat(
         readings = judge_pictures(scorer, pictures) if scorer is not None else []
         record.pictures += readings
         record.ids += [tuple(int(i) for i in p["ids"]) for p in images if p.get("ids") is not None]
+        parsed, truth_parsed = (
+            parse_reply(text, lang),
+            parse_reply(_text(dialogue.messages[m]), lang),
+        )
+        said, true_said = (
+            words_per_picture(reply["content"], lang),
+            words_per_picture(dialogue.messages[m]["content"], lang),
+        )
+        record.replies.append(
+            Reply(
+                well_formed=parsed is not None,
+                on_form=parsed is not None and _forms(parsed) == _forms(truth_parsed),
+                stated_vs_judged=list(zip(said, readings, strict=False)),
+            )
+        )
         for k, pinned in enumerate(requested(dialogue.messages, m, lang)):
             if pinned:
                 drawn = k < len(pictures)
                 seen = readings[k] if drawn and readings else None
-                record.requests.append(Request(pinned, drawn, seen))
+                stated = said[k] if k < len(said) else {}
+                true_stated = true_said[k] if k < len(true_said) else {}
+                record.requests.append(Request(pinned, drawn, seen, stated, true_stated))
         user = dialogue.messages[m - 1]
         user_photos = _image_parts([user]) if user["role"] == "user" else []
         topic = question_topic(_text(user), lang) if user_photos else None

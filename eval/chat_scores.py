@@ -19,6 +19,12 @@ Why each control is there (a figure without one can be fooled):
   own look) gets the same correction with the looks of the other dialogues' personas.
 - diversity: distinct id sequences and distinct judge readings over the pictures drawn, and
   per requested attribute the distinct values drawn against the distinct values requested.
+- replies: `well_formed`, the share of assistant replies whose text reads back entirely as
+  sentences of the world's grammar (`svq.data.grammar`); `on_form`, the share whose sentences
+  have the forms of the true reply (an answer to the question asked, a photo for a request);
+  `text_following`, the request's pinned values that the reply's words state (chance and
+  constant as for following); `picture_vs_text`, the judge's reading of each drawn picture
+  against what the words before it state (does the picture follow the model's own words?).
 - understanding: `blind_majority`, always answering the most frequent true value of each
   question, chosen with hindsight on these very questions (an upper bound for any answerer
   that does not look at the picture).
@@ -51,6 +57,18 @@ class Request:
     pinned: dict[str, str]  # attribute -> requested value
     drawn: bool  # a picture was generated for it
     judged: dict[str, str] | None = None  # the judge's reading of that picture (None: no judge)
+    stated: dict[str, str] | None = None  # what the reply's words state for it (None: not read)
+    true_stated: dict[str, str] = field(default_factory=dict)  # what the true reply's words state
+
+
+@dataclass
+class Reply:
+    """One assistant reply's text, read back with the world's grammar."""
+
+    well_formed: bool  # every part of it is a sentence of the world
+    on_form: bool  # its sentences have the forms of the true reply's
+    stated_vs_judged: list[tuple[dict[str, str], dict[str, str]]] = field(default_factory=list)
+    # per drawn and judged picture: (what the words before it state, the judge's reading)
 
 
 @dataclass
@@ -71,6 +89,7 @@ class DialogueRecord:
     pictures: list[dict[str, str]] = field(default_factory=list)  # judged, every one drawn
     ids: list[tuple[int, ...]] = field(default_factory=list)  # each drawn picture's ids
     answers: list[Answer] = field(default_factory=list)
+    replies: list[Reply] = field(default_factory=list)
 
 
 def _figure(num: np.ndarray, den: np.ndarray, seed: int) -> dict[str, Any]:
@@ -129,6 +148,70 @@ def following_scores(records: Sequence[DialogueRecord], seed: int = 0) -> dict[s
         else None,
         "per_attribute": per_attribute,
     }
+
+
+def text_following_scores(records: Sequence[DialogueRecord], seed: int = 0) -> dict[str, Any]:
+    """The request's pinned values that the reply's words state, over the attributes the true
+    reply's words state (a reply that states nothing, or does not parse, counts as wrong);
+    needs no judge."""
+    d, a = len(records), len(FOLLOWED)
+    right, asked = np.zeros((d, a)), np.zeros((d, a))
+    counts: dict[str, Counter] = {name: Counter() for name in FOLLOWED}
+    for i, record in enumerate(records):
+        for request in record.requests:
+            for name, value in request.pinned.items():
+                if name not in request.true_stated:
+                    continue
+                j = FOLLOWED.index(name)
+                counts[name][value] += 1
+                asked[i, j] += 1
+                right[i, j] += (request.stated or {}).get(name) == value
+    present = [j for j, name in enumerate(FOLLOWED) if asked[:, j].sum() > 0]
+    if not present:
+        return {"mean": None, "ci": None, "per_attribute": {}}
+    names = [FOLLOWED[j] for j in present]
+    figure = _figure(right[:, present], asked[:, present], seed)
+    return {
+        "mean": figure["value"],
+        "ci": figure["ci"],
+        "chance": _mean([1 / len(SCHEMA[n]) for n in names]),
+        "best_constant": _mean([max(counts[n].values()) / sum(counts[n].values()) for n in names]),
+        "per_attribute": {FOLLOWED[j]: _figure(right[:, j], asked[:, j], seed) for j in present},
+    }
+
+
+def reply_scores(records: Sequence[DialogueRecord], judged: bool, seed: int = 0) -> dict[str, Any]:
+    """Well-formed and on-form replies, text following, and (judged) pictures vs their words."""
+    count = np.array([len(r.replies) for r in records], dtype=np.float64)
+    formed = np.array([sum(x.well_formed for x in r.replies) for r in records], np.float64)
+    on_form = np.array([sum(x.on_form for x in r.replies) for r in records], np.float64)
+    out = {
+        "well_formed": _figure(formed, count, seed),
+        "on_form": _figure(on_form, count, seed),
+        "text_following": text_following_scores(records, seed),
+        "picture_vs_text": None,
+    }
+    if judged:
+        d, a = len(records), len(FOLLOWED)
+        agree, stated = np.zeros((d, a)), np.zeros((d, a))
+        for i, record in enumerate(records):
+            for reply in record.replies:
+                for words, reading in reply.stated_vs_judged:
+                    for j, name in enumerate(FOLLOWED):
+                        if name in words:
+                            stated[i, j] += 1
+                            agree[i, j] += reading.get(name) == words[name]
+        present = [j for j in range(a) if stated[:, j].sum() > 0]
+        if present:
+            figure = _figure(agree[:, present], stated[:, present], seed)
+            out["picture_vs_text"] = {
+                **figure,
+                "chance": _mean([1 / len(SCHEMA[FOLLOWED[j]]) for j in present]),
+                "per_attribute": {
+                    FOLLOWED[j]: _figure(agree[:, j], stated[:, j], seed) for j in present
+                },
+            }
+    return out
 
 
 def drawn_scores(records: Sequence[DialogueRecord], seed: int = 0) -> dict[str, Any]:
@@ -291,11 +374,12 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def chat_scores(records: Sequence[DialogueRecord], judged: bool, seed: int = 0) -> dict[str, Any]:
     """Every chat figure of `records`; judged False (no judge, or it failed its gate): the
-    judged ones (following, identity, the judged part of diversity) are None."""
+    judged ones (following, identity, the judged parts of diversity and replies) are None."""
     return {
         "generation_following": following_scores(records, seed) if judged else None,
         "pictures_drawn": drawn_scores(records, seed),
         "identity_consistency": identity_scores(records, seed) if judged else None,
         "diversity": diversity_scores(records),
         "understanding": understanding_scores(records, seed),
+        "replies": reply_scores(records, judged, seed),
     }

@@ -208,6 +208,8 @@ def scores(report: dict) -> dict:
     """The headline numbers of a chat_eval report (judged ones None when the judge is absent or
     failed its gate; identity control-corrected, see eval/chat_scores.py)."""
     following, identity = report["generation_following"], report["identity_consistency"]
+    replies = report["replies"]
+    picture_vs_text = replies["picture_vs_text"]
     return {
         "generation_following": following["mean"] if following else None,
         "pictures_drawn": report["pictures_drawn"]["value"],
@@ -216,6 +218,10 @@ def scores(report: dict) -> dict:
         "understanding_accuracy": report["understanding"]["accuracy"],
         "understanding_blind_majority": report["understanding"]["blind_majority"],
         "image_token_validity": report["image_token_validity"],
+        "replies_well_formed": replies["well_formed"]["value"],
+        "replies_on_form": replies["on_form"]["value"],
+        "text_following": replies["text_following"]["mean"],
+        "picture_vs_text": picture_vs_text["value"] if picture_vs_text else None,
         "judge": report["judge"]["status"],
     }
 

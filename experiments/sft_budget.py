@@ -1,0 +1,105 @@
+"""Chat SFT variants side by side on one demo run's tokenizers: the same data, seed, held-out
+dialogues and judge; each variant changes a few `train/llm_sft.py` options. Two at a time
+(one thread each) so a pair shares the machine's load; each records its own train time.
+
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python experiments/sft_budget.py \\
+        --run runs/demo-standard --out runs/sft-budget --results sft_budget \\
+        --variants base lr3e-3
+
+Writes (and merges into) benchmarks/results/NAME.json: per variant its options, train and wall
+seconds, and the chat figures of its final evaluation (`train/llm_sft.scores`), with the
+commit and machine it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from svq.provenance import REPO, provenance
+
+# Each variant: options of train/llm_sft.py over the standard demo's SFT stage.
+STANDARD = {"max_steps": 400, "learning_rate": 1e-3, "warmup_steps": 30}
+VARIANTS: dict[str, dict[str, object]] = {
+    "base": {},
+    "lr3e-3": {"learning_rate": 3e-3},
+    "steps1200": {"max_steps": 1200},
+    "pretrain": {"pretrain_steps": 400},
+    "pretrain-text": {"pretrain_steps": 400, "pretrain_captions": 0},
+}
+
+
+def command(run: Path, out: Path, name: str, num_val: int) -> list[str]:
+    options = {
+        **STANDARD,
+        **VARIANTS[name],
+        "output_dir": out / name,
+        "svq_path": run / "stage2" / "model",
+        "spatial_vq_path": run / "vq" / "model",
+        "judge_path": run / "judge",
+        "cache_dir": run / "sft" / "image_cache",
+        "num_train_dialogues": 2000,
+        "num_val_dialogues": num_val,
+        "eval_batch_size": 32,
+        "eval_steps": 0,
+        "save_steps": 100000,
+        "report_to": "none",
+        "overwrite_output_dir": True,
+    }
+    args = [sys.executable, str(REPO / "train" / "llm_sft.py"), "train/configs/llm_sft_world.yaml"]
+    for key, value in options.items():
+        args += [f"--{key}", str(value)]
+    return args
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, required=True, help="a demo run folder")
+    parser.add_argument("--out", type=Path, required=True, help="folder for each variant")
+    parser.add_argument("--results", required=True, help="NAME of benchmarks/results/NAME.json")
+    parser.add_argument("--variants", nargs="+", default=sorted(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--num_val_dialogues", type=int, default=128)
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    origin = provenance()  # the code the variants run
+    args.out.mkdir(parents=True, exist_ok=True)
+    pending, running = list(args.variants), []
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            name = pending.pop(0)
+            log = (args.out / f"{name}.log").open("w")
+            cmd = command(args.run, args.out, name, args.num_val_dialogues)
+            running.append((name, subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log)))
+        time.sleep(5)
+        for name, process in list(running):
+            if process.poll() is None:
+                continue
+            running.remove((name, process))
+            if process.returncode != 0:
+                raise SystemExit(f"variant {name} failed: see {args.out / name}.log")
+    path = REPO / "benchmarks" / "results" / f"{args.results}.json"
+    record = json.loads(path.read_text()) if path.is_file() else {"variants": {}}
+    for name in args.variants:
+        summary = json.loads((args.out / name / "summary.json").read_text())
+        record["variants"][name] = {
+            **origin,
+            "options": {**STANDARD, **VARIANTS[name]},
+            "num_val_dialogues": args.num_val_dialogues,
+            **{k: summary[k] for k in ("steps", "train_seconds", "wall_seconds", "lm_loss")},
+            "pretrain_seconds": summary.get("pretrain_seconds"),
+            "figures": summary["validation"],
+        }
+        print(name, json.dumps(record["variants"][name]["figures"]), flush=True)
+    record["run"] = str(args.run)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
