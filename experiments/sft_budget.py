@@ -65,16 +65,24 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=sorted(VARIANTS), choices=VARIANTS)
     parser.add_argument("--num_val_dialogues", type=int, default=128)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument(
+        "--skip_existing", action="store_true",
+        help="collect, without running again, the variants whose OUT/NAME/summary.json exists",
+    )  # fmt: skip
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    origin = provenance()  # the code the variants run
+    origin = provenance()  # the code the variants run (each variant's folder keeps its own)
     args.out.mkdir(parents=True, exist_ok=True)
     pending, running = list(args.variants), []
+    if args.skip_existing:
+        pending = [n for n in pending if not (args.out / n / "summary.json").is_file()]
     while pending or running:
         while pending and len(running) < args.jobs:
             name = pending.pop(0)
             log = (args.out / f"{name}.log").open("w")
             cmd = command(args.run, args.out, name, args.num_val_dialogues)
+            (args.out / name).mkdir(parents=True, exist_ok=True)
+            (args.out / name / "provenance.json").write_text(json.dumps(origin))
             running.append((name, subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log)))
         time.sleep(5)
         for name, process in list(running):
@@ -88,7 +96,7 @@ def main() -> None:
     for name in args.variants:
         summary = json.loads((args.out / name / "summary.json").read_text())
         record["variants"][name] = {
-            **origin,
+            **json.loads((args.out / name / "provenance.json").read_text()),
             "options": {**STANDARD, **VARIANTS[name]},
             "num_val_dialogues": args.num_val_dialogues,
             **{k: summary[k] for k in ("steps", "train_seconds", "wall_seconds", "lm_loss")},

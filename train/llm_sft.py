@@ -54,6 +54,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 from eval.chat import evaluate_chat
 from eval.judge import load_judge
 from llm import LoraOptions, SVQChat, collate
+from llm.pretrain_data import PretrainDataset, text_chats
 from llm.sft_data import SFTDataset, encode_images, load_chats, load_svq
 from llm.tiny import chat_world_corpus, tiny_llm, train_tokenizer
 from svq.spatial_vq import SpatialVQ
@@ -96,6 +97,12 @@ class SFTOptions:
     vq_head: dict | str | None = None  # VQHeadConfig fields (width, depth, heads, ...)
     image_tokenizer: str = "svq"  # "svq" (36 tokens + VQ head) or "spatial" (baseline: h*w ids)
     gradient_checkpointing: bool = False
+    # --- language pre-training (before SFT; llm.pretrain_data): every token a label
+    pretrain_steps: int = 0  # 0: none
+    pretrain_dialogues: int = 20000  # world train dialogues as text (pictures left out)
+    pretrain_captions: int = -1  # SFT pictures as caption turns (caption + ids); -1: all
+    pretrain_lang: str = "mixed"  # "en", "zh" or "mixed": the text's and captions' languages
+    pretrain_batch_size: int = 16
     # --- data
     train_data: str = "world"  # "world" (the chat world's train split) or a chats .jsonl
     world_seed: int = 0
@@ -150,6 +157,10 @@ class SFTOptions:
         common.check_training_options(self)
         if min(self.lm_loss_weight, self.vq_loss_weight) < 0:
             raise ValueError("loss weights must be >= 0")
+        if self.pretrain_steps < 0 or self.pretrain_batch_size < 1:
+            raise ValueError("pretrain_steps must be >= 0 and pretrain_batch_size >= 1")
+        if self.pretrain_lang not in ("en", "zh", "mixed"):
+            raise ValueError(f"pretrain_lang must be 'en', 'zh' or 'mixed': {self.pretrain_lang}")
         if self.num_val_dialogues < 0:
             raise ValueError(f"num_val_dialogues must be >= 0, got {self.num_val_dialogues}")
 
@@ -188,6 +199,70 @@ def sft_loss(chat_output, o: SFTOptions) -> dict[str, torch.Tensor]:
     lm = chat_output.lm_loss.float()
     vq = chat_output.vq_loss.float() if chat_output.vq_loss is not None else lm.new_zeros(())
     return {"loss": o.lm_loss_weight * lm + o.vq_loss_weight * vq, "lm_loss": lm, "vq_loss": vq}
+
+
+# --- language pre-training ----------------------------------------------------------------
+
+
+def pretrain(model, optimizer, accelerator, o: SFTOptions, data, images) -> dict:
+    """`o.pretrain_steps` steps of language pre-training (`llm.pretrain_data`) with its own
+    warmup and schedule, the same optimiser; returns its seconds, last loss and example counts.
+    Not checkpointed: a run stopped during it starts it again."""
+    started = time.perf_counter()
+    raw = accelerator.unwrap_model(model)
+    langs = ("en", "zh") if o.pretrain_lang == "mixed" else (o.pretrain_lang,)
+    text = text_chats(o.world_seed, o.pretrain_dialogues, o.pretrain_lang)
+    dataset = PretrainDataset(
+        text, data if o.pretrain_captions else None, images, raw.tokenizer, raw.vocab, langs,
+        o.max_length, o.pretrain_captions,
+    )  # fmt: skip
+    pad = raw.tokenizer.pad_token_id
+    loader = DataLoader(
+        dataset,
+        batch_size=o.pretrain_batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=partial(
+            collate, pad_token_id=pad if pad is not None else raw.tokenizer.eos_token_id
+        ),
+        # not sharded by accelerate (its checkpoints would then expect this loader on resume):
+        # each process draws its own order
+        generator=torch.Generator().manual_seed(o.seed + 1 + accelerator.process_index),
+    )
+    warmup = common.warmup_steps(o.pretrain_steps, o.warmup_steps, o.warmup_ratio)
+    scheduler = get_scheduler(o.lr_scheduler_type, optimizer, warmup, o.pretrain_steps)
+    batches = common.endless_batches(loader)
+    bar = progress_bar(
+        total=o.pretrain_steps, desc="pre-training", disable=not accelerator.is_main_process
+    )
+    terms = {}
+    model.train()
+    for step in range(1, o.pretrain_steps + 1):
+        for _ in range(o.gradient_accumulation_steps):
+            batch = next(batches).to(accelerator.device)
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    terms = sft_loss(model(batch, full_logits=False), o)
+                common.backward_step(accelerator, terms["loss"], model, optimizer, o, step, None)
+        scheduler.step()
+        if step % o.logging_steps == 0 or step == o.pretrain_steps:
+            logs = {f"pretrain/{k}": v.item() for k, v in terms.items()}
+            accelerator.log(logs, step=step)
+            bar.set_postfix(lm=f"{logs['pretrain/lm_loss']:.3f}", refresh=False)
+        bar.update(1)
+    bar.close()
+    optimizer.zero_grad(set_to_none=True)
+    for group in optimizer.param_groups:  # the SFT schedule starts from the base rate
+        group["lr"] = group.get("initial_lr", group["lr"])
+    record = {
+        "pretrain_steps": o.pretrain_steps,
+        "pretrain_seconds": round(time.perf_counter() - started, 1),
+        "pretrain_lm_loss": terms["lm_loss"].item() if terms else None,
+        "pretrain_examples": {"text": dataset.num_text, "captions": dataset.num_captions,
+                              "too_long": dataset.num_too_long},
+    }  # fmt: skip
+    logger.info("pre-training: %s", json.dumps(record))
+    return record
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -280,6 +355,9 @@ def main(o: SFTOptions) -> dict:
     accum, world = o.gradient_accumulation_steps, accelerator.num_processes
     global_batch = o.per_device_train_batch_size * accum * world
     model, optimizer, loader = accelerator.prepare(chat, optimizer, loader)
+    pretrained = {}
+    if o.pretrain_steps and resume is None:  # a resumed run's weights are past pre-training
+        pretrained = pretrain(model, optimizer, accelerator, o, data, images)
     max_steps = o.max_steps
     if max_steps < 0:
         max_steps = math.ceil(o.num_train_epochs * len(loader) / accum)
@@ -373,6 +451,7 @@ def main(o: SFTOptions) -> dict:
             "lm_loss": logs.get("train/lm_loss"),
             "vq_loss": logs.get("train/vq_loss") if raw.vq_head is not None else None,
             "validation": last_record,
+            **pretrained,
             "image_tokenizer": o.image_tokenizer,
             "model": str(out / "model"),
         }
