@@ -30,6 +30,7 @@ def chat_figures(chat: dict) -> dict[str, Any]:
     following = chat.get("generation_following") or {}
     identity = chat.get("identity_consistency") or {}
     understanding = chat.get("understanding") or {}
+    replies = chat.get("replies") or {}
     return {
         "dialogues": chat.get("dialogues"),
         "judge": _get(chat, "judge", "status"),
@@ -49,6 +50,16 @@ def chat_figures(chat: dict) -> dict[str, Any]:
             for k in ("accuracy", "ci", "blind_majority", "blind_majority_ci", "n")
         },
         "image_token_validity": chat.get("image_token_validity"),
+        "replies": {
+            "well_formed": replies.get("well_formed"),
+            "on_form": replies.get("on_form"),
+            "text_following": {
+                k: _get(replies, "text_following", k) for k in ("mean", "ci", "chance")
+            },
+            "picture_vs_text": {
+                k: _get(replies, "picture_vs_text", k) for k in ("value", "ci", "chance")
+            },
+        },
     }
 
 
@@ -174,6 +185,7 @@ def readme_tables(records: dict[str, dict]) -> str:
         return f"| {label} | " + " | ".join(cells) + " |\n"
 
     f = lambda c: c.get("following") or {}  # noqa: E731
+    said = lambda c, k: (c.get("replies") or {}).get(k)  # noqa: E731
     chat = chat_header + "".join([
         chat_row("dialogues", lambda c: str(c.get("dialogues"))),
         chat_row("pictures drawn when asked", lambda c: _pct(c.get("pictures_drawn"))),
@@ -190,6 +202,11 @@ def readme_tables(records: dict[str, dict]) -> str:
         chat_row("understanding", lambda c: _pct(c.get("understanding"), "accuracy")),
         chat_row("&nbsp;&nbsp;blind majority answer",
                  lambda c: _pct(c.get("understanding"), "blind_majority", "blind_majority_ci")),
+        chat_row("replies well formed (the world's grammar)",
+                 lambda c: _pct(said(c, "well_formed"))),
+        chat_row("request stated in the reply's words",
+                 lambda c: _pct(said(c, "text_following"), "mean")),
+        chat_row("picture agrees with its words", lambda c: _pct(said(c, "picture_vs_text"))),
     ])  # fmt: skip
     return f"{README_START}\n{tokenizer}\n{chat}{README_END}"
 
