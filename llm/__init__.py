@@ -12,11 +12,13 @@ Parts (one job per file):
     lora           LoRA with trainable new rows (peft trainable tokens), ties kept
     projector      ImageProjector: features (B, 36, E) -> embeddings at the <image> tokens
     vq_head        VQHead: hidden states at 36 code tokens -> spatial VQ logits (B, h*w, K)
-    logits         ImageSpanLogitsProcessor: exactly 36 codes between <boi> and <eoi>
+    logits         ImageSpanLogitsProcessor: exactly 36 codes between <boi> and <eoi>;
+                   ImageSpanSampler: sampled pictures, greedy text
     conversation   messages -> input_ids, labels, image positions, VQ targets; batching
     chat           SVQChat: everything together, chat / forward / save / load
     loading        load_llm (strict weights), load_tokenizer (tokenizer.json as saved)
     tiny           a from-scratch Qwen2 + sentencepiece tokenizer for tests and the demo
+    pretrain_data  language pre-training: world text, captions followed by their pictures
     sft_data       chat SFT data: world / JSONL chats, the image cache, SFTDataset
                    (imported on its own: `from llm import sft_data`)
 """
@@ -34,7 +36,7 @@ from .conversation import (
 )
 from .embeddings import embeddings_tied, extend_llm, init_new_rows, resize_embeddings
 from .loading import load_llm, load_tokenizer
-from .logits import ImageSpanLogitsProcessor, span_state
+from .logits import ImageSpanLogitsProcessor, ImageSpanSampler, span_state
 from .lora import LoraOptions, apply_lora, lora_config
 from .projector import ImageProjector, ProjectorConfig, inject_image_embeds
 from .vocabulary import BOI, EOI, IMAGE, ImageVocabulary, code_token_names
@@ -49,6 +51,7 @@ __all__ = [
     "EncodedConversation",
     "ImageProjector",
     "ImageSpanLogitsProcessor",
+    "ImageSpanSampler",
     "ImageVocabulary",
     "LoraOptions",
     "ProjectorConfig",

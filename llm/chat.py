@@ -36,7 +36,7 @@ from vocab import Codebook
 from .conversation import ConversationBatch, collate, encode_conversation, split_reply
 from .embeddings import extend_llm
 from .loading import load_llm, load_tokenizer
-from .logits import ImageSpanLogitsProcessor
+from .logits import ImageSpanLogitsProcessor, ImageSpanSampler
 from .lora import BaseWeights, LoraOptions, apply_lora, load_adapter, save_adapter
 from .projector import ImageProjector, ProjectorConfig, inject_image_embeds
 from .vocabulary import ImageVocabulary
@@ -387,6 +387,9 @@ class SVQChat(nn.Module):
         max_new_tokens: int = 256,
         do_sample: bool = False,
         image_decoder: str | None = None,
+        image_temperature: float | None = None,
+        image_top_k: int | None = None,
+        image_top_p: float | None = None,
         **generate_kwargs: Any,
     ) -> list[dict[str, Any]]:
         """The assistant's next message for each conversation (one batched `generate`).
@@ -394,18 +397,31 @@ class SVQChat(nn.Module):
         Each reply is `{"role": "assistant", "content": [parts]}` with text parts and image
         parts `{"type": "image", "image": PIL image, "ids": (N,) codebook ids}`; the ids let the
         reply go back into the conversation without re-encoding the picture.
-        generate_kwargs go to `model.generate` (temperature, top_p, top_k, ...).
+        generate_kwargs go to `model.generate` (temperature, top_p, top_k, ...): they sample
+        every token. image_temperature (> 0) samples the pictures' codes only, cut to
+        image_top_k / image_top_p, and keeps the text greedy (`ImageSpanSampler`).
         """
         route = image_decoder or self.config.image_decoder
         items = [self.encode(messages, add_generation_prompt=True) for messages in conversations]
         pad = self.tokenizer.pad_token_id
         pad = pad if pad is not None else self.tokenizer.eos_token_id
         batch = collate(items, pad, padding_side="left").to(self.device)
+        processors = LogitsProcessorList([ImageSpanLogitsProcessor(self.vocab)])
+        if image_temperature is not None:
+            if do_sample or generate_kwargs.keys() & {"temperature", "top_k", "top_p"}:
+                raise ValueError("image_temperature samples the pictures only: no do_sample, "
+                                 "temperature, top_k or top_p with it")  # fmt: skip
+            processors.append(
+                ImageSpanSampler(self.vocab, image_temperature, image_top_k, image_top_p)
+            )
+            # generate's own warpers off: the sampler has applied them to the pictures
+            do_sample, generate_kwargs = True, {**generate_kwargs, "top_k": None, "top_p": None,
+                                                "temperature": None}  # fmt: skip
         out = self.llm.generate(
             input_ids=batch.input_ids,  # the processor reads them; the model reads the embeds
             attention_mask=batch.attention_mask,
             inputs_embeds=self.embed(batch),
-            logits_processor=LogitsProcessorList([ImageSpanLogitsProcessor(self.vocab)]),
+            logits_processor=processors,
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
             pad_token_id=pad,

@@ -68,3 +68,43 @@ class ImageSpanLogitsProcessor(LogitsProcessor):
         in_span = torch.where((written < n).unsqueeze(1), code_ok, is_eoi.unsqueeze(0))
         allowed = torch.where(inside.unsqueeze(1), in_span, outside.unsqueeze(0))  # (B, V)
         return scores.masked_fill(~allowed, -float("inf"))
+
+
+class ImageSpanSampler(LogitsProcessor):
+    """Sampled pictures, greedy text: inside an image span the logits are divided by
+    `temperature` and cut to the `top_k` best and the smallest set of mass `top_p`; outside,
+    only the best token stays. Run after `ImageSpanLogitsProcessor`, with `do_sample=True`
+    and generate's own warpers off (`SVQChat.generate(image_temperature=...)` does both)."""
+
+    def __init__(
+        self,
+        vocab: ImageVocabulary,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+    ):
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (greedy: no sampler), got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+        self.vocab, self.temperature, self.top_k, self.top_p = vocab, temperature, top_k, top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """input_ids: (B, T) the sequences so far; scores: (B, V) next-token logits."""
+        inside, written = span_state(input_ids.to(scores.device), self.vocab)
+        inside = inside & (written < self.vocab.num_positions)  # the codes, not the <eoi>
+        out = scores / self.temperature
+        if self.top_k is not None:
+            kth = out.topk(min(self.top_k, out.shape[-1]), dim=-1).values[:, -1:]
+            out = out.masked_fill(out < kth, -float("inf"))
+        if self.top_p is not None:
+            order = out.sort(dim=-1, descending=True)
+            mass = order.values.softmax(-1).cumsum(-1)
+            drop = mass - order.values.softmax(-1) >= self.top_p  # mass before it already >= p
+            drop = torch.zeros_like(drop).scatter(-1, order.indices, drop)  # vocabulary order
+            out = out.masked_fill(drop, -float("inf"))
+        best = scores.argmax(-1, keepdim=True)
+        greedy = torch.full_like(scores, -float("inf")).scatter(-1, best, 0.0)
+        return torch.where(inside.unsqueeze(1), out, greedy)

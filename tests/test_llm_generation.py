@@ -5,7 +5,14 @@ import pytest
 import torch
 from test_llm_tiny import build_chat
 
-from llm import ImageSpanLogitsProcessor, ImageVocabulary, VQHead, VQHeadConfig, span_state
+from llm import (
+    ImageSpanLogitsProcessor,
+    ImageSpanSampler,
+    ImageVocabulary,
+    VQHead,
+    VQHeadConfig,
+    span_state,
+)
 
 N = 36
 
@@ -166,3 +173,44 @@ def test_vq_head_save_load_and_config_checks(tmp_path):
         VQHeadConfig(grid_size=(0, 4))
     with pytest.raises(ValueError, match="unknown fields"):
         VQHeadConfig.from_dict({"depth": 1, "blocks": 2})
+
+
+def test_span_sampler_keeps_text_greedy_and_cuts_the_pictures_distribution():
+    vocab = _vocab(per_position=False, num_codes=4)
+    scores = torch.tensor([[0.0] * 20 + [4.0, 3.0, 2.0, 1.0] + [0.0] * 6]).repeat(3, 1)
+    scores[0, 5] = 9.0  # the best text token
+    rows = [[1, 2, 3], [1, 10, 20], [10, *[20] * N]]  # text, in a span, all 36 written
+    rows = torch.tensor([[0] * (N + 1 - len(r)) + r for r in rows])  # left padding
+    sampler = ImageSpanSampler(vocab, temperature=2.0, top_k=3)
+    out = sampler(rows, scores)
+    assert torch.isfinite(out[0]).nonzero().squeeze(1).tolist() == [5]  # greedy text
+    assert torch.isfinite(out[2]).sum() == 1  # after the 36th code: the best token only
+    kept = torch.isfinite(out[1]).nonzero().squeeze(1).tolist()
+    assert kept == [20, 21, 22] and torch.allclose(out[1, 20:23], torch.tensor([2.0, 1.5, 1.0]))
+    nucleus = ImageSpanSampler(vocab, top_p=0.6)(rows[1:2], scores[1:2])
+    probs = scores[1].softmax(-1)
+    assert probs[20] < 0.6 < probs[20] + probs[21]  # the two best reach 0.6
+    assert torch.isfinite(nucleus[0]).nonzero().squeeze(1).tolist() == [20, 21]
+    for bad in ({"temperature": 0.0}, {"top_k": 0}, {"top_p": 1.5}):
+        with pytest.raises(ValueError):
+            ImageSpanSampler(vocab, **bad)
+
+
+def test_generate_samples_pictures_and_keeps_the_greedy_text():
+    chat = build_chat(num_codes=8, per_position=True, spatial=False)
+    conversation = [{"role": "user", "content": "Show me a photo of you skiing."}]
+    bias = {(chat.vocab.boi_id,): 8.0}  # make the untrained model open a picture
+    kwargs = {"max_new_tokens": 60, "sequence_bias": bias}
+    greedy = chat.generate([conversation], image_decoder="svq", **kwargs)[0]
+    pictures = set()
+    for seed in range(4):
+        torch.manual_seed(seed)
+        reply = chat.generate([conversation], image_decoder="svq", image_temperature=1.5, **kwargs)
+        reply = reply[0]
+        texts = [p["text"] for p in reply["content"] if p["type"] == "text"]
+        first = next(i for i, p in enumerate(reply["content"]) if p["type"] == "image")
+        assert texts[:first] == [p["text"] for p in greedy["content"][:first]]
+        pictures.add(tuple(reply["content"][first]["ids"].tolist()))
+    assert len(pictures) > 1  # sampled: the pictures differ between seeds
+    with pytest.raises(ValueError, match="pictures only"):
+        chat.generate([conversation], image_temperature=1.0, do_sample=True)
