@@ -1,0 +1,68 @@
+"""How the chat's pictures are decoded, side by side on one trained model: greedy, and the
+codes sampled (text greedy) at several temperatures and cuts (`ImageSpanSampler`). Same
+held-out dialogues, judge and seed for each; scores following, identity, diversity and the
+pictures against their own words.
+
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python experiments/chat_sampling.py \\
+        --model runs/demo/sft/model --judge eval/judges/world64 --num_dialogues 128 \\
+        --out runs/chat-sampling --results chat_sampling_standard
+
+Writes benchmarks/results/NAME.json: per setting the cited chat figures (svq.demo_record).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from eval.chat import evaluate_chat
+from eval.judge import load_judge
+from llm import SVQChat
+from svq.demo_record import chat_figures
+from svq.provenance import REPO, provenance
+
+# name -> SVQChat.generate options (None: greedy)
+SETTINGS: dict[str, dict[str, float | int] | None] = {
+    "greedy": None,
+    "t0.5": {"image_temperature": 0.5},
+    "t0.7": {"image_temperature": 0.7},
+    "t1.0": {"image_temperature": 1.0},
+    "t1.0-top_k20": {"image_temperature": 1.0, "image_top_k": 20},
+    "t1.0-top_p0.9": {"image_temperature": 1.0, "image_top_p": 0.9},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="an SVQChat folder (RUN/sft/model)")
+    parser.add_argument("--judge", required=True, help="a judge folder")
+    parser.add_argument("--num_dialogues", type=int, default=128)
+    parser.add_argument("--image_decoder", default=None, help="vq_head or svq (the model's)")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
+    parser.add_argument("--out", required=True, help="folder for each setting's chat_eval.json")
+    parser.add_argument("--results", required=True, help="NAME of benchmarks/results/NAME.json")
+    args = parser.parse_args()
+    origin = provenance()
+    chat = SVQChat.from_pretrained(args.model).eval()
+    judge = load_judge(args.judge)
+    figures = {}
+    for name in args.settings:
+        torch.manual_seed(0)
+        report = evaluate_chat(
+            chat, judge, num_dialogues=args.num_dialogues, seed=0, out_dir=Path(args.out) / name,
+            batch_size=32, image_decoder=args.image_decoder, **(SETTINGS[name] or {}),
+        )  # fmt: skip
+        figures[name] = {"generate": SETTINGS[name], **chat_figures(report)}
+        print(name, json.dumps({k: figures[name][k] for k in ("following", "replies")}), flush=True)
+    record = {**origin, "model": args.model, "image_decoder": args.image_decoder,
+              "settings": figures}  # fmt: skip
+    path = REPO / "benchmarks" / "results" / f"{args.results}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
