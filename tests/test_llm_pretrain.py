@@ -64,3 +64,15 @@ def test_a_run_with_pretraining_records_it_and_resume_skips_it(tmp_path, parts):
     again = run(tmp_path / "run", parts, *flags, "--resume", "--max_steps", "3")
     assert again["steps"] == 3 and "pretrain_steps" not in again
     assert [s for s, _ in common.checkpoints(tmp_path / "run")] == [2, 3]
+
+
+def test_the_serial_baseline_captions_its_pictures_with_spatial_ids(parts):  # noqa: F811
+    o = options(Path("unused"), parts, "--image_tokenizer", "spatial")
+    chat = llm_sft.build_model(o)
+    data = sd.world_chats(0, "train", 2, "en")
+    images = sd.encode_images(data, chat.svq, chat.spatial, None)
+    dataset = PretrainDataset(
+        [], data, images, chat.tokenizer, chat.vocab, num_captions=2, written="spatial"
+    )
+    for n, item in enumerate(dataset.items):
+        assert torch.equal(item.code_ids[0], images.vq_ids[n]) and item.vq_targets is None

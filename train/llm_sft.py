@@ -214,7 +214,7 @@ def pretrain(model, optimizer, accelerator, o: SFTOptions, data, images) -> dict
     text = text_chats(o.world_seed, o.pretrain_dialogues, o.pretrain_lang)
     dataset = PretrainDataset(
         text, data if o.pretrain_captions else None, images, raw.tokenizer, raw.vocab, langs,
-        o.max_length, o.pretrain_captions,
+        o.max_length, o.pretrain_captions, o.image_tokenizer,
     )  # fmt: skip
     pad = raw.tokenizer.pad_token_id
     loader = DataLoader(
