@@ -28,6 +28,7 @@ STANDARD = {"max_steps": 400, "learning_rate": 1e-3, "warmup_steps": 30}
 VARIANTS: dict[str, dict[str, object]] = {
     "base": {},
     "lr3e-3": {"learning_rate": 3e-3},
+    "steps800": {"max_steps": 800},
     "steps1200": {"max_steps": 1200},
     "pretrain": {"pretrain_steps": 400},
     "pretrain-text": {"pretrain_steps": 400, "pretrain_captions": 0},
