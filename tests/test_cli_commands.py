@@ -158,6 +158,13 @@ def test_chat_command_reads_a_saved_model(tmp_path, monkeypatch, capsys):
     assert main(["chat", "--model", str(tmp_path / "chat"), "--out", str(tmp_path / "p"),
                  "--max-new-tokens", "8"]) == 0  # fmt: skip
     assert capsys.readouterr().out.count("assistant>") == 1
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
+    assert main(["chat", "--model", str(tmp_path / "chat"), "--out", str(tmp_path / "p"),
+                 "--max-new-tokens", "8", "--image-temperature", "0.7"]) == 0  # fmt: skip
+    assert capsys.readouterr().out.count("assistant>") == 1
+    with pytest.raises(SystemExit, match="not both"):
+        main(["chat", "--model", str(tmp_path / "chat"), "--temperature", "1",
+              "--image-temperature", "1"])  # fmt: skip
     assert main(["chat", "--model", str(tmp_path / "none")]) == 2
     assert "none does not exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()

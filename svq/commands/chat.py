@@ -94,10 +94,17 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     chat = SVQChat.from_pretrained(args.model)
+    if args.temperature > 0 and args.image_temperature > 0:
+        raise SystemExit("svq chat: --temperature samples every token; pass it or "
+                         "--image-temperature, not both")  # fmt: skip
+    sampling: dict = {}
+    if args.temperature > 0:
+        sampling = {"do_sample": True, "temperature": args.temperature}
+    elif args.image_temperature > 0:
+        sampling = {"image_temperature": args.image_temperature, "image_top_k": args.image_top_k}
     converse(
         chat, sys.stdin, sys.stdout, Path(args.out), args.system,
-        max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
-        **({"temperature": args.temperature} if args.temperature > 0 else {}),
+        max_new_tokens=args.max_new_tokens, **sampling,
     )  # fmt: skip
     return 0
 
@@ -113,6 +120,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="chat", help="folder for the pictures it writes")
     p.add_argument("--system", help="a system prompt (e.g. the persona)")
     p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    p.add_argument("--temperature", type=float, default=0.0, help="every token; 0: greedy")
+    p.add_argument(
+        "--image-temperature", type=float, default=0.0,
+        help="the pictures' codes only, text greedy; 0: greedy (follows the request best: "
+        "train/RESULTS_sft.md)",
+    )  # fmt: skip
+    p.add_argument("--image-top-k", type=int, default=None, help="with --image-temperature")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.set_defaults(run=run)
