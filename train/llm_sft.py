@@ -25,6 +25,12 @@ Writes OUTPUT_DIR/model (SVQChat.save_pretrained), OUTPUT_DIR/summary.json (what
 returns), OUTPUT_DIR/chat_eval.json (+ images/) from the final evaluation, options.yaml,
 validation.jsonl, checkpoints/, logs/.
 
+`pretrain_steps` > 0: first that many steps of language pre-training (`llm.pretrain_data`: the
+world's dialogues as text and captions followed by their pictures' ids, every token a label;
+its own warm-up and schedule, the same optimiser), then the SFT steps. Not checkpointed: a run
+stopped during it starts it again; a resumed SFT run does not repeat it (its summary then has
+no pre-training record). Measured against more SFT steps in train/RESULTS_sft.md.
+
 `image_tokenizer: spatial` trains the baseline of issue 9: the same LLM writing each picture as
 the spatial VQ's h*w ids in sequence (no VQ head; the spatial decoder paints them).
 """
