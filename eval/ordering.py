@@ -1,4 +1,4 @@
-"""How the information is spread over the N ordered tokens (DESIGN.md §11).
+"""How the information is spread over the N ordered tokens (docs/design.md §9, §11).
 
 Three views, each decoding edited features of the same images and comparing the result to the
 originals (PSNR, SSIM per image):

@@ -9,7 +9,7 @@ The swap test asks the decoder: replace token i of picture x by token i of anoth
 decode, and let the judge read the result. `changed[i, a]` is how often attribute a's reading
 moved; `adopted[i, a]` is how often it became y's value (among pairs the judge reads
 differently on a). A token that no swap moves is dead or redundant (swap groups to tell them
-apart: DESIGN.md section 11).
+apart: docs/design.md §9, §11).
 
     fit = encode_world(model.encode, n=2000, size=64, split="train")      # (features, labels)
     test = encode_world(model.encode, n=1000, size=64, split="test")

@@ -3,7 +3,7 @@ trained on the chat world's text, wrapped as a fast tokenizer with a Qwen-style 
 and a small `Qwen2ForCausalLM` whose embedding matrix, like Qwen2.5's, has spare rows past the
 tokenizer.
 
-The wrap (DESIGN.md §10): transformers 5.x `LlamaTokenizer(vocab_file=...)` silently ignores
+The wrap (docs/design.md §10): transformers 5.x `LlamaTokenizer(vocab_file=...)` silently ignores
 the file, so the sentencepiece model is rebuilt as a `tokenizers` Unigram (transformers'
 `SpmConverter.build_tokenizer_from_spm_proto`) inside `PreTrainedTokenizerFast`. The model is
 trained with identity normalisation and no dummy prefix, so the fast tokenizer gives the same

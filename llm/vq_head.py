@@ -1,5 +1,5 @@
 """The VQ head: the LLM's last hidden states at an image's 36 code tokens -> logits over the
-spatial VQ codebook at all h*w grid positions, in one parallel pass (DESIGN.md §2, §7).
+spatial VQ codebook at all h*w grid positions, in one parallel pass (docs/design.md §2, §7).
 
 A small bidirectional transformer over [36 projected hidden states (+ a learned position each);
 h*w learned position queries]; the queries' outputs give the logits. Its ids go to

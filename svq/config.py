@@ -62,7 +62,7 @@ class SVQConfig(ConfigBase):
     noise_scale: float = 0.0  # training-only noise on the features (c in mu + c*|mu|*eps)
     noise_type: str = "multiplicative"  # multiplicative: c*|mu|*eps; additive: c*eps
     # --- token dropout (training only): any prefix of the tokens learns to decode
-    token_dropout: str = "none"  # nested: prefix length ~ geometric; tail: ~ uniform
+    token_dropout: str = "none"  # nested: kept length ~ uniform; tail: dropped ~ geometric
     token_dropout_prob: float = 0.0  # fraction of images in a batch whose tail is dropped
     token_dropout_min_keep: int = 1  # never keep fewer than this many leading tokens
     # --- decoder
@@ -87,7 +87,7 @@ class SVQConfig(ConfigBase):
     refiner_channels: int = 32  # pixel head conv refiner width
     refiner_kernel: int = 17  # first refiner conv kernel (odd)
     pixel_skip: bool = False  # refiner output adds to the unpatchified image (see PixelHead)
-    # --- decoder target: pixels, or the logits of a spatial VQ tokenizer's grid (DESIGN.md §3)
+    # --- decoder target: pixels, or the logits of a spatial VQ tokenizer's grid (docs/design.md §3)
     target: str = "pixels"  # "spatial_vq": a code head, logits (B, h*w, K) in one pass
     spatial_grid_size: int | None = None  # spatial_vq: side h = w of its grid, a multiple of
     # the decoder's grid (image_size / patch_size)
@@ -330,7 +330,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # backward) trained at ~1.3 img/s, too slow to learn in a 25-minute run. This one keeps
     # the geometry that decides token usage — patch 8, 36 tokens x 64, the reference's v2
     # decoder with 18 blocks x 2 prepended conditions (packing 6 per block left 30 of 36 tokens
-    # dead, DESIGN.md §11), pixel_skip — and shrinks widths: encoder 128 (2 dense + 2 expert
+    # dead, docs/design.md §11), pixel_skip — and shrinks widths: encoder 128 (2 dense + 2 expert
     # blocks), decoder 96 with MLP 2x, refiner 16 channels: 1.5 GFLOP/image, ~3.5x the speed.
     # noise_scale 0.5 (multiplicative, training only; the reference used 1 down to 0.0005 as
     # its data grew): in 200-step calibration runs at lr 1e-3, noise 0.3 left PSNR unchanged

@@ -1,5 +1,5 @@
 """Chat SFT (issue 8): teach an LLM to draw the pictures a chat asks for, keep its own look
-across them and answer about the user's pictures (DESIGN.md §1, §7).
+across them and answer about the user's pictures (docs/design.md §1, §7).
 
     python train/llm_sft.py train/configs/llm_sft_tiny.yaml --output_dir runs/sft \
         --svq_path RUN/stage2/model --spatial_vq_path RUN/vq/model --judge_path runs/judge

@@ -1,4 +1,4 @@
-"""Stage 1: train the tokenizer (DESIGN.md §4) — encoder, 36 continuous tokens, decoder.
+"""Stage 1: train the tokenizer (docs/design.md §4) — encoder, 36 continuous tokens, decoder.
 
     python train/stage1.py train/configs/stage1_tiny.yaml --output_dir runs/s1 [--flag value]
     torchrun --standalone --nproc_per_node 2 train/stage1.py CONFIG.yaml ...   # 2 CPU processes

@@ -1,4 +1,4 @@
-"""Stage 2: the vocabulary (DESIGN.md §5) — a k-means codebook over the frozen encoder's 36
+"""Stage 2: the vocabulary (docs/design.md §5) — a k-means codebook over the frozen encoder's 36
 tokens, attached to the tokenizer, then optionally a fine-tune that decodes codes sharply.
 
     python train/stage2.py train/configs/stage2_tiny.yaml --model_path runs/s1/model \\

@@ -1,4 +1,4 @@
-"""Train the spatial VQ tokenizer (DESIGN.md §6): images <-> (h*w) grid of code ids.
+"""Train the spatial VQ tokenizer (docs/design.md §6): images <-> (h*w) grid of code ids.
 
     python train/vq.py train/configs/vq_tiny.yaml --output_dir runs/vq [--flag value]
     torchrun --standalone --nproc_per_node 2 train/vq.py CONFIG.yaml ...   # 2 CPU processes

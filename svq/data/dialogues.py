@@ -1,5 +1,5 @@
 """Multi-turn chats about photos, in the transformers chat-message format, in the style of the
-motivating chat (DESIGN.md §1):
+motivating chat (docs/design.md §1):
 
     user:      I went to Huangshan in autumn, it was beautiful.
     assistant: I went in winter and went skiing! [photo] I also went skiing at Changbai
