@@ -249,6 +249,12 @@ class SVQChat(nn.Module):
     def device(self) -> torch.device:
         return self.projector.mlp[0].weight.device
 
+    @property
+    def pad_token_id(self) -> int:
+        """What batches are padded with: the tokenizer's pad token, else its end of text."""
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else self.tokenizer.eos_token_id
+
     def _pixels(self, part: dict[str, Any], size: int) -> torch.Tensor:
         """(1, 3, size, size) in [-1, 1] from a part's "image" (PIL or path), "path" or "url"."""
         source = next((part[k] for k in ("image", "path", "url") if part.get(k) is not None), None)
@@ -403,8 +409,7 @@ class SVQChat(nn.Module):
         """
         route = image_decoder or self.config.image_decoder
         items = [self.encode(messages, add_generation_prompt=True) for messages in conversations]
-        pad = self.tokenizer.pad_token_id
-        pad = pad if pad is not None else self.tokenizer.eos_token_id
+        pad = self.pad_token_id
         batch = collate(items, pad, padding_side="left").to(self.device)
         processors = LogitsProcessorList([ImageSpanLogitsProcessor(self.vocab)])
         if image_temperature is not None:

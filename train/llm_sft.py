@@ -207,6 +207,19 @@ def sft_loss(chat_output, o: SFTOptions) -> dict[str, torch.Tensor]:
     return {"loss": o.lm_loss_weight * lm + o.vq_loss_weight * vq, "lm_loss": lm, "vq_loss": vq}
 
 
+def shuffled_loader(dataset, batch_size: int, pad: int, seed: int, o: SFTOptions) -> DataLoader:
+    """Shuffled, full batches of encoded conversations, padded on the right with `pad`."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=partial(collate, pad_token_id=pad),
+        num_workers=o.dataloader_num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
 # --- language pre-training ----------------------------------------------------------------
 
 
@@ -222,19 +235,10 @@ def pretrain(model, optimizer, accelerator, o: SFTOptions, data, images) -> dict
         text, data if o.pretrain_captions else None, images, raw.tokenizer, raw.vocab, langs,
         o.max_length, o.pretrain_captions, o.image_tokenizer,
     )  # fmt: skip
-    pad = raw.tokenizer.pad_token_id
-    loader = DataLoader(
-        dataset,
-        batch_size=o.pretrain_batch_size,
-        shuffle=True,
-        drop_last=True,
-        collate_fn=partial(
-            collate, pad_token_id=pad if pad is not None else raw.tokenizer.eos_token_id
-        ),
-        # not sharded by accelerate (its checkpoints would then expect this loader on resume):
-        # each process draws its own order
-        generator=torch.Generator().manual_seed(o.seed + 1 + accelerator.process_index),
-    )
+    # not sharded by accelerate (its checkpoints would then expect this loader on resume):
+    # each process draws its own order
+    seed = o.seed + 1 + accelerator.process_index
+    loader = shuffled_loader(dataset, o.pretrain_batch_size, raw.pad_token_id, seed, o)
     warmup = common.warmup_steps(o.pretrain_steps, o.warmup_steps, o.warmup_ratio)
     scheduler = get_scheduler(o.lr_scheduler_type, optimizer, warmup, o.pretrain_steps)
     batches = common.endless_batches(loader)
@@ -338,17 +342,7 @@ def main(o: SFTOptions) -> dict:
         )
     written = "spatial" if o.image_tokenizer == "spatial" else "svq"
     dataset = SFTDataset(data, images, chat.tokenizer, chat.vocab, o.max_length, written)
-    pad = chat.tokenizer.pad_token_id
-    pad = pad if pad is not None else chat.tokenizer.eos_token_id
-    loader = DataLoader(
-        dataset,
-        batch_size=o.per_device_train_batch_size,
-        shuffle=True,
-        drop_last=True,
-        collate_fn=partial(collate, pad_token_id=pad),
-        num_workers=o.dataloader_num_workers,
-        generator=torch.Generator().manual_seed(o.seed),
-    )
+    loader = shuffled_loader(dataset, o.per_device_train_batch_size, chat.pad_token_id, o.seed, o)
 
     # --- optimiser and schedule
     trainable = [n for n, p in chat.named_parameters() if p.requires_grad]
