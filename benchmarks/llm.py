@@ -10,7 +10,8 @@ Qwen2 LLM (`llm.tiny` presets), extended with a K-code image vocabulary, from th
 chat prompt. svq: the prompt ends with `<boi>`; the LLM writes 36 codes and `<eoi>` under
 `ImageSpanLogitsProcessor` with the last hidden states kept (what `SVQChat.generate` does), then
 the VQ head (default shape: width 512, 4 blocks) predicts the 16x16 spatial grid over 16,384
-codes in one pass. Baseline: 256 tokens, one per grid cell. Pixel decoders are left out of both
+codes in one pass; or, from the 36 ids alone, the ids-to-grid model of the same width and depth
+(`svq.ids_to_grid`, one pass). Baseline: 256 tokens, one per grid cell. Pixel decoders are left out of both
 (each route needs one). On a CUDA machine the default shapes are demo and qwen2-0.5b in bf16.
 """
 
@@ -30,6 +31,7 @@ from transformers import LogitsProcessorList
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llm import ImageSpanLogitsProcessor, VQHead, VQHeadConfig, extend_llm
 from llm.tiny import chat_world_corpus, tiny_llm, train_tokenizer
+from svq.ids_to_grid import IdsToGrid, IdsToGridConfig
 
 GRID = (16, 16)  # the baseline's image: LlamaGen VQ-16 at 256 px
 SPATIAL_CODES = 16384
@@ -60,6 +62,16 @@ def bench_shape(shape: str, device: str, dtype: torch.dtype, num_codes: int, rep
         llm_hidden=width, grid_size=GRID, codebook_size=SPATIAL_CODES, **HEADS[shape]
     )
     head = VQHead(head_config).to(device=device, dtype=dtype).eval()
+    grid_config = IdsToGridConfig(
+        num_codes=num_codes,
+        per_position=False,
+        grid_size=GRID,
+        codebook_size=SPATIAL_CODES,
+        width=head_config.width,
+        depth=head_config.depth,
+        heads=head_config.heads,
+    )
+    ids_to_grid = IdsToGrid(grid_config).to(device=device, dtype=dtype).eval()
     ids = prompt_ids(tokenizer, vocab.boi_id).to(device)
     processor = LogitsProcessorList([ImageSpanLogitsProcessor(vocab)])
     n = vocab.num_positions
@@ -83,6 +95,15 @@ def bench_shape(shape: str, device: str, dtype: torch.dtype, num_codes: int, rep
         return head.predict(hidden)
 
     @torch.no_grad()
+    def ids_to_grid_image():
+        tokens = svq_tokens().sequences[:, -(n + 1) : -1]  # the 36 codes, <eoi> left off
+        return ids_to_grid.generate(vocab.tokens_to_codes(tokens))
+
+    @torch.no_grad()
+    def ids_to_grid_only():
+        return ids_to_grid.generate(torch.randint(num_codes, (1, n), device=device))
+
+    @torch.no_grad()
     def vq_head_only():
         return head.predict(torch.randn(1, n, width, device=device, dtype=dtype))
 
@@ -94,11 +115,14 @@ def bench_shape(shape: str, device: str, dtype: torch.dtype, num_codes: int, rep
         )
 
     assert svq_image().shape == (1, GRID[0] * GRID[1])
+    assert ids_to_grid_image().shape == (1, GRID[0] * GRID[1])
     assert baseline().shape[1] == ids.shape[1] + GRID[0] * GRID[1]
     seconds = {
         "svq_tokens": timed(svq_tokens, repeats),
         "vq_head": timed(vq_head_only, repeats),
         "svq_image": timed(svq_image, repeats),
+        "ids_to_grid": timed(ids_to_grid_only, repeats),
+        "ids_to_grid_image": timed(ids_to_grid_image, repeats),
         "serial_256": timed(baseline, repeats),
     }
     params = sum(p.numel() for p in llm.parameters())
@@ -115,6 +139,9 @@ def bench_shape(shape: str, device: str, dtype: torch.dtype, num_codes: int, rep
         "svq_image_ms": round(1e3 * seconds["svq_image"], 1),
         "serial_256_ms": round(1e3 * seconds["serial_256"], 1),
         "speedup": round(seconds["serial_256"] / seconds["svq_image"], 2),
+        "ids_to_grid_pass_ms": round(1e3 * seconds["ids_to_grid"], 1),
+        "ids_to_grid_image_ms": round(1e3 * seconds["ids_to_grid_image"], 1),
+        "speedup_ids_to_grid": round(seconds["serial_256"] / seconds["ids_to_grid_image"], 2),
         "machine": machine(),
     }
 
@@ -145,7 +172,7 @@ def main() -> None:
         runs = kept + runs
     columns = [
         "llm", "vq_head", "device", "dtype", "svq_36_tokens_ms", "vq_head_pass_ms", "svq_image_ms",
-        "serial_256_ms", "speedup",
+        "serial_256_ms", "speedup", "ids_to_grid_image_ms", "speedup_ids_to_grid",
     ]  # fmt: skip
     print_table(runs, columns)
     path = write_results("llm", {"grid": list(GRID), "spatial_codes": SPATIAL_CODES, "runs": runs})
