@@ -11,8 +11,9 @@ chat prompt. svq: the prompt ends with `<boi>`; the LLM writes 36 codes and `<eo
 `ImageSpanLogitsProcessor` with the last hidden states kept (what `SVQChat.generate` does), then
 the VQ head (default shape: width 512, 4 blocks) predicts the 16x16 spatial grid over 16,384
 codes in one pass; or, from the 36 ids alone, the ids-to-grid model of the same width and depth
-(`svq.ids_to_grid`, one pass). Baseline: 256 tokens, one per grid cell. Pixel decoders are left out of both
-(each route needs one). On a CUDA machine the default shapes are demo and qwen2-0.5b in bf16.
+(`svq.ids_to_grid`, one pass). Baseline: 256 tokens, one per grid cell. Pixel decoders are
+left out of both (each route needs one). On a CUDA machine the default shapes are demo and
+qwen2-0.5b in bf16.
 """
 
 from __future__ import annotations
