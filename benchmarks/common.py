@@ -59,11 +59,12 @@ def matmul_rate(size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.f
 
 
 def write_results(name: str, figures: dict) -> Path:
-    """Write results/NAME.json with the figures, the machine and the command line."""
+    """Write results/NAME.json with the figures, the command line, the commit and the machine."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     record = {
         "command": "python " + shlex.join(sys.argv),
+        "commit": commit(),
         "machine": machine(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **figures,
