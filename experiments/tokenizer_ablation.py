@@ -110,6 +110,17 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
         {"decoder_channels": [256, 128, 64, 32]},
         {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
     ),
+    # the conv decoder's 4x4 input made from tokens (conv_input), not only a constant
+    "conv32-ordered +attr6 +input_first": (
+        "conv32-ordered",
+        {"conv_input": "first"},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+    ),
+    "conv32-ordered +attr6 +input_all": (
+        "conv32-ordered",
+        {"conv_input": "all"},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+    ),
     # 64 px (--size 64 --batch 16)
     "small": ("small", {}, {}),
     "conv64": ("conv64", {}, {}),

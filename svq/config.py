@@ -17,6 +17,7 @@ ADALN_MODES = ("plain", "zero")
 TOKEN_DROPOUTS = ("none", "nested", "tail")
 TARGETS = ("pixels", "spatial_vq")
 CONV_READS = ("own", "prefix")
+CONV_INPUTS = ("const", "first", "all")
 
 
 @dataclass
@@ -84,6 +85,9 @@ class SVQConfig(ConfigBase):
     conv_reads: str = "own"  # conv: which tokens block l's FiLM reads. own: its group only,
     # tokens l*k .. l*k+k-1 (w+ style); prefix: every token up to its group's end, 0 .. l*k+k-1
     # (the first tokens then reach every resolution, the finest included)
+    conv_input: str = "const"  # conv: the 4x4 map synthesis starts from. const: a learned
+    # constant (StyleGAN); first: the constant + a zero-initialised Linear of the first group's
+    # tokens (0 .. k-1) to the map, so the first tokens place things; all: of every token
     refiner_channels: int = 32  # pixel head conv refiner width
     refiner_kernel: int = 17  # first refiner conv kernel (odd)
     pixel_skip: bool = False  # refiner output adds to the unpatchified image (see PixelHead)
@@ -235,6 +239,11 @@ class SVQConfig(ConfigBase):
         need(
             self.decoder == "conv" or self.conv_reads == "own",
             f"conv_reads {self.conv_reads!r} is for decoder 'conv', not {self.decoder!r}",
+        )
+        need(self.conv_input in CONV_INPUTS, f"conv_input {self.conv_input!r} not in {CONV_INPUTS}")
+        need(
+            self.decoder == "conv" or self.conv_input == "const",
+            f"conv_input {self.conv_input!r} is for decoder 'conv', not {self.decoder!r}",
         )
         if self.decoder == "conv":
             levels = len(self.decoder_channels)

@@ -140,7 +140,10 @@ class SVQConvDecoder(nn.Module):
     (counted coarse to fine) reads tokens l*k .. l*k+k-1 (k = conds_per_block), flattened to
     one vector: the first tokens shape the coarsest maps. With `conv_reads` "prefix" it reads
     tokens 0 .. l*k+k-1 instead (the later ones zeroed in an N*E-wide vector), so the first
-    tokens reach every resolution. Output is unbounded, like the transformer decoder's.
+    tokens reach every resolution. With `conv_input` "first" / "all" the constant gets a map
+    made from the first group's / every token (a zero-initialised Linear to C0 x 4 x 4): the
+    per-channel FiLM cannot say *where*, this can. Output is unbounded, like the transformer
+    decoder's.
     """
 
     def __init__(self, config: SVQConfig):
@@ -151,6 +154,12 @@ class SVQConvDecoder(nn.Module):
         self.prefix = config.conv_reads == "prefix"
         cond_dim = (config.num_tokens if self.prefix else k) * config.token_dim
         self.const = nn.Parameter(0.1 * torch.randn(channels[0], 4, 4))
+        self.input_tokens = {"const": 0, "first": k, "all": config.num_tokens}[config.conv_input]
+        self.to_input = None
+        if self.input_tokens:
+            self.to_input = nn.Linear(self.input_tokens * config.token_dim, channels[0] * 16)
+            nn.init.zeros_(self.to_input.weight)
+            nn.init.zeros_(self.to_input.bias)
         self.levels = nn.ModuleList(
             nn.ModuleList(FiLMResBlock(c, cond_dim) for _ in range(blocks))
             for c, blocks in zip(channels, config.decoder_level_blocks, strict=True)
@@ -169,6 +178,9 @@ class SVQConvDecoder(nn.Module):
         else:
             groups = rearrange(features, "b (l k) e -> b l (k e)", k=self.k)  # (B, L, k*E)
         x = self.const.expand(features.shape[0], -1, -1, -1)  # (B, C0, 4, 4)
+        if self.to_input is not None:
+            read = features[:, : self.input_tokens].flatten(1)  # (B, n*E)
+            x = x + self.to_input(read).view_as(x)
         index = 0
         for level, blocks in enumerate(self.levels):
             if level > 0:
