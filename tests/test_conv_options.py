@@ -225,3 +225,43 @@ def test_prefix_reads_let_the_first_tokens_reach_the_finest_blocks():
         SVQConfig.from_preset("tiny", conv_reads="prefix")
     with pytest.raises(ValueError, match="conv_reads 'all' not in"):
         SVQConfig.from_preset("tiny-conv", conv_reads="all")
+
+
+@pytest.mark.parametrize("conv_input", ["first", "all"])
+def test_conv_input_makes_the_start_map_from_the_tokens(tmp_path, conv_input):
+    """conv_input "first" / "all": the 4x4 start map is the constant plus a zero-initialised
+    Linear of the first group's / every token. At init the model decodes exactly as "const"
+    (the default, whose parameters are unchanged); trained weights make the map depend on
+    exactly the tokens it reads; save -> reload keeps it."""
+    const = build("tiny-conv").eval()
+    assert const.config.conv_input == "const" and const.decoder.to_input is None
+    randomise_films(const)
+    model = build("tiny-conv", conv_input=conv_input).eval()
+    missing = model.load_state_dict(const.state_dict(), strict=False).missing_keys
+    assert missing == ["decoder.to_input.weight", "decoder.to_input.bias"]
+    features = torch.randn(2, 36, 16)
+    with torch.no_grad():
+        assert torch.equal(model.decode(features), const.decode(features))
+        model.decoder.to_input.weight.normal_(0, 0.1)
+        reads = 3 if conv_input == "first" else 36  # tiny-conv: 3 tokens per block
+        assert model.decoder.to_input.in_features == reads * 16
+        maps = []
+        model.decoder.levels[0][0].register_forward_hook(lambda m, i, o: maps.append(i[0]))
+        model.decode(features)
+        changed = features.clone()
+        changed[:, reads - 1] += 1.0  # the last token it reads moves the map
+        model.decode(changed)
+        assert not torch.equal(maps[0], maps[1])
+        if conv_input == "first":
+            later = features.clone()
+            later[:, reads:] += 1.0  # tokens after the first group do not reach the map
+            model.decode(later)
+            assert torch.equal(maps[0], maps[2])
+        model.save_pretrained(tmp_path)
+        again = StyledVAEVQ.from_pretrained(tmp_path).eval()
+        assert again.config.conv_input == conv_input
+        assert torch.equal(again.decode(features), model.decode(features))
+    with pytest.raises(ValueError, match="conv_input 'first' is for decoder 'conv'"):
+        SVQConfig.from_preset("tiny", conv_input="first")
+    with pytest.raises(ValueError, match="conv_input 'grid' not in"):
+        SVQConfig.from_preset("tiny-conv", conv_input="grid")
