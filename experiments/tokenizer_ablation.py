@@ -121,6 +121,21 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
         {"conv_input": "all"},
         {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
     ),
+    "conv32-ordered +attr6 +input_all +skip": (
+        "conv32-ordered",
+        {"conv_input": "all", "conv_skip": True},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+    ),
+    "conv32-ordered +attr6 +input_all +noise0.6": (
+        "conv32-ordered",
+        {"conv_input": "all", "noise_scale": 0.6},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+    ),
+    "conv32-ordered +attr6 +input_all +stem1": (
+        "conv32-ordered",
+        {"conv_input": "all", "stem_blocks": 1},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+    ),
     # 64 px (--size 64 --batch 16)
     "small": ("small", {}, {}),
     "conv64": ("conv64", {}, {}),

@@ -88,6 +88,8 @@ class SVQConfig(ConfigBase):
     conv_input: str = "const"  # conv: the 4x4 map synthesis starts from. const: a learned
     # constant (StyleGAN); first: the constant + a zero-initialised Linear of the first group's
     # tokens (0 .. k-1) to the map, so the first tokens place things; all: of every token
+    conv_skip: bool = False  # conv: StyleGAN2 "skip" output, a 1x1 conv to pixels at every
+    # coarser resolution, upsampled (bilinear) and summed into the finest one's
     refiner_channels: int = 32  # pixel head conv refiner width
     refiner_kernel: int = 17  # first refiner conv kernel (odd)
     pixel_skip: bool = False  # refiner output adds to the unpatchified image (see PixelHead)
@@ -244,6 +246,10 @@ class SVQConfig(ConfigBase):
         need(
             self.decoder == "conv" or self.conv_input == "const",
             f"conv_input {self.conv_input!r} is for decoder 'conv', not {self.decoder!r}",
+        )
+        need(
+            self.decoder == "conv" or not self.conv_skip,
+            f"conv_skip is for decoder 'conv', not {self.decoder!r}",
         )
         if self.decoder == "conv":
             levels = len(self.decoder_channels)

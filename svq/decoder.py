@@ -142,7 +142,9 @@ class SVQConvDecoder(nn.Module):
     tokens 0 .. l*k+k-1 instead (the later ones zeroed in an N*E-wide vector), so the first
     tokens reach every resolution. With `conv_input` "first" / "all" the constant gets a map
     made from the first group's / every token (a zero-initialised Linear to C0 x 4 x 4): the
-    per-channel FiLM cannot say *where*, this can. Output is unbounded, like the transformer
+    per-channel FiLM cannot say *where*, this can. With `conv_skip` every coarser resolution
+    also paints (a 1x1 conv to pixels, upsampled and summed: StyleGAN2's skip generator), so
+    the coarse blocks get a direct gradient. Output is unbounded, like the transformer
     decoder's.
     """
 
@@ -166,6 +168,9 @@ class SVQConvDecoder(nn.Module):
         )
         self.ups = nn.ModuleList(Upsample(c, c_next) for c, c_next in itertools.pairwise(channels))
         self.to_pixels = nn.Conv2d(channels[-1], config.in_channels, 3, padding=1)
+        self.skips = None  # (the finest resolution paints through to_pixels)
+        if config.conv_skip:
+            self.skips = nn.ModuleList(nn.Conv2d(c, config.in_channels, 1) for c in channels[:-1])
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """features: (B, N, E) -> images (B, C, H, W)."""
@@ -181,9 +186,12 @@ class SVQConvDecoder(nn.Module):
         if self.to_input is not None:
             read = features[:, : self.input_tokens].flatten(1)  # (B, n*E)
             x = x + self.to_input(read).view_as(x)
-        index = 0
+        index, painted = 0, None
         for level, blocks in enumerate(self.levels):
             if level > 0:
+                if self.skips is not None:  # this level's picture joins the coarser ones'
+                    paint = self.skips[level - 1](F.silu(x))
+                    painted = paint if painted is None else paint + upsample2(painted)
                 x = self.ups[level - 1](x)  # (B, C_level, 2H, 2W)
             for block in blocks:
                 cond = groups[:, index]  # (B, k*E)
@@ -192,4 +200,10 @@ class SVQConvDecoder(nn.Module):
                 else:
                     x = block(x, cond)
                 index += 1
-        return self.to_pixels(F.silu(x))
+        out = self.to_pixels(F.silu(x))
+        return out if painted is None else out + upsample2(painted)
+
+
+def upsample2(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, 2H, 2W), bilinear."""
+    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)

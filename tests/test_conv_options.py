@@ -265,3 +265,29 @@ def test_conv_input_makes_the_start_map_from_the_tokens(tmp_path, conv_input):
         SVQConfig.from_preset("tiny", conv_input="first")
     with pytest.raises(ValueError, match="conv_input 'grid' not in"):
         SVQConfig.from_preset("tiny-conv", conv_input="grid")
+
+
+def test_conv_skip_paints_at_every_resolution(tmp_path):
+    """conv_skip: the output is the finest level's pixels plus the upsampled sum of a 1x1
+    conv's pixels at every coarser level; off (the default) the model is unchanged."""
+    plain = build("tiny-conv").eval()
+    assert not plain.config.conv_skip and plain.decoder.skips is None
+    model = build("tiny-conv", conv_skip=True).eval()
+    randomise_films(model)
+    assert len(model.decoder.skips) == len(model.config.decoder_channels) - 1
+    features = torch.randn(2, 36, 16)
+    with torch.no_grad():
+        out = model.decode(features)
+        for skip in model.decoder.skips:
+            skip.weight.zero_()
+            skip.bias.zero_()
+        without = model.decode(features)
+        model.decoder.skips[0].bias.fill_(0.5)  # the 4x4 level's paint reaches every pixel
+        assert torch.allclose(model.decode(features) - without, torch.full_like(without, 0.5))
+        assert not torch.equal(out, without)
+        model.save_pretrained(tmp_path)
+        again = StyledVAEVQ.from_pretrained(tmp_path).eval()
+        assert again.config.conv_skip
+        assert torch.equal(again.decode(features), model.decode(features))
+    with pytest.raises(ValueError, match="conv_skip is for decoder 'conv'"):
+        SVQConfig.from_preset("tiny", conv_skip=True)
