@@ -136,10 +136,20 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
         {"conv_input": "all", "stem_blocks": 1},
         {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
     ),
+    "conv32-ordered +attr6 +input_all +dim8": (
+        "conv32-ordered",
+        {"conv_input": "all", "token_dim": 8},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+    ),
     # 64 px (--size 64 --batch 16)
     "small": ("small", {}, {}),
     "conv64": ("conv64", {}, {}),
     "conv64 +attr6": ("conv64", {}, {"attr": 0.1, "attr_tokens": 6}),
+    "conv64-ordered +attr6 +input_all": (
+        "conv64-ordered",
+        {"conv_input": "all"},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+    ),
     "conv64 +prefix +nested0.2 +attr6 +noise0.3": (
         "conv64",
         {
