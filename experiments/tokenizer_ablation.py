@@ -150,6 +150,11 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
         {"conv_input": "all"},
         {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
     ),
+    "conv64-ordered +attr6 +input_all +dim16": (
+        "conv64-ordered",
+        {"conv_input": "all", "token_dim": 16},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+    ),
     "conv64 +prefix +nested0.2 +attr6 +noise0.3": (
         "conv64",
         {
