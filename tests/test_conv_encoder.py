@@ -119,3 +119,19 @@ def test_ordered_presets_add_only_the_ordering_levers():
         assert changed == {"noise_scale", "token_dropout", "token_dropout_prob", "conv_reads"}
     model = build("conv64-ordered")
     assert sum(p.numel() for p in model.parameters()) == 7_733_059
+
+
+def test_map_presets_add_the_input_map_and_narrower_tokens(tmp_path):
+    """conv32-map is conv32-ordered with the token-made 4x4 input and 8-dim tokens, and
+    nothing else; it builds, decodes its own shapes and survives save -> reload."""
+    ordered, mapped = SVQConfig.from_preset("conv32-ordered"), SVQConfig.from_preset("conv32-map")
+    changed = {k for k, v in mapped.to_dict().items() if ordered.to_dict().get(k) != v}
+    assert changed == {"conv_input", "token_dim"}
+    assert (mapped.conv_input, mapped.token_dim) == ("all", 8)
+    model = build("conv32-map").eval()
+    x = images(2, 32)
+    with torch.no_grad():
+        out = model(x)
+    assert out.features.shape == (2, 36, 8) and out.recon.shape == (2, 3, 32, 32)
+    assert model.decoder.to_input.in_features == 36 * 8
+    assert_round_trip(model, tmp_path / "m", x)
