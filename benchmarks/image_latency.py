@@ -1,9 +1,9 @@
 """Latency to generate one image with the same LLM: svq's 36 serial tokens + one VQ-head pass,
 against writing a 16x16 grid as 256 serial tokens (LlamaGen / Janus style).
 
-    python benchmarks/llm.py                          # CPU: the demo-sized Qwen2
-    python benchmarks/llm.py --shapes demo,qwen2-0.5b # add the Qwen2.5-0.5B shape
-    python benchmarks/llm.py --merge                  # keep the file's other runs (shape, device)
+    python benchmarks/image_latency.py                    # CPU: the demo-sized Qwen2
+    python benchmarks/image_latency.py --shapes demo,qwen2-0.5b   # add the 0.5B shape
+    python benchmarks/image_latency.py --merge            # keep the other runs (shape, device)
 
 Both routes run `model.generate` (greedy, KV cache, batch 1) on the same randomly initialised
 Qwen2 LLM (`llm.tiny` presets), extended with a K-code image vocabulary, from the same ~60-token
@@ -27,8 +27,8 @@ import torch
 from common import RESULTS, machine, print_table, timed, write_results
 from transformers import LogitsProcessorList
 
-# This script is benchmarks/llm.py, first on the path when run: put the repository (the `llm`
-# package) ahead of it.
+# Run as a script, benchmarks/ is first on the path: put the repository (the `llm` package)
+# there too. (This file was benchmarks/llm.py, which shadowed that package.)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llm import ImageSpanLogitsProcessor, VQHead, VQHeadConfig, extend_llm
 from llm.tiny import chat_world_corpus, tiny_llm, train_tokenizer
@@ -165,7 +165,7 @@ def main() -> None:
         bench_shape(shape, args.device, dtype, args.codes, args.repeats)
         for shape in args.shapes.split(",")
     ]
-    previous = RESULTS / "llm.json"
+    previous = RESULTS / "image_latency.json"
     if args.merge and previous.is_file():
         here = {(run["llm"], run["device"]) for run in runs}
         old = json.loads(previous.read_text())["runs"]
@@ -176,7 +176,8 @@ def main() -> None:
         "serial_256_ms", "speedup", "ids_to_grid_image_ms", "speedup_ids_to_grid",
     ]  # fmt: skip
     print_table(runs, columns)
-    path = write_results("llm", {"grid": list(GRID), "spatial_codes": SPATIAL_CODES, "runs": runs})
+    figures = {"grid": list(GRID), "spatial_codes": SPATIAL_CODES, "runs": runs}
+    path = write_results("image_latency", figures)
     print(f"\nwrote {path}")
 
 
