@@ -141,6 +141,9 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
         {"conv_input": "all", "token_dim": 8},
         {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
     ),
+    # the character on conv32-map: the attribute read-out on every token, or weighted 3x
+    "conv32-map +attr36": ("conv32-map", {}, {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 36}),
+    "conv32-map +attr6x3": ("conv32-map", {}, {"noise": (0.2, 0.3), "attr": 0.3, "attr_tokens": 6}),
     # 64 px (--size 64 --batch 16)
     "small": ("small", {}, {}),
     "conv64": ("conv64", {}, {}),
@@ -155,6 +158,12 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
         {"conv_input": "all", "token_dim": 16},
         {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
     ),
+    "conv64-map +attr6 +dim8": (
+        "conv64-map",
+        {"token_dim": 8},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+    ),
+    "conv64-map +attr36": ("conv64-map", {}, {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 36}),
     "conv64 +prefix +nested0.2 +attr6 +noise0.3": (
         "conv64",
         {
