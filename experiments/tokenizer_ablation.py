@@ -144,6 +144,17 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
     # the character on conv32-map: the attribute read-out on every token, or weighted 3x
     "conv32-map +attr36": ("conv32-map", {}, {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 36}),
     "conv32-map +attr6x3": ("conv32-map", {}, {"noise": (0.2, 0.3), "attr": 0.3, "attr_tokens": 6}),
+    # capacity at the finest resolutions of conv32-map's decoder (16 channels at 32 x 32)
+    "conv32-map +fine32": (
+        "conv32-map",
+        {"decoder_channels": [128, 64, 32, 32]},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+    ),
+    "conv32-map +fine64": (
+        "conv32-map",
+        {"decoder_channels": [128, 64, 64, 32]},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+    ),
     # 64 px (--size 64 --batch 16)
     "small": ("small", {}, {}),
     "conv64": ("conv64", {}, {}),
