@@ -442,11 +442,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 100% / 95% (train/RESULTS_stage1.md).
     "conv64-ordered": {**CONV64, **ORDERED},
     # conv64-ordered with conv32-map's two changes at 64 px: the 4x4 start map from every token
-    # and 16-dim tokens (36 x 16 floats). At 2,400 steps x 16 with the attribute loss: 19.98 dB
-    # continuous, 18.83 from per-position ids (K = 256, before any fine-tune), the character
-    # from the ids 69%, every 6-token block >= 0.28 dB, against conv64-ordered's 19.11 / 17.91,
-    # 64% and 0.03 dB; with 32-dim tokens the map alone gives 19.97 / 18.22
+    # and 8-dim tokens. At 2,400 steps x 16 with the attribute loss: 19.70 dB continuous, 19.29
+    # from per-position ids (K = 256, before any fine-tune; gap 0.41 dB), the scene from the ids
+    # 99%, the character 69%, every 6-token block >= 0.40 dB, against conv64-ordered's 19.11 /
+    # 17.91, 88%, 64% and 0.03 dB; with 16-dim tokens 19.98 / 18.83, with 32 19.97 / 18.22
     # (train/RESULTS_stage1.md).
-    "conv64-map": {**CONV64, **ORDERED, "conv_input": "all", "token_dim": 16},
+    "conv64-map": {**CONV64, **ORDERED, "conv_input": "all", "token_dim": 8},
 }
 SVQConfig.presets = PRESETS

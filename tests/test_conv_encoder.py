@@ -123,14 +123,14 @@ def test_ordered_presets_add_only_the_ordering_levers():
 
 def test_map_presets_add_the_input_map_and_narrower_tokens(tmp_path):
     """conv32-map / conv64-map are the -ordered presets with the token-made 4x4 input and
-    narrower tokens (8 / 16 dims), and nothing else; conv32-map builds, decodes its own shapes
+    8-dim tokens, and nothing else; conv32-map builds, decodes its own shapes
     and survives save -> reload."""
-    for size, dim in ((32, 8), (64, 16)):
+    for size in (32, 64):
         ordered = SVQConfig.from_preset(f"conv{size}-ordered")
         mapped = SVQConfig.from_preset(f"conv{size}-map")
         changed = {k for k, v in mapped.to_dict().items() if ordered.to_dict().get(k) != v}
         assert changed == {"conv_input", "token_dim"}
-        assert (mapped.conv_input, mapped.token_dim) == ("all", dim)
+        assert (mapped.conv_input, mapped.token_dim) == ("all", 8)
     model = build("conv32-map").eval()
     x = images(2, 32)
     with torch.no_grad():
