@@ -44,7 +44,12 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "tiny-conv, encoder width 64": ("tiny-conv", {"encoder_width": 64}),
 }
 DEMO: dict[str, tuple[str, dict]] = {
-    name: (name, {}) for name in ("conv32-ordered", "conv32-map", "conv64-ordered", "conv64-map")
+    "conv32-ordered": ("conv32-ordered", {}),
+    "conv32-map": ("conv32-map", {}),
+    "conv32-map, decoder 128-64-32-32": ("conv32-map", {"decoder_channels": [128, 64, 32, 32]}),
+    "conv32-map, decoder 128-64-64-32": ("conv32-map", {"decoder_channels": [128, 64, 64, 32]}),
+    "conv64-ordered": ("conv64-ordered", {}),
+    "conv64-map": ("conv64-map", {}),
 }
 
 
