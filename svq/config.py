@@ -433,7 +433,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 21.85 dB continuous, 21.17 from per-position ids (K = 256, before any fine-tune; gap
     # 0.68 dB), scene from the ids 98%, the first 6 tokens place / season 97% / 93%, every
     # 6-token block worth >= 0.59 dB (conv32-ordered: 21.38 / 20.15, 1.23 dB gap, its last
-    # blocks ~0.06 dB), for 1.03x its step (train/RESULTS_stage1.md).
+    # blocks ~0.06 dB), for 0.94x its step (train/RESULTS_stage1.md).
     "conv32-map": {**CONV32, **ORDERED, "conv_input": "all", "token_dim": 8},
     "conv64": CONV64,
     # conv64 made to order its tokens as conv32-ordered, the standard demo's tokenizer. At
