@@ -97,6 +97,8 @@ def bench_shape(shape: str, device: str, dtype: torch.dtype, num_codes: int, rep
 
     @torch.no_grad()
     def ids_to_grid_image():
+        # the same generate call as the head's route (hidden states kept), so the two routes
+        # differ only in their grid pass
         tokens = svq_tokens().sequences[:, -(n + 1) : -1]  # the 36 codes, <eoi> left off
         return ids_to_grid.generate(vocab.tokens_to_codes(tokens))
 

@@ -19,6 +19,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 from common import matmul_rate, print_table, timed, write_results
+from gpu import throughput
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -117,33 +118,6 @@ def bench_model(preset: str, batch: int, repeats: int, rate: float) -> list[dict
     return rows
 
 
-def bench_base_cuda(batch: int, repeats: int) -> list[dict]:
-    """The reference model in bf16 autocast with gradient checkpointing, on one GPU."""
-    config = SVQConfig.from_preset("base", gradient_checkpointing=True)
-    model = StyledVAEVQ(config).cuda().train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    images = torch.rand(batch, 3, 256, 256, device="cuda") * 2 - 1
-
-    def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = F.mse_loss(model(images).recon.float(), images)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    torch.cuda.reset_peak_memory_stats()
-    seconds = timed(step, repeats, warmup=2)
-    return [
-        {
-            "what": f"base bf16 train step, {torch.cuda.get_device_name()}",
-            "mode": "forward+backward+AdamW",
-            "batch": batch,
-            "img_per_s": round(batch / seconds, 1),
-            "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1),
-        }
-    ]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller batches")
@@ -175,9 +149,9 @@ def main() -> None:
         "model": model_rows,
     }
     if torch.cuda.is_available():
-        base_rows = bench_base_cuda(8 if args.quick else 32, repeats)
+        base_rows = [throughput("base", 8 if args.quick else 32, repeats, checkpointing=True)]
         print()
-        print_table(base_rows, ["what", "mode", "batch", "img_per_s", "peak_mem_gib"])
+        print_table(base_rows, list(base_rows[0]))
         figures["base_cuda"] = base_rows
     path = write_results("model" + ("_quick" if args.quick else ""), figures)
     print(f"\nwrote {path}")
