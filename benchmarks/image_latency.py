@@ -6,7 +6,7 @@ against writing a 16x16 grid as 256 serial tokens (LlamaGen / Janus style).
     python benchmarks/image_latency.py --merge            # keep the other runs (shape, device)
 
 Both routes run `model.generate` (greedy, KV cache, batch 1) on the same randomly initialised
-Qwen2 LLM (`llm.tiny` presets), extended with a K-code image vocabulary, from the same ~60-token
+Qwen2 LLM (`svq.llm.tiny` presets), extended with a K-code image vocabulary, from the same ~60-token
 chat prompt. svq: the prompt ends with `<boi>`; the LLM writes 36 codes and `<eoi>` under
 `ImageSpanLogitsProcessor` with the last hidden states kept (what `SVQChat.generate` does), then
 the VQ head (default shape: width 512, 4 blocks) predicts the 16x16 spatial grid over 16,384
@@ -30,9 +30,9 @@ from transformers import LogitsProcessorList
 # Run as a script, benchmarks/ is first on the path: put the repository (the `llm` package)
 # there too. (This file was benchmarks/llm.py, which shadowed that package.)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from llm import ImageSpanLogitsProcessor, VQHead, VQHeadConfig, extend_llm
-from llm.tiny import chat_world_corpus, tiny_llm, train_tokenizer
 from svq.ids_to_grid import IdsToGrid, IdsToGridConfig
+from svq.llm import ImageSpanLogitsProcessor, VQHead, VQHeadConfig, extend_llm
+from svq.llm.tiny import chat_world_corpus, tiny_llm, train_tokenizer
 
 GRID = (16, 16)  # the baseline's image: LlamaGen VQ-16 at 256 px
 SPATIAL_CODES = 16384
@@ -153,7 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     cuda = torch.cuda.is_available()
     parser.add_argument(
-        "--shapes", default="demo,qwen2-0.5b" if cuda else "demo", help="llm.tiny presets"
+        "--shapes", default="demo,qwen2-0.5b" if cuda else "demo", help="svq.llm.tiny presets"
     )
     parser.add_argument("--device", default="cuda" if cuda else "cpu")
     parser.add_argument("--codes", type=int, default=4096, help="svq image vocabulary size K")

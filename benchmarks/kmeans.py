@@ -36,8 +36,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vocab import kmeans  # noqa: E402
-from vocab.distance import NearestCode, prepare  # noqa: E402
+from svq.codebook import kmeans  # noqa: E402
+from svq.codebook.distance import NearestCode, prepare  # noqa: E402
 
 # (rows, dim, k, repeats)
 # assign: (rows, dim, K, rows also run through faiss for a ratio)
@@ -357,7 +357,7 @@ def main() -> None:
         "process. Inertia is computed the same way "
         "for every method. faiss starts from random points, svq from k-means++ on a sample "
         "(svq-random-init starts like faiss); svq and svq-random-init keep distance bounds "
-        "(vocab/bounds.py), svq-no-bounds is svq without them; sklearn from k-means++ "
+        "(svq/codebook/bounds.py), svq-no-bounds is svq without them; sklearn from k-means++ "
         "unless rows * k > "
         f"{SKLEARN_KMEANSPP_MAX}, and only in the first repeat (its k-means++ takes minutes).",
         "data": "Gaussian mixture, 4k components with random centres N(0, I) and scales "

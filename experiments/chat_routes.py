@@ -4,7 +4,7 @@ head + spatial VQ decoder ("vq_head") and the tokenizer's own decoder on the wri
 decoder's; no difference says the ids themselves decide the figure.
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python experiments/chat_routes.py \\
-        --model runs/demo/sft/model --judge eval/judges/world64 --num_dialogues 320 \\
+        --model runs/demo/sft/model --judge svq/eval/judges/world64 --num_dialogues 320 \\
         --out runs/chat-routes --results chat_routes_standard
 
 Writes benchmarks/results/NAME.json: per route the cited chat figures (svq.demo_record).
@@ -16,9 +16,9 @@ import argparse
 import json
 from pathlib import Path
 
-from eval.judge import load_judge
-from eval.report import run_chat_eval
 from svq.demo_record import chat_figures
+from svq.eval.judge import load_judge
+from svq.eval.report import run_chat_eval
 from svq.provenance import REPO, provenance
 
 ROUTES = ("vq_head", "svq")
@@ -27,7 +27,7 @@ ROUTES = ("vq_head", "svq")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="an SVQChat folder (RUN/sft/model)")
-    parser.add_argument("--judge", required=True, help="a judge folder (eval/judges/worldNN)")
+    parser.add_argument("--judge", required=True, help="a judge folder (svq/eval/judges/worldNN)")
     parser.add_argument("--num_dialogues", type=int, default=320)
     parser.add_argument("--out", required=True, help="folder for each route's chat_eval.json")
     parser.add_argument("--results", required=True, help="NAME of benchmarks/results/NAME.json")

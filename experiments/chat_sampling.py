@@ -4,7 +4,7 @@ held-out dialogues, judge and seed for each; scores following, identity, diversi
 pictures against their own words.
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python experiments/chat_sampling.py \\
-        --model runs/demo/sft/model --judge eval/judges/world64 --num_dialogues 128 \\
+        --model runs/demo/sft/model --judge svq/eval/judges/world64 --num_dialogues 128 \\
         --out runs/chat-sampling --results chat_sampling_standard
 
 Writes benchmarks/results/NAME.json: per setting the cited chat figures (svq.demo_record).
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from eval.chat import evaluate_chat
-from eval.judge import load_judge
-from llm import SVQChat
 from svq.demo_record import chat_figures
+from svq.eval.chat import evaluate_chat
+from svq.eval.judge import load_judge
+from svq.llm import SVQChat
 from svq.provenance import REPO, provenance
 
 # name -> SVQChat.generate options (None: greedy)

@@ -1,5 +1,5 @@
 """Chat SFT variants side by side on one demo run's tokenizers: the same data, seed, held-out
-dialogues and judge; each variant changes a few `train/llm_sft.py` options. Two at a time
+dialogues and judge; each variant changes a few `svq/train/llm_sft.py` options. Two at a time
 (one thread each) so a pair shares the machine's load; each records its own train time.
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python experiments/sft_budget.py \\
@@ -7,7 +7,7 @@ dialogues and judge; each variant changes a few `train/llm_sft.py` options. Two 
         --variants base lr3e-3
 
 Writes (and merges into) benchmarks/results/NAME.json: per variant its options, train and wall
-seconds, and the chat figures of its final evaluation (`train/llm_sft.scores`), with the
+seconds, and the chat figures of its final evaluation (`svq/train/llm_sft.scores`), with the
 commit and machine it ran on.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from svq.provenance import REPO, provenance
 
-# Each variant: options of train/llm_sft.py over the standard demo's SFT stage.
+# Each variant: options of svq/train/llm_sft.py over the standard demo's SFT stage.
 STANDARD = {"max_steps": 400, "learning_rate": 1e-3, "warmup_steps": 30}
 VARIANTS: dict[str, dict[str, object]] = {
     "base": {},
@@ -52,7 +52,7 @@ def command(run: Path, out: Path, name: str, num_val: int) -> list[str]:
         "report_to": "none",
         "overwrite_output_dir": True,
     }
-    args = [sys.executable, str(REPO / "train" / "llm_sft.py"), "train/configs/llm_sft_world.yaml"]
+    args = [sys.executable, "-m", "svq.train.llm_sft", "llm_sft_world"]
     for key, value in options.items():
         args += [f"--{key}", str(value)]
     return args

@@ -34,14 +34,14 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from common import commit, write_results
 
-from eval.judge import load_judge, shipped_judge
-from eval.ordering import default_fill, group_ablation, prefix_curve, replace_tokens
 from svq import StyledVAEVQ, SVQConfig
+from svq.codebook import Codebook
 from svq.data.render import render_tensor
 from svq.data.sampler import world_record
 from svq.data.schema import SCHEMA
-from train.attribute_loss import AttributeReadout, attribute_loss
-from vocab import Codebook
+from svq.eval.judge import load_judge, shipped_judge
+from svq.eval.ordering import default_fill, group_ablation, prefix_curve, replace_tokens
+from svq.train.attribute_loss import AttributeReadout, attribute_loss
 
 LR = 2e-3
 BATCH, SIZE = 32, 32  # --batch, --size

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from eval import cli as evaluation
+from svq.eval import cli as evaluation
 
 from . import demo
 from .commands import chat, codec, train

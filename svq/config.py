@@ -338,8 +338,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "base": {},
     # The reference's first generation: L2-normalised head with multiplicative noise, slot decoder.
     "base-v1": {"head": "v1", "decoder": "v1", "noise_scale": 0.0005},
-    # What the CPU demo trains at 64px (train/configs/stage1_world64.yaml). Re-measured for
-    # stage 1 on the shared 2-core machine (train/RESULTS_stage1.md): with other jobs running,
+    # What the CPU demo trains at 64px (svq/configs/stage1_world64.yaml). Re-measured for
+    # stage 1 on the shared 2-core machine (docs/RESULTS_stage1.md): with other jobs running,
     # one training process gets a fraction of a core, and the former small (encoder width 256,
     # 4 dense + 2 expert blocks, decoder width 128 with MLP 4x, 5.6 GFLOP/image forward +
     # backward) trained at ~1.3 img/s, too slow to learn in a 25-minute run. This one keeps
@@ -415,7 +415,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # with widths 16-32-64-128 and no residual blocks, one Linear maps the 4x4x128 map to all
     # 36 x 16 features, LayerNorm per token; 9 FiLM blocks of 4 tokens each, 3 at 4x4 then 2
     # per resolution, widths 128-64-32-16. In the side-by-side at batch 32 (benchmarks/
-    # tokenizer_side_by_side.py, train/RESULTS_stage1.md) it learns far faster than `tiny` for
+    # tokenizer_side_by_side.py, docs/RESULTS_stage1.md) it learns far faster than `tiny` for
     # ~1.8x its step time.
     "conv32": CONV32,
     # conv32 made to order its tokens, the quick demo's tokenizer: every FiLM block reads all
@@ -425,7 +425,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the attribute loss: 21.38 dB continuous, 20.15 from per-position ids (K = 256, before any
     # fine-tune), and the first 6 tokens alone decode place and season at 99% / 96% (judge),
     # against 21.69 / 20.65 dB and 72% / 25% for conv32 with the same loss and noise
-    # (train/RESULTS_stage1.md).
+    # (docs/RESULTS_stage1.md).
     "conv32-ordered": {**CONV32, **ORDERED},
     # conv32-ordered whose decoder starts from a 4x4 map made from every token (conv_input
     # "all": FiLM alone cannot say where the figure stands) and 8-dim tokens (256 codes per
@@ -433,20 +433,20 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 21.85 dB continuous, 21.17 from per-position ids (K = 256, before any fine-tune; gap
     # 0.68 dB), scene from the ids 98%, the first 6 tokens place / season 97% / 93%, every
     # 6-token block worth >= 0.59 dB (conv32-ordered: 21.38 / 20.15, 1.23 dB gap, its last
-    # blocks ~0.06 dB), for 0.94x its step (train/RESULTS_stage1.md).
+    # blocks ~0.06 dB), for 0.94x its step (docs/RESULTS_stage1.md).
     "conv32-map": {**CONV32, **ORDERED, "conv_input": "all", "token_dim": 8},
     "conv64": CONV64,
     # conv64 made to order its tokens as conv32-ordered, the standard demo's tokenizer. At
     # 2,400 steps x 16 with the attribute loss: 19.11 dB continuous, 17.91 from per-position
     # ids (K = 256, before any fine-tune); the first 6 tokens decode place and season at
-    # 100% / 95% (train/RESULTS_stage1.md).
+    # 100% / 95% (docs/RESULTS_stage1.md).
     "conv64-ordered": {**CONV64, **ORDERED},
     # conv64-ordered with conv32-map's two changes at 64 px: the 4x4 start map from every token
     # and 8-dim tokens. At 2,400 steps x 16 with the attribute loss: 19.70 dB continuous, 19.29
     # from per-position ids (K = 256, before any fine-tune; gap 0.41 dB), the scene from the ids
     # 99%, the character 69%, every 6-token block >= 0.40 dB, against conv64-ordered's 19.11 /
     # 17.91, 88%, 64% and 0.03 dB; with 16-dim tokens 19.98 / 18.83, with 32 19.97 / 18.22
-    # (train/RESULTS_stage1.md).
+    # (docs/RESULTS_stage1.md).
     "conv64-map": {**CONV64, **ORDERED, "conv_input": "all", "token_dim": 8},
 }
 SVQConfig.presets = PRESETS

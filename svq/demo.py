@@ -4,16 +4,16 @@
     svq demo --out runs/demo --budget standard   # < 90 min
 
 Stages, each a training script's `main` (or the eval suite) with the options of
-`train/configs/demo_<budget>.yaml` (a stage's config file + overrides):
+`svq/configs/demo_<budget>.yaml` (a stage's config file + overrides):
 
     judge    the attribute judge the eval suite scores with: a judge the repository ships
-             (eval/judges/, trained by eval/train_judge.py), or one trained here
-    stage1   the tokenizer: 36 continuous tokens (train/stage1.py)
-    stage2   the k-means vocabulary + decoder fine-tune on ids (train/stage2.py)
-    vq       the spatial VQ tokenizer, the last mile (train/vq.py)
-    sft      chat SFT of the tiny LLM: generate, stay consistent, understand (train/llm_sft.py)
+             (svq/eval/judges/, trained by svq/eval/train_judge.py), or one trained here
+    stage1   the tokenizer: 36 continuous tokens (svq/train/stage1.py)
+    stage2   the k-means vocabulary + decoder fine-tune on ids (svq/train/stage2.py)
+    vq       the spatial VQ tokenizer, the last mile (svq/train/vq.py)
+    sft      chat SFT of the tiny LLM: generate, stay consistent, understand (svq/train/llm_sft.py)
     baseline the same SFT with pictures written as the spatial VQ's grid, serially
-    report   the eval suite over everything: RUN/report/report.html (eval/report.py)
+    report   the eval suite over everything: RUN/report/report.html (svq/eval/report.py)
 
 Every budget is in steps, so a loaded machine gives the same figures as a quiet one, only later.
 Each stage's wall time goes to RUN/timings/<stage>.json; the run's record (figures, settings,
@@ -40,9 +40,9 @@ from typing import Any
 
 import yaml
 
+from .configs import shipped_config
 from .demo_record import demo_record
 
-CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
 BUDGETS = ("test", "quick", "standard")
 ORDER = ("judge", "stage1", "stage2", "vq", "sft", "baseline", "report")
 BACKGROUND = ("judge", "vq", "baseline")  # the second process's chain
@@ -64,10 +64,10 @@ DONE = {  # the file whose presence means a stage finished (written last by the 
 
 
 def load_budget(budget: str) -> dict[str, dict[str, Any]]:
-    """The stage -> options table of a budget (train/configs/demo_<budget>.yaml)."""
+    """The stage -> options table of a budget (svq/configs/demo_<budget>.yaml)."""
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose one of {BUDGETS}")
-    table = yaml.safe_load((CONFIGS / f"demo_{budget}.yaml").read_text())
+    table = yaml.safe_load(shipped_config(f"demo_{budget}").read_text())
     missing = [stage for stage in ORDER if stage not in table]
     if missing:
         raise ValueError(f"demo_{budget}.yaml has no options for {missing}")
@@ -93,7 +93,7 @@ def script_argv(stage: str, options: dict[str, Any], run: Path) -> list[str]:
     """A training script's argv: its config file, then the budget's overrides, then the run's
     folders (which always win)."""
     options = dict(options)
-    config = CONFIGS / options.pop("config")
+    config = shipped_config(options.pop("config"))
     folders = {"output_dir": run / stage}
     if stage == "stage1":
         folders["resume_from_checkpoint"] = "latest"
@@ -111,11 +111,11 @@ def script_argv(stage: str, options: dict[str, Any], run: Path) -> list[str]:
 def run_judge(run: Path, options: dict[str, Any]) -> None:
     """{"shipped": SIZE}: copy the judge the repository ships for SIZE px pictures into
     RUN/judge (the eval suite gates it at the run's picture size); otherwise train one with
-    those eval/train_judge.py options."""
+    those svq/eval/train_judge.py options."""
     options = dict(options)
     size = options.pop("shipped", None)
     if size is not None:
-        from eval.judge import shipped_judge
+        from svq.eval.judge import shipped_judge
 
         if options:
             raise ValueError(f"the shipped judge takes no training options, got {sorted(options)}")
@@ -126,22 +126,22 @@ def run_judge(run: Path, options: dict[str, Any]) -> None:
         for name in ("config.json", "model.safetensors", "run_config.json", "metrics.json"):
             (folder / f"{name}.tmp").replace(folder / name)  # metrics.json (DONE) last
         return
-    from eval.train_judge import train as train_judge
+    from svq.eval.train_judge import train as train_judge
 
     train_judge(run / "judge", **options)
 
 
 SCRIPT_OPTIONS = {  # stage -> (training script module, its options dataclass)
-    "stage1": ("train.stage1", "Stage1Options"),
-    "stage2": ("train.stage2", "Stage2Options"),
-    "vq": ("train.vq", "VQOptions"),
-    "sft": ("train.llm_sft", "SFTOptions"),
-    "baseline": ("train.llm_sft", "SFTOptions"),  # with image_tokenizer: spatial
+    "stage1": ("svq.train.stage1", "Stage1Options"),
+    "stage2": ("svq.train.stage2", "Stage2Options"),
+    "vq": ("svq.train.vq", "VQOptions"),
+    "sft": ("svq.train.llm_sft", "SFTOptions"),
+    "baseline": ("svq.train.llm_sft", "SFTOptions"),  # with image_tokenizer: spatial
 }
 
 
 def run_script(run: Path, stage: str, options: dict[str, Any]) -> dict:
-    from train import common
+    from svq.train import common
 
     module_name, options_name = SCRIPT_OPTIONS[stage]
     module = importlib.import_module(module_name)
@@ -150,7 +150,7 @@ def run_script(run: Path, stage: str, options: dict[str, Any]) -> dict:
 
 
 def run_report(run: Path, options: dict[str, Any]) -> dict:
-    from eval.report import build_report
+    from svq.eval.report import build_report
 
     return build_report(run, **options)
 

@@ -1,5 +1,5 @@
 """PatchGAN discriminator (pix2pix / taming-transformers `NLayerDiscriminator`) and hinge losses,
-for the optional adversarial term of the spatial VQ's training (train/vq.py).
+for the optional adversarial term of the spatial VQ's training (svq/train/vq.py).
 
 The discriminator scores overlapping patches: (B, 3, H, W) -> (B, 1, H', W') logits, each
 seeing a receptive field of 70x70 pixels at the default 3 layers. Training code owns it; it is

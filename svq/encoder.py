@@ -23,7 +23,7 @@ class FeatureHead(nn.Module):
     - `none`: the linear projection as is.
     - `ln`: LayerNorm over E without affine: each token zero-mean, unit-variance.
     Training-only noise (`noise_scale` c): multiplicative mu + c*|mu|*eps or additive mu + c*eps,
-    times `noise_gain` (1; a trainer may ramp it, see train/stage1.py).
+    times `noise_gain` (1; a trainer may ramp it, see svq/train/stage1.py).
 
     `in_dim`: the width of the rows it reads; None (the conv encoder, whose rows are already E
     wide) skips the projection.

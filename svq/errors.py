@@ -3,7 +3,7 @@ naming the file (or option) at fault, exit status 2, no traceback.
 
 The library raises ordinary exceptions whose messages name what is wrong (`ValueError` and
 its subclasses such as `UnreadableImageError`, `FileNotFoundError`, ...); the entry points
-(`svq.cli.main`, `train.common.run_script`) catch these kinds, and only these, in one place.
+(`svq.cli.main`, `svq.train.common.run_script`) catch these kinds, and only these, in one place.
 Anything else is a bug and keeps its traceback.
 """
 

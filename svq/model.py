@@ -12,7 +12,7 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
 from torch import nn
 
-from vocab import Codebook, CodebookConfig
+from svq.codebook import Codebook, CodebookConfig
 
 from .config import SVQConfig
 from .decoder import SVQConvDecoder, SVQDecoder
@@ -46,7 +46,7 @@ class StyledVAEVQ(
     """The Styled VAE-VQ tokenizer.
 
     `encode` images to (B, N, E) continuous features, `decode` them back; `tokenize` /
-    `detokenize` go through an attached codebook (see `vocab`). `forward` is the stage-1
+    `detokenize` go through an attached codebook (see `svq.codebook`). `forward` is the stage-1
     training pass with the head's noise and optional token dropout.
     """
 
@@ -261,7 +261,7 @@ class StyledVAEVQ(
         if self.codebook is None:
             raise RuntimeError(
                 f"StyledVAEVQ.{verb} needs a codebook, and none is attached: fit one with "
-                "train/stage2.py (stage 2) or use encode/decode for continuous features"
+                "svq/train/stage2.py (stage 2) or use encode/decode for continuous features"
             )
         return self.codebook
 

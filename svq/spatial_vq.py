@@ -177,7 +177,7 @@ class Quantized(NamedTuple):
 
 class VectorQuantizer(nn.Module):
     """Nearest-code lookup with a learned codebook (a parameter, unlike the k-means codebooks
-    of `vocab`: the codebook loss trains it) and a usage buffer saved with the model
+    of `svq.codebook`: the codebook loss trains it) and a usage buffer saved with the model
     (`unused_steps`, updated by `SpatialVQ.forward` in training mode)."""
 
     def __init__(self, config: SpatialVQConfig):

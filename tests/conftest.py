@@ -30,7 +30,7 @@ def fresh_accelerate():
 def killed_after_checkpoint(monkeypatch: pytest.MonkeyPatch, step: int):
     """The training run inside dies (KeyboardInterrupt, which this expects) right after it has
     written its checkpoint of `step`, as a run killed between two saves would."""
-    from train import common
+    from svq.train import common
 
     real_save = common.save_checkpoint
 

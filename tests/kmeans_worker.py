@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from vocab import Codebook, kmeans
+from svq.codebook import Codebook, kmeans
 
 SHARE_OF_RANK0 = 0.7  # unequal shards: unweighted averaging of per-rank means would show
 

@@ -8,8 +8,8 @@ from conftest import killed_after_checkpoint
 from test_stage1 import options, params, run
 
 from svq.data.schema import SCHEMA
-from train import common
-from train.attribute_loss import AttributeReadout, attribute_loss
+from svq.train import common
+from svq.train.attribute_loss import AttributeReadout, attribute_loss
 
 CLASSES = [len(values) for values in SCHEMA.values()]
 

@@ -16,9 +16,9 @@ from PIL import Image
 from test_llm_sft import save_svq
 from test_llm_tiny import build_chat, svq_model
 
-from llm import sft_data as sd
 from svq.cli import main
 from svq.data import Preprocess, UnreadableImageError, load_image, render, world_record
+from svq.llm import sft_data as sd
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +86,13 @@ def test_an_unreadable_picture_in_the_chat_loop_is_named(chat, pictures, tmp_pat
 
 @pytest.mark.parametrize("stage", ["stage1", "sft"])
 def test_training_scripts_run_directly_exit_2_with_one_line(tmp_path, monkeypatch, capsys, stage):
-    """`python train/STAGE.py` with bad input: status 2, one line naming the file, no
+    """`python -m svq.train.STAGE` with bad input: status 2, one line naming the file, no
     traceback (every script's `__main__` is `common.run_script`, called here as it would)."""
     import importlib
     import logging
 
     from svq.commands.train import STAGES
-    from train import common
+    from svq.train import common
 
     module_name, options_name, _ = STAGES[stage]
     module = importlib.import_module(module_name)
@@ -136,7 +136,7 @@ def test_a_missing_local_folder_never_reaches_the_hub(tmp_path, monkeypatch, pic
 
 
 def test_a_missing_llm_folder_never_reaches_the_hub(tmp_path, monkeypatch):
-    from llm.loading import load_llm, load_tokenizer
+    from svq.llm.loading import load_llm, load_tokenizer
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"LLM folder \./llm does not exist"):
@@ -181,7 +181,7 @@ def test_config_file_errors_name_the_file_line_and_option(tmp_path, capsys):
     assert f"{value}: max_steps: invalid value 'abc'" in train(str(value))
     value.write_text("learning_rate: [1, 2]\n")
     assert f"{value}: learning_rate: expected a number" in train(str(value))
-    line = train("train/configs/stage1_tiny.yaml", "--model_overrides", "{width: 3}")
+    line = train("svq/configs/stage1_tiny.yaml", "--model_overrides", "{width: 3}")
     assert "model_overrides: not valid JSON" in line
     assert f"config file {tmp_path / 'gone.yaml'} does not exist" in train(
         str(tmp_path / "gone.yaml")
@@ -301,7 +301,7 @@ def with_text(messages: list[dict], text: str) -> list[dict]:
 def test_control_strings_in_messages_never_become_tokens(chat):
     from test_llm_tiny import conversation
 
-    from llm.conversation import template_messages
+    from svq.llm.conversation import template_messages
 
     tokenizer, vocab = chat.tokenizer, chat.vocab
     added = set(tokenizer.added_tokens_decoder)
@@ -325,7 +325,7 @@ def test_control_strings_in_messages_never_become_tokens(chat):
 
 
 def test_typed_control_strings_are_plain_text_in_sft_data(chat):
-    """The SFT path (llm.sft_data) encodes through the same function: texts holding `<boi>`,
+    """The SFT path (svq.llm.sft_data) encodes through the same function: texts holding `<boi>`,
     `<svq_3>` and `<|im_end|>` train as text; the assistant's one picture is one span."""
     text = "a <boi><svq_3> b <|im_end|>"
     messages = [
@@ -347,7 +347,7 @@ def test_typed_control_strings_are_plain_text_in_sft_data(chat):
 def test_plain_text_tokenizes_exactly_as_the_template_renders(chat):
     """World chats (English and Chinese), resolved with stand-in pictures, give the same ids
     as tokenizing the rendered template in one piece (what the encoding did before)."""
-    from llm.conversation import template_messages
+    from svq.llm.conversation import template_messages
 
     data = sd.world_chats(0, "train", 12, "mixed")
     count = len(data.images)

@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from eval.report import build_report
-from llm import SVQChat
 from svq import StyledVAEVQ
 from svq.cli import build_parser, main
 from svq.demo import DONE, ORDER, load_budget, start_background, wait_for
 from svq.demo_record import readme_tables
+from svq.eval.report import build_report
+from svq.llm import SVQChat
 from svq.spatial_vq import SpatialVQ
 
 
@@ -120,10 +120,10 @@ def test_demo_bad_budget_is_a_clear_error(tmp_path, capsys):
 def test_demo_budgets_parse_for_every_stage(tmp_path):
     """Every budget's options are accepted by the stage's own parser (a typo in a budget file
     would otherwise surface minutes into a demo)."""
-    from eval.judge import shipped_judge
-    from eval.train_judge import JudgeTrainingArguments
     from svq.demo import SCRIPT_OPTIONS, script_argv
-    from train import common
+    from svq.eval.judge import shipped_judge
+    from svq.eval.train_judge import JudgeTrainingArguments
+    from svq.train import common
 
     for budget in ("test", "quick", "standard"):
         table = load_budget(budget)

@@ -174,7 +174,7 @@ def test_chat_command_reads_a_saved_model(tmp_path, monkeypatch, capsys):
 
 def test_train_command_runs_a_stage(tmp_path, capsys):
     out = tmp_path / "s1"
-    assert main(["train", "stage1", "train/configs/stage1_tiny.yaml", "--output_dir", str(out),
+    assert main(["train", "stage1", "svq/configs/stage1_tiny.yaml", "--output_dir", str(out),
                  "--max_steps", "1", "--save_steps", "1"]) == 0  # fmt: skip
     assert "done; release folder" in capsys.readouterr().out
     assert json.loads((out / "summary.json").read_text())["steps"] == 1

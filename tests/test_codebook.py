@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from svq import StyledVAEVQ, SVQConfig
-from vocab import Codebook, CodebookConfig, codebook_stats
+from svq.codebook import Codebook, CodebookConfig, codebook_stats
 
 
 def random_book(distance="l2", per_position=False, k=16, dim=8, n=5, seed=0) -> Codebook:

@@ -8,7 +8,7 @@ from test_conv_options import assert_round_trip, build, images
 from test_stage1 import options, run
 
 from svq import StyledVAEVQ, SVQConfig
-from train import stage1
+from svq.train import stage1
 
 CONV_ENCODER = {"encoder": "conv", "stem_channels": [16, 32, 64, 64], "stem_blocks": 0}
 

@@ -1,4 +1,4 @@
-"""eval/chat.py and eval/chat_scores.py: the scoring rules on hand-made cases (a right answer
+"""svq.eval.chat and svq.eval.chat_scores: the scoring rules on hand-made cases (a right answer
 scores 1, a wrong or ambiguous one 0; requests read from the talk), the controls (a constant
 picture scores 0 on control-corrected identity and no more than the constant baseline on
 following; the blind majority answer), and `evaluate_chat` on a tiny model: the schema,
@@ -10,7 +10,9 @@ import pytest
 import torch
 from test_llm_tiny import build_chat
 
-from eval.chat import (
+from svq.data import IDENTITY_ATTRIBUTES, SCHEMA
+from svq.data.dialogues import PHRASES
+from svq.eval.chat import (
     answer_phrases,
     answer_value,
     eval_dialogues,
@@ -19,7 +21,7 @@ from eval.chat import (
     requested,
     score_answer,
 )
-from eval.chat_scores import (
+from svq.eval.chat_scores import (
     Answer,
     DialogueRecord,
     Request,
@@ -28,10 +30,8 @@ from eval.chat_scores import (
     identity_scores,
     understanding_scores,
 )
-from eval.gate import GateResult
-from eval.judge import AttributeJudge, JudgeConfig
-from svq.data import IDENTITY_ATTRIBUTES, SCHEMA
-from svq.data.dialogues import PHRASES
+from svq.eval.gate import GateResult
+from svq.eval.judge import AttributeJudge, JudgeConfig
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])

@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from eval.codebook_metrics import (
+from svq import StyledVAEVQ, SVQConfig
+from svq.codebook import Codebook
+from svq.eval.codebook_metrics import (
     code_usage,
     codebook_report,
     quantization_error,
     reencode_stability,
 )
-from svq import StyledVAEVQ, SVQConfig
-from vocab import Codebook
 
 
 def planted_ids() -> torch.Tensor:

@@ -1,14 +1,14 @@
-"""eval/gate.py and the shipped judge: the judge the repository ships still reads fresh clean
+"""svq/eval/gate.py and the shipped judge: the judge the repository ships still reads fresh clean
 renders (this catches renderer drift), and the gate refuses an under-trained judge."""
 
 import json
 
 import pytest
 
-from eval.gate import START, THRESHOLD, judge_gate
-from eval.judge import load_judge, shipped_judge
-from eval.train_judge import train
 from svq.data import ATTRIBUTES
+from svq.eval.gate import START, THRESHOLD, judge_gate
+from svq.eval.judge import load_judge, shipped_judge
+from svq.eval.train_judge import train
 
 
 @pytest.mark.parametrize("size", [32, 64])

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from transformers import HfArgumentParser
 
-from eval.judge import AttributeJudge, JudgeConfig, JudgeOutput, load_judge
-from eval.train_judge import JudgeTrainingArguments, blur_and_noise, confusion, main
 from svq.data import ATTRIBUTES, SCHEMA
+from svq.eval.judge import AttributeJudge, JudgeConfig, JudgeOutput, load_judge
+from svq.eval.train_judge import JudgeTrainingArguments, blur_and_noise, confusion, main
 
 
 def tiny(**overrides) -> AttributeJudge:

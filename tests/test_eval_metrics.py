@@ -5,7 +5,7 @@ import pytest
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
-from eval.metrics import psnr, ssim
+from svq.eval.metrics import psnr, ssim
 
 
 def reference_ssim(x: np.ndarray, y: np.ndarray) -> float:

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from eval.ordering import (
+from svq import StyledVAEVQ, SVQConfig
+from svq.eval.ordering import (
     default_groups,
     encode_all,
     group_ablation,
@@ -12,7 +13,6 @@ from eval.ordering import (
     replace_tokens,
     single_token_ablation,
 )
-from svq import StyledVAEVQ, SVQConfig
 
 N, SIZE = 6, 16
 
@@ -102,7 +102,7 @@ def test_real_model_prefix_ends_match_full_decode_and_mode_is_restored():
     assert model.training  # restored
     with torch.no_grad():
         model.eval()
-        from eval.metrics import psnr
+        from svq.eval.metrics import psnr
 
         full = psnr(model.decode(model.encode(images)), images).mean().item()
         mean_fill = encode_all(model, images).mean(0)

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from eval.judge import AttributeJudge, JudgeConfig
-from eval.probes import encode_world, fit_probes, token_swap_test
 from svq import StyledVAEVQ, SVQConfig
 from svq.data import ATTRIBUTES, ChatWorldDataset
+from svq.eval.judge import AttributeJudge, JudgeConfig
+from svq.eval.probes import encode_world, fit_probes, token_swap_test
 
 NUM_CLASSES = (4, 3, 2)
 NAMES = ("ordinal", "colour", "binary")

@@ -1,4 +1,4 @@
-"""eval.reconstruction on known cases: a perfect reconstruction (PSNR capped at 100 dB, SSIM 1,
+"""svq.eval.reconstruction on known cases: a perfect reconstruction (PSNR capped at 100 dB, SSIM 1,
 LPIPS 0, rFID 0, valid JSON), FID's closed form, skipped metrics with their reasons, the
 spatial VQ, and the codebook read from a model folder."""
 
@@ -9,8 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from eval.judge import AttributeJudge, JudgeConfig
-from eval.reconstruction import (
+from svq import StyledVAEVQ, SVQConfig
+from svq.codebook import Codebook
+from svq.eval.judge import AttributeJudge, JudgeConfig
+from svq.eval.reconstruction import (
     evaluate_reconstruction,
     evaluate_spatial_vq,
     frechet_distance,
@@ -20,10 +22,8 @@ from eval.reconstruction import (
     load_svq,
     world_images,
 )
-from svq import StyledVAEVQ, SVQConfig
 from svq.lpips import LPIPS
 from svq.spatial_vq import SpatialVQ, SpatialVQConfig
-from vocab import Codebook
 
 
 class Identity(nn.Module):
@@ -66,7 +66,7 @@ def test_identical_images_give_capped_psnr_ssim_1_lpips_0_rfid_0_and_valid_json(
         out_dir=tmp_path,
     )
     row = result["continuous"]
-    assert row["psnr"] == 100.0  # eval.metrics.psnr's cap: JSON has no infinity
+    assert row["psnr"] == 100.0  # svq.eval.metrics.psnr's cap: JSON has no infinity
     assert row["ssim"] == pytest.approx(1.0, abs=1e-6)
     assert row["lpips"] == pytest.approx(0.0, abs=1e-6)
     assert row["rfid"] == pytest.approx(0.0, abs=1e-6)

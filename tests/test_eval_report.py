@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from eval.chat_scores import Answer, DialogueRecord, Request, chat_scores
-from eval.gate import GateResult
-from eval.html import chat as render_chat
-from eval.judge import AttributeJudge, JudgeConfig
-from eval.report import SECTIONS, build_report, chat_section, prefix_with_judge
 from svq import StyledVAEVQ, SVQConfig
+from svq.codebook import Codebook
 from svq.data import ATTRIBUTES, IDENTITY_ATTRIBUTES
+from svq.eval.chat_scores import Answer, DialogueRecord, Request, chat_scores
+from svq.eval.gate import GateResult
+from svq.eval.html import chat as render_chat
+from svq.eval.judge import AttributeJudge, JudgeConfig
+from svq.eval.report import SECTIONS, build_report, chat_section, prefix_with_judge
 from svq.images import save_grid
 from svq.spatial_vq import SpatialVQ, SpatialVQConfig
-from vocab import Codebook
 
 FAST = {"num_images": 6, "probe_images": 24, "lpips": None, "inception": None, "strict": True,
         "baseline_fit_images": 40}  # fmt: skip
@@ -48,7 +48,7 @@ def baseline_figures() -> dict:
 
 
 def passed_gate(judge, image_size, **_) -> GateResult:
-    """Stands in for eval.gate.judge_gate, so that an untrained tiny judge exercises the judged
+    """Stands in for svq.eval.gate.judge_gate, so that an untrained tiny judge exercises the judged
     paths (the real gate refusing it is tested below)."""
     return GateResult(True, 0.97, image_size, 2, dict.fromkeys(judge.attributes, 1.0), [])
 
@@ -120,7 +120,7 @@ def parse(path: Path) -> Page:
 def full_report(tmp_path_factory):
     run = tiny_run(tmp_path_factory.mktemp("run"))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("eval.report.judge_gate", passed_gate)
+        patch.setattr("svq.eval.report.judge_gate", passed_gate)
         return run, build_report(run, **FAST)
 
 
@@ -218,10 +218,10 @@ def test_an_empty_run_folder_gives_a_report_of_not_run_sections(tmp_path):
 
 
 def test_chat_can_be_evaluated_afresh(tmp_path, monkeypatch):
-    """--rerun_chat: eval.chat.evaluate_chat on RUN/sft/model (both faked here: the real ones
+    """--rerun_chat: svq.eval.chat.evaluate_chat on RUN/sft/model (both faked here: the real ones
     are tested in their own files); its chat_eval.json lands in the report folder."""
-    import eval.chat
-    import llm.chat
+    import svq.eval.chat
+    import svq.llm.chat
 
     run = tmp_path / "run"
     (run / "sft" / "model").mkdir(parents=True)
@@ -231,8 +231,8 @@ def test_chat_can_be_evaluated_afresh(tmp_path, monkeypatch):
         calls.append((chat, judge, num_dialogues, seed, lang))
         return {"dialogues": num_dialogues, "understanding": {"accuracy": 0.5}, "transcripts": []}
 
-    monkeypatch.setattr(eval.chat, "evaluate_chat", fake_evaluate)
-    monkeypatch.setattr(llm.chat.SVQChat, "from_pretrained", classmethod(lambda cls, d: "chat"))
+    monkeypatch.setattr(svq.eval.chat, "evaluate_chat", fake_evaluate)
+    monkeypatch.setattr(svq.llm.chat.SVQChat, "from_pretrained", classmethod(lambda cls, d: "chat"))
     report = build_report(run, rerun_chat=True, chat_dialogues=3, **FAST)
     chat = report["sections"]["chat"]
     assert chat["status"] == "ok" and chat["dialogues"] == 3
@@ -241,7 +241,7 @@ def test_chat_can_be_evaluated_afresh(tmp_path, monkeypatch):
 
 
 def test_a_quick_judge_trained_into_the_run_is_reported(tmp_path):
-    from eval.train_judge import train
+    from svq.eval.train_judge import train
 
     options = {"preset": "tiny", "image_size": 32, "max_steps": 2, "eval_images": 8,
                "num_workers": 0}  # fmt: skip
@@ -256,7 +256,7 @@ def test_a_quick_judge_trained_into_the_run_is_reported(tmp_path):
 def test_prefix_with_judge_matches_the_prefix_curve_on_a_planted_ordering():
     from test_eval_ordering import Toy, toy_images
 
-    from eval.ordering import encode_all, prefix_curve
+    from svq.eval.ordering import encode_all, prefix_curve
 
     model = Toy(used=range(2))  # tokens 2.. dead: the curve rises twice, then stays flat
     images = toy_images(Toy())

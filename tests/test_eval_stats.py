@@ -1,9 +1,9 @@
-"""eval/stats.py: bootstrap intervals on cases whose answer is known."""
+"""svq/eval/stats.py: bootstrap intervals on cases whose answer is known."""
 
 import numpy as np
 import pytest
 
-from eval.stats import bootstrap_mean_of_ratios, bootstrap_ratio, mean_of_ratios
+from svq.eval.stats import bootstrap_mean_of_ratios, bootstrap_ratio, mean_of_ratios
 
 
 def test_bootstrap_of_a_proportion_matches_the_normal_interval():
@@ -36,8 +36,8 @@ def test_mean_of_ratios_leaves_out_columns_without_counts():
 
 
 def test_wilson_interval_known_values_and_its_use_at_the_edges():
-    from eval.chat_scores import _figure
-    from eval.stats import wilson_interval
+    from svq.eval.chat_scores import _figure
+    from svq.eval.stats import wilson_interval
 
     low, high = wilson_interval(30, 100)  # the textbook case: [0.219, 0.396]
     assert low == pytest.approx(0.2189, abs=1e-4) and high == pytest.approx(0.3958, abs=1e-4)

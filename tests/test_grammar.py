@@ -1,4 +1,4 @@
-"""svq/data/grammar.py and the reply figures of eval/chat_scores.py: every assistant sentence
+"""svq/data/grammar.py and the reply figures of svq/eval/chat_scores.py: every assistant sentence
 the world writes reads back with the values it was made from; garbled or partial text does
 not parse; text following and pictures-vs-words score right and wrong replies as such, and a
 constant reply scores no more than the constant baseline."""
@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from eval.chat import words_per_picture
-from eval.chat_scores import DialogueRecord, Reply, Request, reply_scores
 from svq.data import make_dialogue, sample_identity
 from svq.data.grammar import parse_reply, sentences, stated_values
+from svq.eval.chat import words_per_picture
+from svq.eval.chat_scores import DialogueRecord, Reply, Request, reply_scores
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])

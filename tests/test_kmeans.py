@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import vocab.distance
-import vocab.source
-from vocab import KMeansStep, kmeans, nearest
-from vocab.bounds import bound_groups, coherent_order
-from vocab.distance import NearestCode, bound_group_size
+import svq.codebook.distance
+import svq.codebook.source
+from svq.codebook import KMeansStep, kmeans, nearest
+from svq.codebook.bounds import bound_groups, coherent_order
+from svq.codebook.distance import NearestCode, bound_group_size
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,7 +150,7 @@ def test_bounds_with_empty_clusters_equal_plain_lloyd():
 
 
 def test_worker_threads_give_the_single_thread_result(monkeypatch):
-    monkeypatch.setattr(vocab.distance, "CHUNK_ROWS", 16)  # chunks of work: one tile of rows
+    monkeypatch.setattr(svq.codebook.distance, "CHUNK_ROWS", 16)  # chunks of work: one tile of rows
     x, _, _ = planted(k=10, per=80)
     threads = torch.get_num_threads()
     one = kmeans(x, 10, iters=4, tol=0, workers=1, rows=16)
@@ -214,8 +214,8 @@ def test_streaming_blocks_equal_in_memory(tmp_path, monkeypatch):
     x, _, _ = planted(k=8, per=100)
     np.save(tmp_path / "x.npy", x.numpy())
     ref = kmeans(x, 8, iters=4, tol=0)
-    monkeypatch.setattr(vocab.source, "BLOCK_BYTES", 33 * 4 * 8)  # blocks of 33 rows
-    assert vocab.source.Features(tmp_path / "x.npy").block_rows == 33
+    monkeypatch.setattr(svq.codebook.source, "BLOCK_BYTES", 33 * 4 * 8)  # blocks of 33 rows
+    assert svq.codebook.source.Features(tmp_path / "x.npy").block_rows == 33
     run = kmeans(tmp_path / "x.npy", 8, iters=4, tol=0)
     torch.testing.assert_close(run.centroids, ref.centroids)
     assert torch.equal(run.counts, ref.counts)
@@ -244,8 +244,8 @@ def test_bounds_skip_points_and_change_nothing(distance, tmp_path, monkeypatch):
     # (group minima from several tiles), in chunks of at most 250 rows (4 of 175 a block) on
     # two threads, searched in tiles of 100 rows.
     np.save(tmp_path / "x.npy", x.numpy())
-    monkeypatch.setattr(vocab.source, "BLOCK_BYTES", 700 * 4 * 8)
-    monkeypatch.setattr(vocab.distance, "CHUNK_ROWS", 250)
+    monkeypatch.setattr(svq.codebook.source, "BLOCK_BYTES", 700 * 4 * 8)
+    monkeypatch.setattr(svq.codebook.distance, "CHUNK_ROWS", 250)
     streamed = kmeans(
         tmp_path / "x.npy", 600, iters=8, tol=0, init=init, distance=distance,
         code_tile=128, rows=100, workers=2,

@@ -8,7 +8,9 @@ import torch
 from PIL import Image
 from test_llm_tiny import build_chat, conversation, svq_model, tokenizer
 
-from llm import (
+from svq.data import Preprocess, render, world_record
+from svq.images import to_uint8
+from svq.llm import (
     IGNORE_INDEX,
     SVQChat,
     SVQChatConfig,
@@ -17,9 +19,7 @@ from llm import (
     inject_image_embeds,
     split_reply,
 )
-from llm.tiny import tiny_llm
-from svq.data import Preprocess, render, world_record
-from svq.images import to_uint8
+from svq.llm.tiny import tiny_llm
 
 N = 36
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from test_llm_tiny import build_chat
 
-from llm import (
+from svq.llm import (
     ImageSpanLogitsProcessor,
     ImageSpanSampler,
     ImageVocabulary,

@@ -8,9 +8,9 @@ from peft import PeftModel
 from test_llm_tiny import build_chat, conversation, svq_model, tokenizer, train
 from transformers import Qwen2ForCausalLM
 
-from llm import LoraOptions, SVQChat, collate
-from llm.lora import lora_config
-from llm.tiny import tiny_config, tiny_llm
+from svq.llm import LoraOptions, SVQChat, collate
+from svq.llm.lora import lora_config
+from svq.llm.tiny import tiny_config, tiny_llm
 
 LORA = LoraOptions(r=4, alpha=8, dropout=0.0)
 # peft 0.21 reads a property transformers 5.x deprecated; nothing for us to change

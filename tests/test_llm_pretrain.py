@@ -1,4 +1,4 @@
-"""llm/pretrain_data.py and the pre-training phase of train/llm_sft.py: text dialogues keep the
+"""svq.llm.pretrain_data and the pre-training phase of svq.train.llm_sft: text dialogues keep the
 talk and leave the pictures out, caption turns carry their picture's ids after its caption,
 every token is a label, and a run with `pretrain_steps` trains, records it and resumes without
 pre-training again."""
@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 from test_llm_sft import options, parts, run  # noqa: F401  (parts: the module's fixture)
 
-from llm import IGNORE_INDEX
-from llm import sft_data as sd
-from llm.pretrain_data import PretrainDataset, text_chats
 from svq.data import caption
-from train import common, llm_sft
+from svq.llm import IGNORE_INDEX
+from svq.llm import sft_data as sd
+from svq.llm.pretrain_data import PretrainDataset, text_chats
+from svq.train import common, llm_sft
 
 
 def test_text_chats_keep_the_talk_and_leave_the_pictures_out():

@@ -1,4 +1,4 @@
-"""train/llm_sft.py and llm/sft_data.py: 2 steps of llm_sft_tiny write a loadable model and the
+"""svq.train.llm_sft and svq.llm.sft_data: 2 steps of llm_sft_tiny write a loadable model and the
 records, labels mask everything but assistant turns, the image cache is reused and invalidated
 when a tokenizer changes, JSONL chats, resume equals an uninterrupted run, the non-finite stop,
 the serial baseline, and two real CPU processes (torchrun)."""
@@ -15,17 +15,18 @@ import yaml
 from conftest import killed_after_checkpoint, reset_accelerate
 from safetensors.torch import load_file
 
-from eval.judge import AttributeJudge, JudgeConfig
-from llm import IGNORE_INDEX, SVQChat
-from llm import sft_data as sd
 from svq import StyledVAEVQ, SVQConfig
+from svq.codebook import Codebook
+from svq.configs import CONFIGS
 from svq.data import render, world_record
+from svq.eval.judge import AttributeJudge, JudgeConfig
+from svq.llm import IGNORE_INDEX, SVQChat
+from svq.llm import sft_data as sd
 from svq.spatial_vq import SpatialVQ, SpatialVQConfig
-from train import common, llm_sft
-from vocab import Codebook
+from svq.train import common, llm_sft
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = str(ROOT / "train" / "configs" / "llm_sft_tiny.yaml")
+TINY = str(CONFIGS / "llm_sft_tiny.yaml")
 
 
 def save_svq(folder: Path, seed: int = 0) -> Path:
@@ -238,7 +239,7 @@ def test_two_cpu_processes_with_torchrun(tmp_path, parts):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     torchrun = Path(sys.executable).parent / "torchrun"
     command = [str(torchrun), "--standalone", "--nproc_per_node", "2",
-               str(ROOT / "train" / "llm_sft.py"), TINY, "--output_dir", str(out),
+               str(ROOT / "svq" / "train" / "llm_sft.py"), TINY, "--output_dir", str(out),
                "--svq_path", str(parts["svq"]), "--spatial_vq_path", str(parts["spatial"]),
                "--num_val_dialogues", "0", "--save_steps", "2"]  # fmt: skip
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=150)
@@ -254,7 +255,7 @@ def test_two_cpu_processes_with_torchrun(tmp_path, parts):
 
 
 def test_lora_mode_on_a_local_llm_folder(tmp_path, parts):
-    from llm.tiny import save_tiny_llm
+    from svq.llm.tiny import save_tiny_llm
 
     folder = save_tiny_llm(tmp_path / "qwen-like", num_dialogues=60)
     out = tmp_path / "lora"

@@ -11,8 +11,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
-from llm import SVQChat, load_llm, load_tokenizer
-from llm.tiny import (
+from svq import StyledVAEVQ, SVQConfig
+from svq.codebook import Codebook
+from svq.llm import SVQChat, load_llm, load_tokenizer
+from svq.llm.tiny import (
     QWEN_CHAT_TEMPLATE,
     chat_world_corpus,
     save_tiny_llm,
@@ -21,9 +23,7 @@ from llm.tiny import (
     train_tokenizer,
     wrap_sentencepiece,
 )
-from svq import StyledVAEVQ, SVQConfig
 from svq.spatial_vq import SpatialVQ, SpatialVQConfig
-from vocab import Codebook
 
 SMALL_HEAD = {"width": 32, "depth": 1, "heads": 2}
 
@@ -108,7 +108,7 @@ def train(chat: SVQChat, batch, steps: int = 4, lr: float = 5e-2) -> list[float]
     return losses
 
 
-# --- tests of llm.tiny
+# --- tests of svq.llm.tiny
 def test_fast_tokenizer_matches_sentencepiece():
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(

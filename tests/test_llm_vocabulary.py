@@ -6,9 +6,9 @@ import torch
 from test_llm_tiny import tokenizer
 from transformers import Qwen2ForCausalLM
 
-from llm import ImageVocabulary, code_token_names, extend_llm
-from llm.embeddings import embedding_matrices
-from llm.tiny import tiny_config, tiny_llm
+from svq.llm import ImageVocabulary, code_token_names, extend_llm
+from svq.llm.embeddings import embedding_matrices
+from svq.llm.tiny import tiny_config, tiny_llm
 
 
 @pytest.mark.parametrize("per_position", [False, True])

@@ -1,5 +1,5 @@
 """Decoder target "spatial_vq": config validation, the code head's shapes and grid order, the
-attached spatial tokenizer, save / load, and the path end to end (train/vq.py, then stage 1
+attached spatial tokenizer, save / load, and the path end to end (svq/train/vq.py, then stage 1
 with --spatial_vq_path, then decoding to pixels)."""
 
 import json
@@ -10,9 +10,10 @@ import torch
 from conftest import reset_accelerate
 
 from svq import StyledVAEVQ, SVQConfig
+from svq.configs import CONFIGS
 from svq.decoder import CodeHead
 from svq.spatial_vq import SpatialVQ, SpatialVQConfig
-from train import common, stage1, vq
+from svq.train import common, stage1, vq
 
 ROOT = Path(__file__).resolve().parent.parent
 SPATIAL = {"target": "spatial_vq", "spatial_grid_size": 8, "spatial_codebook_size": 64}
@@ -106,14 +107,14 @@ def test_attach_decode_and_save_load(tmp_path):
 
 
 def test_end_to_end_spatial_vq_then_stage1_then_pixels(tmp_path):
-    # 1. a tiny spatial VQ at 32px (8x8 grid, 64 codes), 2 steps of train/vq.py
+    # 1. a tiny spatial VQ at 32px (8x8 grid, 64 codes), 2 steps of svq/train/vq.py
     vq.main(common.parse_options(vq.VQOptions, [
-        str(ROOT / "train" / "configs" / "vq_tiny.yaml"), "--output_dir", str(tmp_path / "vq"),
+        str(CONFIGS / "vq_tiny.yaml"), "--output_dir", str(tmp_path / "vq"),
         "--model_overrides", '{"image_size": 32}', "--validation_data", "none",
     ]))  # fmt: skip
     reset_accelerate()
     # 2. stage 1 of the tiny svq predicting its grid: the target comes from the path
-    tiny = str(ROOT / "train" / "configs" / "stage1_tiny.yaml")
+    tiny = str(CONFIGS / "stage1_tiny.yaml")
     out = tmp_path / "s1"
     flags = [
         tiny,

@@ -1,4 +1,4 @@
-"""train/stage1.py: options, optimiser groups, 2-step run and its artefacts, exact resume,
+"""svq/train/stage1.py: options, optimiser groups, 2-step run and its artefacts, exact resume,
 a kill mid-save, the non-finite stop, the LPIPS path, and two real CPU processes (torchrun)."""
 
 import json
@@ -17,12 +17,13 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from svq import StyledVAEVQ, SVQConfig
+from svq.configs import CONFIGS
 from svq.data import ImageDataset
 from svq.lpips import LPIPS
-from train import common, stage1
+from svq.train import common, stage1
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = str(ROOT / "train" / "configs" / "stage1_tiny.yaml")
+TINY = str(CONFIGS / "stage1_tiny.yaml")
 
 
 def options(out: Path, *flags: str) -> stage1.Stage1Options:
@@ -240,7 +241,7 @@ def test_two_cpu_processes_with_torchrun(tmp_path):
         "--standalone",
         "--nproc_per_node",
         "2",
-        str(ROOT / "train" / "stage1.py"),
+        str(ROOT / "svq" / "train" / "stage1.py"),
         TINY,
         "--output_dir",
         str(out),

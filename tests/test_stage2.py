@@ -1,4 +1,4 @@
-"""train/stage2.py and the codebook in the tokenizer's release folder: save -> load with and
+"""svq/train/stage2.py and the codebook in the tokenizer's release folder: save -> load with and
 without a codebook, a mismatched codebook, runs with and without the fine-tune and their
 artefacts, reused features, exact resume of the fine-tune, and two CPU processes (torchrun)."""
 
@@ -17,11 +17,12 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from svq import StyledVAEVQ, SVQConfig
-from train import common, stage2
-from vocab import Codebook
+from svq.codebook import Codebook
+from svq.configs import CONFIGS
+from svq.train import common, stage2
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = str(ROOT / "train" / "configs" / "stage2_tiny.yaml")
+TINY = str(CONFIGS / "stage2_tiny.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_codebook_is_saved_and_loaded_beside_the_weights(tmp_path):
     loaded.load_state_dict(model.state_dict(), strict=True)  # the codebook stays attached
     assert loaded.codebook is not None
 
-    # Without a codebook (a stage-1 release, or llm/chat.py's way of saving): loads, none.
+    # Without a codebook (a stage-1 release, or svq/llm/chat.py's way of saving): loads, none.
     model.codebook = None
     model.save_pretrained(tmp_path / "with")  # over the old folder: its codebook goes
     assert not (tmp_path / "with" / "codebook.safetensors").exists()
@@ -237,7 +238,7 @@ def test_two_cpu_processes_with_torchrun(tmp_path, stage1_model):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     torchrun = Path(sys.executable).parent / "torchrun"
     command = [
-        str(torchrun), "--standalone", "--nproc_per_node", "2", str(ROOT / "train" / "stage2.py"),
+        str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "svq.train.stage2",
         TINY, "--output_dir", str(out), "--model_path", str(stage1_model),
         "--finetune_steps", "2", "--validation_data", "none",
     ]  # fmt: skip

@@ -1,4 +1,4 @@
-"""train/ids_to_grid.py on tiny saved tokenizers: it trains, reports every route, releases a
+"""svq/train/ids_to_grid.py on tiny saved tokenizers: it trains, reports every route, releases a
 model that loads, and refuses a tokenizer without a codebook."""
 
 import json
@@ -11,8 +11,8 @@ from test_llm_sft import save_svq
 from svq import StyledVAEVQ, SVQConfig
 from svq.ids_to_grid import IdsToGrid
 from svq.spatial_vq import SpatialVQ, SpatialVQConfig
-from train import common
-from train import ids_to_grid as script
+from svq.train import common
+from svq.train import ids_to_grid as script
 
 
 @pytest.fixture(scope="module", params=[32, 64])

@@ -1,4 +1,4 @@
-"""train/vq.py: options, a 2-step run and its artefacts, code usage and reseeding, exact resume
+"""svq/train/vq.py: options, a 2-step run and its artefacts, code usage and reseeding, exact resume
 (with the PatchGAN term on), the adversarial terms, the non-finite stop."""
 
 import json
@@ -10,12 +10,13 @@ import yaml
 from conftest import killed_after_checkpoint, reset_accelerate
 from safetensors.torch import load_file
 
+from svq.configs import CONFIGS
 from svq.discriminator import PatchDiscriminator, hinge_d_loss, hinge_g_loss
 from svq.spatial_vq import SpatialVQ
-from train import common, vq
+from svq.train import common, vq
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = str(ROOT / "train" / "configs" / "vq_tiny.yaml")
+TINY = str(CONFIGS / "vq_tiny.yaml")
 
 
 def options(out: Path, *flags: str) -> vq.VQOptions:
@@ -43,7 +44,7 @@ def test_options_yaml_then_flags_and_validation(tmp_path):
         with pytest.raises(ValueError, match=match):
             options(tmp_path, *flags)
     for name in ("vq_tiny", "vq_world64", "vq_base"):  # every shipped config parses
-        path = ROOT / "train" / "configs" / f"{name}.yaml"
+        path = CONFIGS / f"{name}.yaml"
         assert common.parse_options(vq.VQOptions, [str(path), "--output_dir", "x"]).max_steps > 0
 
 

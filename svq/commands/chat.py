@@ -90,7 +90,7 @@ def converse(
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from llm import SVQChat
+    from svq.llm import SVQChat
 
     torch.set_num_threads(args.threads)
     chat = SVQChat.from_pretrained(args.model)
@@ -124,7 +124,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--image-temperature", type=float, default=0.0,
         help="the pictures' codes only, text greedy; 0: greedy (follows the request best: "
-        "train/RESULTS_sft.md)",
+        "docs/RESULTS_sft.md)",
     )  # fmt: skip
     p.add_argument("--image-top-k", type=int, default=None, help="with --image-temperature")
     p.add_argument("--threads", type=int, default=1, help="torch threads")

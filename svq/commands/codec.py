@@ -135,7 +135,7 @@ def decode(args: argparse.Namespace) -> int:
 
 @torch.no_grad()
 def reconstruct(args: argparse.Namespace) -> int:
-    from eval.metrics import psnr  # eval is part of this distribution
+    from svq.eval.metrics import psnr  # eval is part of this distribution
 
     model = load_tokenizer_model(args.model, need_codebook=not args.continuous)
     originals = read_pictures([args.image], model.config.image_size)

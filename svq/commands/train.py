@@ -1,6 +1,6 @@
 """`svq train STAGE CONFIG.yaml [--flag value ...]`: the training scripts under one command.
 
-Same options as running the script (`python train/stage1.py CONFIG.yaml ...`); `svq train
+Same options as running the script (`python -m svq.train.stage1 CONFIG.yaml ...`); `svq train
 STAGE --help` lists them. Multi-process runs use the scripts directly under torchrun or
 `accelerate launch` (README, "Scaling out").
 """
@@ -12,15 +12,15 @@ import importlib
 
 # stage -> (module, options dataclass, what it does)
 STAGES = {
-    "stage1": ("train.stage1", "Stage1Options", "the tokenizer: 36 continuous tokens"),
-    "stage2": ("train.stage2", "Stage2Options", "the k-means vocabulary (+ decoder fine-tune)"),
-    "vq": ("train.vq", "VQOptions", "the spatial VQ tokenizer (the last mile)"),
-    "sft": ("train.llm_sft", "SFTOptions", "chat SFT of the LLM"),
+    "stage1": ("svq.train.stage1", "Stage1Options", "the tokenizer: 36 continuous tokens"),
+    "stage2": ("svq.train.stage2", "Stage2Options", "the k-means vocabulary (+ decoder fine-tune)"),
+    "vq": ("svq.train.vq", "VQOptions", "the spatial VQ tokenizer (the last mile)"),
+    "sft": ("svq.train.llm_sft", "SFTOptions", "chat SFT of the LLM"),
 }
 
 
 def run(args: argparse.Namespace) -> int:
-    from train import common
+    from svq.train import common
 
     module_name, options_name, _ = STAGES[args.stage]
     module = importlib.import_module(module_name)
@@ -42,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "train",
         help="run a training stage: stage1, stage2, vq, sft",
         description=f"Run a training stage in this process.\n\nstages:\n{stages}\n\n"
-        "OPTIONS: a YAML config (train/configs/) first, then --flag value overrides; "
+        "OPTIONS: a YAML config (svq/configs/) first, then --flag value overrides; "
         "`svq train STAGE --help` lists a stage's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

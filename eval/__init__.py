@@ -1,1 +1,0 @@
-"""svq's eval package."""

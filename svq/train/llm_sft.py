@@ -1,0 +1,460 @@
+"""Chat SFT (issue 8): teach an LLM to draw the pictures a chat asks for, keep its own look
+across them and answer about the user's pictures (docs/design.md §1, §7).
+
+    python -m svq.train.llm_sft svq/configs/llm_sft_tiny.yaml --output_dir runs/sft \
+        --svq_path RUN/stage2/model --spatial_vq_path RUN/vq/model --judge_path runs/judge
+    torchrun --standalone --nproc_per_node 2 -m svq.train.llm_sft CONFIG.yaml ...  # 2 processes
+
+Model: `llm: tiny` builds a from-scratch Qwen2 (`svq.llm.tiny`: a sentencepiece tokenizer trained on
+the chat world's text, preset `tiny_preset`) and trains every weight (`mode: full`); a local
+path or hub id loads that LLM (`mode: lora`: LoRA adapters, the image tokens' rows, the
+projector and the VQ head train). The svq tokenizer and the spatial VQ stay frozen.
+
+Data (`svq.llm.sft_data`): the chat world's train dialogues ("world") or a JSONL file of chats;
+every picture is encoded once into a cache (OUTPUT_DIR/image_cache unless `cache_dir`).
+Assistant pictures are targets (36 ids: LM labels; spatial ids: VQ-head labels), user pictures
+are understood (features through the projector); labels on assistant turns only.
+
+Loss = lm_loss_weight * LM cross-entropy (text and image tokens) + vq_loss_weight * VQ-head
+cross-entropy over the spatial grid; both are logged. The conventions of stage 1
+(`svq/train/common.py`): accelerate, gradient accumulation, atomic resumable checkpoints, progress,
+TensorBoard, a non-finite loss stops the run. Every `eval_steps` and at the end:
+`svq.eval.chat.evaluate_chat` on held-out dialogues (validation and held-out identities).
+
+Writes OUTPUT_DIR/model (SVQChat.save_pretrained), OUTPUT_DIR/summary.json (what `main`
+returns), OUTPUT_DIR/chat_eval.json (+ images/) from the final evaluation, options.yaml,
+validation.jsonl, checkpoints/, logs/.
+
+`pretrain_steps` > 0: first that many steps of language pre-training (`svq.llm.pretrain_data`: the
+world's dialogues as text and captions followed by their pictures' ids, every token a label;
+its own warm-up and schedule, the same optimiser), then the SFT steps. Not checkpointed: a run
+stopped during it starts it again; a resumed SFT run does not repeat it (its summary then has
+no pre-training record). Measured against more SFT steps in docs/RESULTS_sft.md.
+
+`image_tokenizer: spatial` trains the baseline of issue 9: the same LLM writing each picture as
+the spatial VQ's h*w ids in sequence (no VQ head; the spatial decoder paints them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+from accelerate import DistributedDataParallelKwargs
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from transformers import get_scheduler
+
+from svq.eval.chat import evaluate_chat
+from svq.eval.judge import load_judge
+from svq.llm import LoraOptions, SVQChat, collate
+from svq.llm.pretrain_data import PretrainDataset, text_chats
+from svq.llm.sft_data import SFTDataset, encode_images, load_chats, load_svq
+from svq.llm.tiny import chat_world_corpus, tiny_llm, train_tokenizer
+from svq.progress import progress_bar
+from svq.spatial_vq import SpatialVQ
+from svq.train import common
+
+logger = logging.getLogger("llm_sft")
+
+
+@dataclass
+class SFTOptions:
+    """Every option of a chat SFT run. A YAML file gives them first; `--flag value` overrides."""
+
+    # --- run
+    output_dir: str  # model/, summary.json, chat_eval.json, checkpoints/, logs/, options.yaml
+    overwrite_output_dir: bool = False  # start again in a folder that holds checkpoints
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "aliases": ["--resume"],
+            "nargs": "?",
+            "const": "latest",
+            "help": "a checkpoint folder, or 'latest' (also a bare --resume)",
+        },
+    )
+    seed: int = 0  # init of the new parts and data order
+    use_cpu: bool = False  # train on the CPU even where a GPU exists
+    # --- model
+    svq_path: str = ""  # StyledVAEVQ release folder with its codebook.safetensors
+    spatial_vq_path: str | None = None  # SpatialVQ folder: the VQ head's target and decoder
+    judge_path: str | None = None  # AttributeJudge folder: judged validation scores
+    llm: str = "tiny"  # "tiny" (from scratch, svq.llm.tiny) or a local path / hub id
+    tiny_preset: str = "test"  # svq.llm.tiny preset for llm: tiny ("test", "demo")
+    tiny_corpus_dialogues: int = 400  # chat-world dialogues the tiny tokenizer is trained on
+    mode: str = "full"  # "full" (every LLM weight) or "lora"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    init: str = "projection"  # new token rows: "projection" of the codebook, or "mean"
+    projector: dict | str | None = None  # ProjectorConfig fields (JSON on the command line)
+    vq_head: dict | str | None = None  # VQHeadConfig fields (width, depth, heads, ...)
+    image_tokenizer: str = "svq"  # "svq" (36 tokens + VQ head) or "spatial" (baseline: h*w ids)
+    gradient_checkpointing: bool = False
+    # --- language pre-training (before SFT; svq.llm.pretrain_data): every token a label
+    pretrain_steps: int = 0  # 0: none
+    pretrain_dialogues: int = 20000  # world train dialogues as text (pictures left out)
+    pretrain_captions: int = -1  # SFT pictures as caption turns (caption + ids); -1: all
+    pretrain_lang: str = "mixed"  # "en", "zh" or "mixed": the text's and captions' languages
+    pretrain_batch_size: int = 16
+    # --- data
+    train_data: str = "world"  # "world" (the chat world's train split) or a chats .jsonl
+    world_seed: int = 0
+    num_train_dialogues: int = 2000  # world only
+    lang: str = "en"  # world only: "en", "zh" or "mixed"
+    cache_dir: str | None = None  # image cache; default OUTPUT_DIR/image_cache
+    max_length: int = 1024  # longer chats are left out (counted in the log)
+    dataloader_num_workers: int = 0
+    # --- validation
+    num_val_dialogues: int = 16  # held-out chats (validation and held-out identities, in turn)
+    val_seed: int = 0  # the world they come from
+    eval_max_new_tokens: int = 0  # 0: room for two pictures and text
+    eval_batch_size: int = 8
+    # --- loss and optimisation
+    lm_loss_weight: float = 1.0
+    vq_loss_weight: float = 1.0
+    max_steps: int = -1  # optimiser steps; -1: num_train_epochs
+    num_train_epochs: float = 1.0
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+    bf16: bool = False
+    fp16: bool = False
+    # --- monitoring and saving
+    logging_steps: int = 10
+    eval_steps: int = 0  # also at the end; 0: only at the end
+    save_steps: int = 500  # also at the end
+    save_total_limit: int = 2
+    report_to: str = "tensorboard"
+
+    def __post_init__(self) -> None:
+        for name in ("projector", "vq_head"):
+            setattr(self, name, common.json_option(name, getattr(self, name)) or None)
+        for name in ("spatial_vq_path", "judge_path", "cache_dir"):
+            setattr(self, name, common.none_if_empty(getattr(self, name)))
+        if not self.svq_path:
+            raise ValueError("svq_path is required: a StyledVAEVQ folder with its codebook")
+        if self.mode not in ("full", "lora"):
+            raise ValueError(f"mode must be 'full' or 'lora', got {self.mode!r}")
+        if self.image_tokenizer not in ("svq", "spatial"):
+            raise ValueError(f"image_tokenizer must be 'svq' or 'spatial': {self.image_tokenizer}")
+        if self.image_tokenizer == "spatial" and self.spatial_vq_path is None:
+            raise ValueError("image_tokenizer 'spatial' needs spatial_vq_path")
+        common.check_training_options(self)
+        if min(self.lm_loss_weight, self.vq_loss_weight) < 0:
+            raise ValueError("loss weights must be >= 0")
+        if self.pretrain_steps < 0 or self.pretrain_batch_size < 1:
+            raise ValueError("pretrain_steps must be >= 0 and pretrain_batch_size >= 1")
+        if self.pretrain_lang not in ("en", "zh", "mixed"):
+            raise ValueError(f"pretrain_lang must be 'en', 'zh' or 'mixed': {self.pretrain_lang}")
+        if self.num_val_dialogues < 0:
+            raise ValueError(f"num_val_dialogues must be >= 0, got {self.num_val_dialogues}")
+
+
+# --- model ---------------------------------------------------------------------------------
+
+
+def build_model(o: SFTOptions) -> SVQChat:
+    """The SVQChat to train: the LLM extended with the image language, new parts attached."""
+    svq = load_svq(o.svq_path)
+    spatial = None
+    if o.spatial_vq_path is not None:
+        spatial = SpatialVQ.from_pretrained(o.spatial_vq_path).requires_grad_(False).eval()
+    lora = None
+    if o.mode == "lora":
+        lora = LoraOptions(r=o.lora_r, alpha=o.lora_alpha, dropout=o.lora_dropout)
+    kwargs = {"init": o.init, "lora": lora, "projector": o.projector, "seed": o.seed}
+    if o.image_tokenizer == "spatial":
+        kwargs["image_tokenizer"] = "spatial"
+    else:
+        kwargs["vq_head"] = o.vq_head
+    if o.llm == "tiny":
+        tokenizer = train_tokenizer(chat_world_corpus(o.tiny_corpus_dialogues, o.seed))
+        llm = tiny_llm(tokenizer, o.tiny_preset, o.seed)
+        chat = SVQChat.build(llm, svq, spatial, tokenizer=tokenizer, **kwargs)
+    else:
+        chat = SVQChat.build(o.llm, svq, spatial, **kwargs)
+    chat.config.vq_loss_weight = o.vq_loss_weight
+    if o.gradient_checkpointing:
+        chat.llm.gradient_checkpointing_enable()
+    return chat
+
+
+def sft_loss(chat_output, o: SFTOptions) -> dict[str, torch.Tensor]:
+    """The weighted loss and its terms (vq 0 when the batch has no spatial targets)."""
+    lm = chat_output.lm_loss.float()
+    vq = chat_output.vq_loss.float() if chat_output.vq_loss is not None else lm.new_zeros(())
+    return {"loss": o.lm_loss_weight * lm + o.vq_loss_weight * vq, "lm_loss": lm, "vq_loss": vq}
+
+
+def shuffled_loader(dataset, batch_size: int, pad: int, seed: int, o: SFTOptions) -> DataLoader:
+    """Shuffled, full batches of encoded conversations, padded on the right with `pad`."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=partial(collate, pad_token_id=pad),
+        num_workers=o.dataloader_num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+# --- language pre-training ----------------------------------------------------------------
+
+
+def pretrain(model, optimizer, accelerator, o: SFTOptions, data, images) -> dict:
+    """`o.pretrain_steps` steps of language pre-training (`svq.llm.pretrain_data`) with its own
+    warmup and schedule, the same optimiser; returns its seconds, last loss and example counts.
+    Not checkpointed: a run stopped during it starts it again."""
+    started = time.perf_counter()
+    raw = accelerator.unwrap_model(model)
+    langs = ("en", "zh") if o.pretrain_lang == "mixed" else (o.pretrain_lang,)
+    text = text_chats(o.world_seed, o.pretrain_dialogues, o.pretrain_lang)
+    dataset = PretrainDataset(
+        text, data if o.pretrain_captions else None, images, raw.tokenizer, raw.vocab, langs,
+        o.max_length, o.pretrain_captions, o.image_tokenizer,
+    )  # fmt: skip
+    # not sharded by accelerate (its checkpoints would then expect this loader on resume):
+    # each process draws its own order
+    seed = o.seed + 1 + accelerator.process_index
+    loader = shuffled_loader(dataset, o.pretrain_batch_size, raw.pad_token_id, seed, o)
+    warmup = common.warmup_steps(o.pretrain_steps, o.warmup_steps, o.warmup_ratio)
+    scheduler = get_scheduler(o.lr_scheduler_type, optimizer, warmup, o.pretrain_steps)
+    batches = common.endless_batches(loader)
+    bar = progress_bar(
+        total=o.pretrain_steps, desc="pre-training", disable=not accelerator.is_main_process
+    )
+    terms = {}
+    model.train()
+    for step in range(1, o.pretrain_steps + 1):
+        for _ in range(o.gradient_accumulation_steps):
+            batch = next(batches).to(accelerator.device)
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    terms = sft_loss(model(batch, full_logits=False), o)
+                common.backward_step(accelerator, terms["loss"], model, optimizer, o, step, None)
+        scheduler.step()
+        if step % o.logging_steps == 0 or step == o.pretrain_steps:
+            logs = {f"pretrain/{k}": v.item() for k, v in terms.items()}
+            accelerator.log(logs, step=step)
+            bar.set_postfix(lm=f"{logs['pretrain/lm_loss']:.3f}", refresh=False)
+        bar.update(1)
+    bar.close()
+    optimizer.zero_grad(set_to_none=True)
+    for group in optimizer.param_groups:  # the SFT schedule starts from the base rate
+        group["lr"] = group.get("initial_lr", group["lr"])
+    record = {
+        "pretrain_steps": o.pretrain_steps,
+        "pretrain_seconds": round(time.perf_counter() - started, 1),
+        "pretrain_lm_loss": terms["lm_loss"].item() if terms else None,
+        "pretrain_examples": {"text": dataset.num_text, "captions": dataset.num_captions,
+                              "too_long": dataset.num_too_long},
+    }  # fmt: skip
+    logger.info("pre-training: %s", json.dumps(record))
+    return record
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+def validate(chat: SVQChat, judge, o: SFTOptions, out_dir: Path, step: int) -> dict:
+    """evaluate_chat on the held-out dialogues; the record: step and the three scores."""
+    with torch.random.fork_rng(devices=[]):  # no effect on the training's random stream
+        report = evaluate_chat(
+            chat, judge, num_dialogues=o.num_val_dialogues, seed=o.val_seed, out_dir=out_dir,
+            lang="zh" if o.lang == "zh" else "en", max_new_tokens=o.eval_max_new_tokens or None,
+            batch_size=o.eval_batch_size,
+        )  # fmt: skip
+    return {"step": step, **scores(report)}
+
+
+def scores(report: dict) -> dict:
+    """The headline numbers of a chat_eval report (judged ones None when the judge is absent or
+    failed its gate; identity control-corrected, see svq/eval/chat_scores.py)."""
+    following, identity = report["generation_following"], report["identity_consistency"]
+    replies = report["replies"]
+    picture_vs_text = replies["picture_vs_text"]
+    return {
+        "generation_following": following["mean"] if following else None,
+        "pictures_drawn": report["pictures_drawn"]["value"],
+        "identity_within_dialogue": identity["within_dialogue"]["value"] if identity else None,
+        "identity_vs_persona": identity["vs_persona"]["value"] if identity else None,
+        "understanding_accuracy": report["understanding"]["accuracy"],
+        "understanding_blind_majority": report["understanding"]["blind_majority"],
+        "image_token_validity": report["image_token_validity"],
+        "replies_well_formed": replies["well_formed"]["value"],
+        "replies_on_form": replies["on_form"]["value"],
+        "text_following": replies["text_following"]["mean"],
+        "picture_vs_text": picture_vs_text["value"] if picture_vs_text else None,
+        "judge": report["judge"]["status"],
+    }
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def main(o: SFTOptions) -> dict:
+    """Train; returns (and writes to summary.json) wall time, steps, losses, validation."""
+    started = time.perf_counter()
+    accelerator = common.make_accelerator(
+        o,
+        # a batch without user pictures leaves the projector unused (or the VQ head, without
+        # assistant pictures): DDP must not wait for their gradients
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING)
+    out = Path(o.output_dir)
+    resume = common.resolve_resume(out, o.resume_from_checkpoint, o.overwrite_output_dir)
+    set_seed(o.seed)  # the same new weights on every process
+    chat = build_model(o).to(accelerator.device)
+    judge = load_judge(o.judge_path, accelerator.device) if o.judge_path else None
+
+    # --- data: pictures encoded once (by the main process; the others read its cache)
+    data = load_chats(
+        o.train_data, seed=o.world_seed, split="train", num_dialogues=o.num_train_dialogues,
+        lang=o.lang,
+    )  # fmt: skip
+    cache_dir = Path(o.cache_dir) if o.cache_dir else out / "image_cache"
+    with accelerator.main_process_first():
+        images = encode_images(
+            data, chat.svq, chat.spatial, cache_dir, progress=accelerator.is_main_process
+        )
+    written = "spatial" if o.image_tokenizer == "spatial" else "svq"
+    dataset = SFTDataset(data, images, chat.tokenizer, chat.vocab, o.max_length, written)
+    loader = shuffled_loader(dataset, o.per_device_train_batch_size, chat.pad_token_id, o.seed, o)
+
+    # --- optimiser and schedule
+    trainable = [n for n, p in chat.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        common.param_groups(chat, o.weight_decay),
+        lr=o.learning_rate,
+        betas=(o.adam_beta1, o.adam_beta2),
+        eps=o.adam_epsilon,
+    )
+    accum, world = o.gradient_accumulation_steps, accelerator.num_processes
+    global_batch = o.per_device_train_batch_size * accum * world
+    model, optimizer, loader = accelerator.prepare(chat, optimizer, loader)
+    pretrained = {}
+    if o.pretrain_steps and resume is None:  # a resumed run's weights are past pre-training
+        pretrained = pretrain(model, optimizer, accelerator, o, data, images)
+    max_steps = o.max_steps
+    if max_steps < 0:
+        max_steps = math.ceil(o.num_train_epochs * len(loader) / accum)
+    warmup = common.warmup_steps(max_steps, o.warmup_steps, o.warmup_ratio)
+    scheduler = get_scheduler(o.lr_scheduler_type, optimizer, warmup, max_steps)
+    accelerator.register_for_checkpointing(scheduler)
+    raw = accelerator.unwrap_model(model)
+
+    fresh = {"step": 0, "dialogues_seen": 0, "train_seconds": 0.0}
+    state = common.start_state(accelerator, resume, o.seed, fresh)
+    resolved = {
+        **asdict(o),
+        "resolved": {"max_steps": max_steps, "warmup_steps": warmup, "global_batch": global_batch,
+                     "processes": world, "resumed_from": str(resume) if resume else None,
+                     "train_dialogues": len(dataset), "too_long": dataset.num_too_long,
+                     "pictures": len(images.ids), "cache_reused": images.reused,
+                     "trainable_parameters": sum(p.numel() for p in raw.parameters()
+                                                 if p.requires_grad),
+                     "trainable_tensors": len(trainable)},
+    }  # fmt: skip
+    common.record_options(accelerator, resolved, out, "llm_sft")
+    logger.info("%s", json.dumps(resolved["resolved"]))
+
+    # --- loop
+    batches = common.endless_batches(loader, state["step"] * accum)
+    last_checkpoint = common.latest_checkpoint(out)
+    bar = progress_bar(
+        total=max_steps, initial=state["step"], disable=not accelerator.is_main_process
+    )
+    logs, last_record, grad_norm, terms = {}, None, None, {}
+    window_start, window_items = time.perf_counter(), 0
+    model.train()
+    for step in range(state["step"] + 1, max_steps + 1):
+        step_start = time.perf_counter()
+        for _ in range(accum):
+            batch = next(batches).to(accelerator.device)
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    terms = sft_loss(model(batch, full_logits=False), o)
+                norm = common.backward_step(
+                    accelerator, terms["loss"], model, optimizer, o, step, last_checkpoint
+                )
+                grad_norm = norm if norm is not None else grad_norm
+        scheduler.step()
+        state["step"], state["dialogues_seen"] = step, state["dialogues_seen"] + global_batch
+        state["train_seconds"] += time.perf_counter() - step_start
+        window_items += global_batch
+
+        if step % o.logging_steps == 0 or step == max_steps:
+            speed = window_items / (time.perf_counter() - window_start)
+            logs = {f"train/{k}": v.item() for k, v in terms.items()}
+            logs.update({"train/lr": scheduler.get_last_lr()[0], "train/dialogues_per_s": speed})
+            if grad_norm is not None:
+                logs["train/grad_norm"] = float(grad_norm)
+            accelerator.log(logs, step=step)
+            bar.set_postfix(
+                lm=f"{logs['train/lm_loss']:.3f}", vq=f"{logs['train/vq_loss']:.3f}", refresh=False
+            )
+            window_start, window_items = time.perf_counter(), 0
+        bar.update(1)
+
+        final = step == max_steps
+        periodic = o.eval_steps and step % o.eval_steps == 0 and not final
+        if accelerator.is_main_process and o.num_val_dialogues and periodic:
+            last_record = validate(raw, judge, o, out / "val" / f"step-{step:08d}", step)
+            common.append_jsonl(last_record, out / "validation.jsonl")
+            accelerator.log(common.scalars(last_record, "val/"), step=step)
+            logger.info("validation at step %d: %s", step, json.dumps(last_record))
+            model.train()
+        if step % o.save_steps == 0 or final:
+            last_checkpoint = common.save_checkpoint(
+                accelerator, out, step, state, o.save_total_limit
+            )
+        accelerator.wait_for_everyone()
+
+    # --- save, then the final evaluation (OUTPUT_DIR/chat_eval.json and images/)
+    bar.close()
+    summary = {}
+    if accelerator.is_main_process:
+        common.save_release(raw, out)
+        if o.num_val_dialogues:
+            last_record = validate(raw, judge, o, out, state["step"])
+            common.append_jsonl(last_record, out / "validation.jsonl")
+            accelerator.log(common.scalars(last_record, "val/"), step=state["step"])
+            logger.info("final validation: %s", json.dumps(last_record))
+        summary = {
+            "steps": state["step"],
+            "dialogues_seen": state["dialogues_seen"],
+            "train_seconds": round(state["train_seconds"], 1),
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "lm_loss": logs.get("train/lm_loss"),
+            "vq_loss": logs.get("train/vq_loss") if raw.vq_head is not None else None,
+            "validation": last_record,
+            **pretrained,
+            "image_tokenizer": o.image_tokenizer,
+            "model": str(out / "model"),
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
+
+if __name__ == "__main__":
+    common.run_script(main, SFTOptions, logger)

@@ -1,0 +1,477 @@
+"""Stage 1: train the tokenizer (docs/design.md §4) — encoder, 36 continuous tokens, decoder.
+
+    python -m svq.train.stage1 svq/configs/stage1_tiny.yaml --output_dir runs/s1 [--flag value]
+    torchrun --standalone --nproc_per_node 2 -m svq.train.stage1 CONFIG.yaml ...  # 2 processes
+    accelerate launch --config_file svq/configs/accelerate/ddp_8gpu.yaml -m svq.train.stage1 CONFIG
+
+Loss = mse_weight * MSE + l1_weight * L1 + lpips_weight * LPIPS(VGG), on [-1, 1] pixels, plus
+attribute_loss_weight * the auxiliary semantic loss (svq/train/attribute_loss.py, world data); with
+`--spatial_vq_path` (decoder target "spatial_vq") cross-entropy of the decoder's logits against
+that frozen spatial tokenizer's ids instead, validated on its decode of the most likely codes.
+AdamW (no decay on norms, biases, tables), warm-up + cosine, gradient accumulation through
+accelerate (loss scaled, no sync on micro-steps, scheduler per optimiser step), grad clip,
+optional EMA. Every `save_steps` an atomic resumable checkpoint; every `eval_steps` a validation
+pass (PSNR, SSIM, the prefix curve and token-group ablations, a picture grid). The release
+folder `OUTPUT_DIR/model` is written with `save_pretrained` at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from transformers import get_scheduler
+
+from svq import StyledVAEVQ, SVQConfig
+from svq.data import ChatWorldDataset, ImageDataset, ImageStream, TarShards, open_source
+from svq.data.schema import SCHEMA
+from svq.eval.metrics import psnr, ssim
+from svq.eval.ordering import default_fill, encode_all, token_report
+from svq.images import save_grid
+from svq.lpips import LPIPS
+from svq.progress import progress_bar
+from svq.spatial_vq import SpatialVQ
+from svq.train import common
+from svq.train.attribute_loss import AttributeReadout, attribute_loss
+
+logger = logging.getLogger("stage1")
+# 2-D parameters that are lookup tables, not maps: no weight decay (see common.param_groups).
+NO_DECAY = (
+    "encoder.cls_token",
+    "encoder.pos_embed",
+    "encoder.queries",
+    "encoder.head.atoms",
+    "decoder.pos_embed",
+    "decoder.const",  # the conv decoder's learned 4x4 input
+    "drop_token",
+)
+
+
+@dataclass
+class Stage1Options:
+    """Every option of a stage-1 run. Names shared with `transformers.TrainingArguments` mean
+    what they mean there. A YAML file gives them first; `--flag value` overrides it."""
+
+    # --- run
+    output_dir: str  # checkpoints/, model/ (release), options.yaml, validation.jsonl, logs/
+    overwrite_output_dir: bool = False  # start again in a folder that holds checkpoints
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "aliases": ["--resume"],
+            "nargs": "?",
+            "const": "latest",
+            "help": "a checkpoint folder, or 'latest' (also a bare --resume): the newest "
+            "finished checkpoint in output_dir, a fresh start when there is none",
+        },
+    )
+    seed: int = 0  # model init; each process's training noise uses seed + its rank
+    use_cpu: bool = False  # train on the CPU even where an accelerator (GPU) exists
+    # --- model
+    model_preset: str = "small"  # an SVQConfig preset: tiny, small, base, base-v1
+    model_overrides: dict | str | None = None  # SVQConfig fields over the preset (JSON on CLI)
+    gradient_checkpointing: bool = False
+    # --- data
+    train_data: str = "world"  # "world" (rendered on the fly) or open_source(): an image folder,
+    # a .json/.txt file list, a saved `datasets` folder, WebDataset shards "a-{000..009}.tar"
+    validation_data: str | None = "world"  # the world's validation split, a source, or None
+    dataset_split: str = "train"  # split of a saved DatasetDict
+    world_seed: int = 0  # the chat world to render (its train and validation splits differ)
+    world_length: int = 10_000_000  # pictures per pass of the rendered world (all distinct)
+    random_crop: bool = True  # real images: ADM random crop in training (centre crop if False)
+    hflip: bool = False  # real images: random horizontal flips (the reference used none)
+    dataloader_num_workers: int = 0
+    num_val_images: int = 256  # held-out images for PSNR / SSIM
+    token_eval_images: int = 64  # of those, used for the per-token views (prefix, ablations)
+    prefix_ks: list[int] = field(default_factory=lambda: [0, 6, 12, 18, 24, 30, 36])
+    # --- loss
+    mse_weight: float = 1.0
+    l1_weight: float = 0.0
+    lpips_weight: float = 1.0  # LPIPS(VGG16); needs the VGG weights (see svq/lpips.py)
+    lpips_trunk_path: str | None = None  # default: $SVQ_LPIPS_DIR or the torch hub cache
+    lpips_linear_path: str | None = None  # default: the installed lpips package's vgg.pth
+    attribute_loss_weight: float = 0.0  # > 0: the auxiliary semantic loss (train_data "world"):
+    # a linear read-out of the picture's attribute record from the first attribute_loss_tokens
+    # features, cross-entropy averaged over the attributes, times this weight
+    attribute_loss_tokens: int = 6
+    spatial_vq_path: str | None = None  # a trained SpatialVQ (svq/train/vq.py's OUTPUT_DIR/model):
+    # the decoder predicts its grid (target "spatial_vq", grid and codebook size taken from it)
+    # with cross-entropy against its ids instead of the pixel losses
+    # --- optimisation
+    max_steps: int = -1  # optimiser steps; -1: num_train_epochs over a sized dataset
+    num_train_epochs: float = 1.0
+    per_device_train_batch_size: int = 32  # global batch = this x accumulation x processes
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0  # on weight matrices only
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0  # 0 turns clipping off
+    lr_scheduler_type: str = "cosine"  # any transformers.get_scheduler name
+    warmup_steps: int = 0  # > 0 wins over warmup_ratio
+    warmup_ratio: float = 0.0
+    ema_decay: float = 0.0  # > 0: keep an EMA of the weights; it is validated and released
+    # --- the head's training noise (model config noise_scale) over the run: none before
+    # noise_start_ratio x max_steps, then a linear ramp to full over noise_ramp_ratio x max_steps
+    noise_start_ratio: float = 0.0
+    noise_ramp_ratio: float = 0.0
+    bf16: bool = False
+    fp16: bool = False
+    # --- monitoring and saving
+    logging_steps: int = 10
+    eval_steps: int = 500  # also at the end; 0: only at the end
+    save_steps: int = 500  # also at the end
+    save_total_limit: int = 2  # finished checkpoints kept
+    report_to: str = "tensorboard"  # an accelerate tracker name, or "none"
+
+    def __post_init__(self) -> None:
+        self.model_overrides = common.json_option("model_overrides", self.model_overrides) or {}
+        self.validation_data = common.none_if_empty(self.validation_data)
+        common.check_training_options(self)
+        if min(self.mse_weight, self.l1_weight, self.lpips_weight) < 0:
+            raise ValueError("loss weights must be >= 0")
+        if self.mse_weight + self.l1_weight + self.lpips_weight == 0:
+            raise ValueError("all loss weights are 0: nothing to train")
+        if self.attribute_loss_weight < 0 or self.attribute_loss_tokens < 1:
+            raise ValueError("attribute_loss_weight must be >= 0 and attribute_loss_tokens >= 1")
+        if self.attribute_loss_weight > 0 and self.train_data != "world":
+            raise ValueError(
+                f"attribute_loss_weight needs labelled pictures (train_data 'world'), got "
+                f"train_data {self.train_data!r}"
+            )
+        if not (0 <= self.noise_start_ratio <= 1 and 0 <= self.noise_ramp_ratio <= 1):
+            raise ValueError("noise_start_ratio and noise_ramp_ratio must be in [0, 1]")
+        if self.token_eval_images < 2 or self.num_val_images < self.token_eval_images:
+            raise ValueError("need 2 <= token_eval_images <= num_val_images")
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+def train_loader(o: Stage1Options, size: int, labels: bool = False) -> tuple[DataLoader, bool]:
+    """The training loader and whether accelerate should shard it (map-style sources) or not
+    (streams, which shard themselves over ranks and workers). With `labels` (the world only)
+    the batches are WorldItem(image, labels)."""
+    generator = torch.Generator().manual_seed(o.seed)  # never touches the global RNG
+    common_args = {
+        "batch_size": o.per_device_train_batch_size,
+        "num_workers": o.dataloader_num_workers,
+        "drop_last": True,
+        "generator": generator,
+    }
+    if o.train_data == "world":  # every index a new picture: read in order, no shuffling
+        dataset = ChatWorldDataset(size, o.world_length, o.world_seed, "train", labels=labels)
+        return DataLoader(dataset, shuffle=False, **common_args), True
+    source = open_source(o.train_data, o.dataset_split)
+    if isinstance(source, TarShards):
+        stream = ImageStream(
+            source, size, train=o.random_crop, hflip=o.hflip, shuffle=True, seed=o.seed, repeat=True
+        )
+        return DataLoader(stream, **common_args), False
+    dataset = ImageDataset(source, size, train=o.random_crop, hflip=o.hflip)
+    return DataLoader(dataset, shuffle=True, **common_args), True
+
+
+def validation_images(o: Stage1Options, size: int, need: int = 1) -> torch.Tensor | None:
+    """The held-out images (num_val_images, 3, size, size), the same on every run; at least
+    `need` of them. (Also used by svq/train/vq.py, whose options share these data fields.)"""
+    if o.validation_data is None:
+        return None
+    if o.validation_data == "world":
+        dataset = ChatWorldDataset(size, o.num_val_images, o.world_seed, "validation")
+    else:
+        dataset = ImageDataset(open_source(o.validation_data, "validation"), size, train=False)
+    count = min(o.num_val_images, len(dataset))
+    if count < need:
+        raise ValueError(f"{o.validation_data} has {count} images, fewer than the {need} needed")
+    return torch.stack([dataset[i] for i in range(count)])
+
+
+# --- loss ----------------------------------------------------------------------------------
+
+
+def load_lpips(o: Stage1Options) -> LPIPS | None:
+    if o.lpips_weight == 0:
+        return None
+    try:
+        return LPIPS.from_pretrained(o.lpips_trunk_path, o.lpips_linear_path)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f"{error}\n(stage 1: the perceptual loss has lpips_weight {o.lpips_weight}; "
+            "pass --lpips_weight 0 to train with pixel losses only)"
+        ) from None
+
+
+def reconstruction_loss(
+    recon: torch.Tensor, images: torch.Tensor, o: Stage1Options, lpips: LPIPS | None
+) -> dict[str, torch.Tensor]:
+    """The weighted loss and its terms, fp32 scalars. recon, images: (B, 3, H, W)."""
+    recon = recon.float()
+    terms = {"mse": F.mse_loss(recon, images)}
+    if o.l1_weight > 0:
+        terms["l1"] = F.l1_loss(recon, images)
+    if lpips is not None:
+        terms["lpips"] = lpips(recon, images).mean()
+    weights = {"mse": o.mse_weight, "l1": o.l1_weight, "lpips": o.lpips_weight}
+    terms["loss"] = sum(weights[k] * v for k, v in terms.items())
+    return terms
+
+
+def load_spatial_vq(o: Stage1Options) -> SpatialVQ | None:
+    """The frozen spatial tokenizer of target "spatial_vq", or None without spatial_vq_path."""
+    if o.spatial_vq_path is None:
+        return None
+    spatial = SpatialVQ.from_pretrained(o.spatial_vq_path).eval().requires_grad_(False)
+    return spatial
+
+
+def code_loss(logits: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Target "spatial_vq": cross-entropy of the decoder's logits (B, S*S, K) against the
+    spatial tokenizer's ids (B, S*S), and the accuracy of the most likely code."""
+    logits = logits.float()
+    ce = F.cross_entropy(logits.flatten(0, 1), ids.flatten())
+    accuracy = (logits.argmax(-1) == ids).float().mean().detach()
+    return {"ce": ce, "code_accuracy": accuracy, "loss": ce}
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+def spatial_report(model: StyledVAEVQ, features: torch.Tensor, images: torch.Tensor) -> dict:
+    """Target "spatial_vq": the code accuracy of the predicted grids, and the ceiling: PSNR /
+    SSIM of the spatial tokenizer's own reconstruction (its decode of its own ids)."""
+    spatial = model.spatial_vq
+    ids = torch.cat([spatial.encode(x) for x in images.split(64)])  # (n, S*S)
+    logits = torch.cat([model.decode_logits(f) for f in features.split(64)])
+    ceiling = torch.cat([spatial.decode(i) for i in ids.split(64)])
+    return {
+        "code_accuracy": (logits.argmax(-1) == ids).float().mean().item(),
+        "spatial_vq_psnr": psnr(ceiling, images).mean().item(),
+        "spatial_vq_ssim": ssim(ceiling, images).mean().item(),
+    }
+
+
+def noise_gain(step: int, max_steps: int, o: Stage1Options) -> float:
+    """The head's noise factor at optimiser step `step` (1-based): 0 until noise_start_ratio of
+    the run, then linear to 1 over noise_ramp_ratio of it (a step when that is 0)."""
+    start, ramp = o.noise_start_ratio * max_steps, o.noise_ramp_ratio * max_steps
+    if step <= start:
+        return 0.0
+    return 1.0 if ramp == 0 else min(1.0, (step - start) / ramp)
+
+
+@torch.no_grad()
+def validate(
+    model: StyledVAEVQ, images: torch.Tensor, o: Stage1Options, step: int, final: bool
+) -> dict:
+    """PSNR / SSIM on the held-out images and where the information sits among the tokens
+    (svq.eval.ordering.token_report: the prefix curve and swaps of token groups; at the end every
+    k and single tokens too). Writes a grid: originals, reconstructions, then decodes of the
+    first N/6, N/3, N/2 tokens."""
+    images = images.to(next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    features = encode_all(model, images)
+    recon = torch.cat([model.decode(f) for f in features.split(64)])
+    n, few = model.config.num_tokens, o.token_eval_images
+    ks = range(n + 1) if final else [k for k in o.prefix_ks if k <= n]
+    record = {
+        "step": step,
+        "psnr": psnr(recon, images).mean().item(),
+        "ssim": ssim(recon, images).mean().item(),
+        **(spatial_report(model, features, images) if model.spatial_vq is not None else {}),
+        **token_report(model, images[:few], ks, single=final, features=features[:few]),
+    }
+    fill = default_fill(model, features[:few])
+    prefixes = [
+        model.decode(model.drop_tail(features[:8], k, fill)) for k in (n // 6, n // 3, n // 2)
+    ]
+    save_grid(
+        [images[:8], recon[:8], *prefixes], Path(o.output_dir) / "val" / f"step-{step:08d}.png"
+    )
+    model.train(was_training)
+    return record
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def main(o: Stage1Options) -> dict:
+    """Train; returns a summary (steps, images, wall time, last validation)."""
+    # --- setup
+    accelerator = common.make_accelerator(o)
+    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING)
+    out = Path(o.output_dir)
+    resume = common.resolve_resume(out, o.resume_from_checkpoint, o.overwrite_output_dir)
+    spatial = load_spatial_vq(o)  # before seeding: its construction draws random numbers
+    overrides = o.model_overrides
+    if spatial is not None:  # the head's sizes come from the tokenizer it predicts
+        overrides = {"target": "spatial_vq", "spatial_grid_size": spatial.grid_size[0],
+                     "spatial_codebook_size": spatial.codebook_size, **overrides}  # fmt: skip
+    set_seed(o.seed)  # the same initial weights on every process
+    config = SVQConfig.from_preset(o.model_preset, **overrides)
+    model = StyledVAEVQ(config)
+    if (config.target == "spatial_vq") != (spatial is not None):
+        raise ValueError(
+            f"model target {config.target!r} with spatial_vq_path {o.spatial_vq_path!r}: target "
+            "'spatial_vq' needs --spatial_vq_path and the path needs that target"
+        )
+    if spatial is not None:
+        model.attach_spatial_vq(spatial.to(accelerator.device))  # checks the sizes
+    if o.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+
+    # --- data
+    loader, shard = train_loader(o, config.image_size, labels=o.attribute_loss_weight > 0)
+    val_images = (
+        validation_images(o, config.image_size, o.token_eval_images)
+        if accelerator.is_main_process
+        else None
+    )
+    lpips = load_lpips(o) if spatial is None else None  # target "spatial_vq": no pixel loss
+    if lpips is not None:
+        lpips.to(accelerator.device)
+    readout = None
+    if o.attribute_loss_weight > 0:
+        if o.attribute_loss_tokens > config.num_tokens:
+            raise ValueError(f"attribute_loss_tokens {o.attribute_loss_tokens} > the model's "
+                             f"{config.num_tokens} tokens")  # fmt: skip
+        classes = [len(values) for values in SCHEMA.values()]
+        readout = AttributeReadout(o.attribute_loss_tokens, config.token_dim, classes)
+
+    # --- optimiser and schedule
+    optimizer = torch.optim.AdamW(
+        common.param_groups(model, o.weight_decay, NO_DECAY),
+        lr=o.learning_rate,
+        betas=(o.adam_beta1, o.adam_beta2),
+        eps=o.adam_epsilon,
+    )
+    accum, world = o.gradient_accumulation_steps, accelerator.num_processes
+    global_batch = o.per_device_train_batch_size * accum * world
+    if readout is not None:  # its own group; prepared (and so checkpointed) beside the model
+        optimizer.add_param_group({"params": list(readout.parameters()),
+                                   "weight_decay": o.weight_decay})  # fmt: skip
+        readout = accelerator.prepare(readout)
+    if shard:
+        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    else:
+        model, optimizer = accelerator.prepare(model, optimizer)
+    max_steps = o.max_steps
+    if max_steps < 0:
+        if not shard:
+            raise ValueError("a stream has no length: set --max_steps")
+        max_steps = math.ceil(o.num_train_epochs * len(loader) / accum)
+    warmup = common.warmup_steps(max_steps, o.warmup_steps, o.warmup_ratio)
+    # Not prepared: accelerate would step it once per process; here it steps once per
+    # optimiser step, and checkpoints carry it as a registered object.
+    scheduler = get_scheduler(o.lr_scheduler_type, optimizer, warmup, max_steps)
+    raw_model = accelerator.unwrap_model(model)
+    ema = common.make_ema(raw_model, o.ema_decay)
+    accelerator.register_for_checkpointing(scheduler)
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+
+    fresh = {"step": 0, "images_seen": 0, "train_seconds": 0.0}
+    state = common.start_state(accelerator, resume, o.seed, fresh)
+    resolved = {
+        **asdict(o),
+        "model_config": config.to_dict(),
+        "resolved": {"max_steps": max_steps, "warmup_steps": warmup, "global_batch": global_batch,
+                     "processes": world, "resumed_from": str(resume) if resume else None},
+    }  # fmt: skip
+    common.record_options(accelerator, resolved, out, "stage1")
+    logger.info(
+        "%s: %.2fM params, %d steps x global batch %d (%d per device x %d accumulation x %d "
+        "processes), warm-up %d", o.model_preset, sum(p.numel() for p in raw_model.parameters())
+        / 1e6, max_steps, global_batch, o.per_device_train_batch_size, accum, world, warmup,
+    )  # fmt: skip
+
+    # --- loop
+    batches = common.endless_batches(loader, state["step"] * accum)
+    last_checkpoint = common.latest_checkpoint(out)
+    bar = progress_bar(
+        total=max_steps, initial=state["step"], disable=not accelerator.is_main_process
+    )
+    window_start, window_images, last_record, logs = time.perf_counter(), 0, None, {}
+    grad_norm = None
+    model.train()
+    for step in range(state["step"] + 1, max_steps + 1):
+        started = time.perf_counter()
+        raw_model.encoder.head.noise_gain = noise_gain(step, max_steps, o)
+        for _ in range(accum):
+            batch = next(batches)
+            images = (batch if readout is None else batch.image).to(accelerator.device)
+            with accelerator.accumulate(model):
+                output = model(images)
+                with accelerator.autocast():
+                    if spatial is None:
+                        terms = reconstruction_loss(output.recon, images, o, lpips)
+                    else:
+                        terms = code_loss(output.logits, spatial.encode(images))
+                if readout is not None:
+                    labels = batch.labels.to(accelerator.device)
+                    terms["attributes"] = attribute_loss(readout(output.features), labels)
+                    terms["loss"] = terms["loss"] + o.attribute_loss_weight * terms["attributes"]
+                norm = common.backward_step(
+                    accelerator, terms["loss"], model, optimizer, o, step, last_checkpoint
+                )
+                grad_norm = norm if norm is not None else grad_norm
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(raw_model)
+        state["step"], state["images_seen"] = step, state["images_seen"] + global_batch
+        state["train_seconds"] += time.perf_counter() - started
+        window_images += global_batch
+
+        if step % o.logging_steps == 0 or step == max_steps:
+            speed = window_images / (time.perf_counter() - window_start)
+            logs = {f"train/{k}": v.item() for k, v in terms.items()}
+            logs.update({"train/lr": scheduler.get_last_lr()[0], "train/img_per_s": speed,
+                         "train/noise_gain": raw_model.encoder.head.noise_gain})  # fmt: skip
+            if o.max_grad_norm > 0 and grad_norm is not None:
+                logs["train/grad_norm"] = float(grad_norm)
+            accelerator.log(logs, step=step)
+            bar.set_postfix(loss=f"{logs['train/loss']:.4f}", img_s=f"{speed:.1f}", refresh=False)
+            window_start, window_images = time.perf_counter(), 0
+        bar.update(1)
+
+        final = step == max_steps
+        if val_images is not None and ((o.eval_steps and step % o.eval_steps == 0) or final):
+            eval_model = ema.module if ema is not None else raw_model
+            last_record = validate(eval_model, val_images, o, step, final)
+            last_record.update(images_seen=state["images_seen"],
+                               train_seconds=round(state["train_seconds"], 1))  # fmt: skip
+            common.append_jsonl(last_record, out / "validation.jsonl")
+            accelerator.log(common.scalars(last_record, "val/"), step=step)
+            logger.info("validation at step %d: %s", step, json.dumps(last_record))
+        if step % o.save_steps == 0 or final:
+            last_checkpoint = common.save_checkpoint(
+                accelerator, out, step, state, o.save_total_limit
+            )
+        accelerator.wait_for_everyone()  # rank 0 may have validated: keep in step
+
+    # --- save
+    bar.close()
+    if accelerator.is_main_process:
+        common.save_release(ema.module if ema is not None else raw_model, out)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    summary = {"steps": state["step"], "images_seen": state["images_seen"],
+               "train_seconds": state["train_seconds"], "train": logs,
+               "validation": last_record, "model": str(out / "model")}  # fmt: skip
+    if accelerator.is_main_process:  # written last: its presence means the run finished
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    common.run_script(main, Stage1Options, logger)

@@ -1,0 +1,343 @@
+"""Train the spatial VQ tokenizer (docs/design.md §6): images <-> (h*w) grid of code ids.
+
+    python -m svq.train.vq svq/configs/vq_tiny.yaml --output_dir runs/vq [--flag value]
+    torchrun --standalone --nproc_per_node 2 svq/train/vq.py CONFIG.yaml ...   # 2 CPU processes
+    accelerate launch --config_file svq/configs/accelerate/ddp_8gpu.yaml svq/train/vq.py CONFIG.yaml
+
+The conventions of stage 1 (svq/train/stage1.py, whose data and loss helpers this script imports):
+options dataclass (YAML first, then flags), accelerate, atomic resumable checkpoints, a
+non-finite stop, validation, `OUTPUT_DIR/model` written with `save_pretrained` at the end.
+
+Loss = mse_weight * MSE + l1_weight * L1 + lpips_weight * LPIPS + the quantiser's loss (codebook
++ commitment + entropy, `SpatialVQOutput.vq_loss`) + gan_weight * hinge generator loss of a
+PatchGAN discriminator (off by default; from `gan_start_step` on, the discriminator trains with
+its own AdamW and hinge loss). Every `reseed_steps` the codes unused for `dead_code_steps`
+forwards are re-seeded from the latest batch's encoder outputs. Validation: PSNR / SSIM, code
+usage and perplexity over the held-out images, a picture grid.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from transformers import get_scheduler
+
+from svq.codebook import codebook_stats
+from svq.discriminator import PatchDiscriminator, hinge_d_loss, hinge_g_loss
+from svq.eval.metrics import psnr, ssim
+from svq.images import save_grid
+from svq.progress import progress_bar
+from svq.spatial_vq import SpatialVQ, SpatialVQConfig
+from svq.train import common
+from svq.train.stage1 import load_lpips, reconstruction_loss, train_loader, validation_images
+
+logger = logging.getLogger("vq")
+
+
+@dataclass
+class VQOptions:
+    """Every option of a spatial VQ run. Names shared with `transformers.TrainingArguments` (and
+    with svq/train/stage1.py) mean what they mean there. A YAML file first; `--flag value` wins."""
+
+    # --- run
+    output_dir: str  # checkpoints/, model/ (release), options.yaml, validation.jsonl, summary.json
+    overwrite_output_dir: bool = False  # start again in a folder that holds checkpoints
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "aliases": ["--resume"],
+            "nargs": "?",
+            "const": "latest",
+            "help": "a checkpoint folder, or 'latest' (also a bare --resume): the newest "
+            "finished checkpoint in output_dir, a fresh start when there is none",
+        },
+    )
+    seed: int = 0  # model init; each process's training noise uses seed + its rank
+    use_cpu: bool = False  # train on the CPU even where an accelerator (GPU) exists
+    # --- model
+    model_preset: str = "small"  # a SpatialVQConfig preset: tiny, small, base
+    model_overrides: dict | str | None = None  # SpatialVQConfig fields over the preset (JSON)
+    # --- data (as stage 1)
+    train_data: str = "world"  # "world" (rendered on the fly) or an image source (stage 1)
+    validation_data: str | None = "world"  # the world's validation split, a source, or None
+    dataset_split: str = "train"  # split of a saved DatasetDict
+    world_seed: int = 0
+    world_length: int = 10_000_000
+    random_crop: bool = True  # real images: ADM random crop in training (centre crop if False)
+    hflip: bool = False
+    dataloader_num_workers: int = 0
+    num_val_images: int = 256  # held-out images for PSNR / SSIM / code usage
+    # --- loss
+    mse_weight: float = 1.0
+    l1_weight: float = 0.0
+    lpips_weight: float = 1.0  # LPIPS(VGG16), as LlamaGen; needs the weights (svq/lpips.py)
+    lpips_trunk_path: str | None = None
+    lpips_linear_path: str | None = None
+    gan_weight: float = 0.0  # > 0: PatchGAN hinge loss with this weight (0: no discriminator)
+    gan_start_step: int = 0  # optimiser step from which the adversarial terms train
+    disc_learning_rate: float | None = None  # None: learning_rate
+    disc_channels: int = 64  # the discriminator's first width
+    disc_layers: int = 3  # stride-2 layers; 3 sees 70x70 patches (2 for 16px images)
+    # --- codebook upkeep
+    reseed_steps: int = 100  # re-seed dead codes every this many steps (0: never)
+    # --- optimisation
+    max_steps: int = -1  # optimiser steps; -1: num_train_epochs over a sized dataset
+    num_train_epochs: float = 1.0
+    per_device_train_batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0  # on weight matrices only
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95  # LlamaGen's
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0  # 0 turns clipping off
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: int = 0  # > 0 wins over warmup_ratio
+    warmup_ratio: float = 0.0
+    bf16: bool = False
+    fp16: bool = False
+    # --- monitoring and saving
+    logging_steps: int = 10
+    eval_steps: int = 500  # also at the end; 0: only at the end
+    save_steps: int = 500  # also at the end
+    save_total_limit: int = 2
+    report_to: str = "tensorboard"  # an accelerate tracker name, or "none"
+
+    def __post_init__(self) -> None:
+        self.model_overrides = common.json_option("model_overrides", self.model_overrides) or {}
+        self.validation_data = common.none_if_empty(self.validation_data)
+        common.check_training_options(self)
+        if min(self.mse_weight, self.l1_weight, self.lpips_weight, self.gan_weight) < 0:
+            raise ValueError("loss weights must be >= 0")
+        if self.mse_weight + self.l1_weight + self.lpips_weight == 0:
+            raise ValueError("mse, l1 and lpips weights are all 0: nothing to reconstruct with")
+        if self.gan_start_step < 0 or self.reseed_steps < 0 or self.num_val_images < 1:
+            raise ValueError("gan_start_step and reseed_steps must be >= 0, num_val_images >= 1")
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def validate(model: SpatialVQ, images: torch.Tensor, o: VQOptions, step: int) -> dict:
+    """PSNR / SSIM of the reconstructions and code usage over the held-out images (eval mode:
+    the usage counters are left alone). Writes a grid: originals, then reconstructions."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    recon, ids = [], []
+    for chunk in images.split(64):
+        out = model(chunk.to(device))
+        recon.append(out.recon.float().cpu())
+        ids.append(out.ids.cpu())
+    recon_all, ids_all = torch.cat(recon), torch.cat(ids)  # (n, 3, H, W), (n, h*w)
+    stats = codebook_stats(torch.bincount(ids_all.flatten(), minlength=model.codebook_size))
+    record = {
+        "step": step,
+        "psnr": psnr(recon_all, images).mean().item(),
+        "ssim": ssim(recon_all, images).mean().item(),
+        "codes_used": int(stats.used),
+        "code_usage": float(stats.usage),
+        "perplexity": float(stats.perplexity),
+        "dead_codes_train": int(model.dead_codes().sum()),  # by the training counters
+    }
+    save_grid([images[:8], recon_all[:8]], Path(o.output_dir) / "val" / f"step-{step:08d}.png")
+    model.train(was_training)
+    return record
+
+
+# --- codebook upkeep -----------------------------------------------------------------------
+
+
+@torch.no_grad()
+def reseed(accelerator: Accelerator, model: SpatialVQ, latents: torch.Tensor, seed: int) -> int:
+    """Re-seed dead codes from every process's latest latents; the same on every process (the
+    features are gathered and the generator seeded alike, then rank 0's codebook and counters
+    are broadcast, since each rank counted usage on its own batches). Returns how many."""
+    features = accelerator.gather(latents.detach().contiguous())  # (world * B, h*w, E)
+    count = model.reseed_dead_codes(features.cpu(), torch.Generator().manual_seed(seed))
+    if accelerator.num_processes > 1:
+        torch.distributed.broadcast(model.quantizer.codebook.data, 0)
+        torch.distributed.broadcast(model.quantizer.unused_steps, 0)
+    return count
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def main(o: VQOptions) -> dict:
+    """Train; returns (and writes as OUTPUT_DIR/summary.json) the summary: steps, images, wall
+    time, last training logs and validation, the release folder."""
+    wall_start = time.perf_counter()
+    # --- setup
+    accelerator = common.make_accelerator(o)
+    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING)
+    out = Path(o.output_dir)
+    resume = common.resolve_resume(out, o.resume_from_checkpoint, o.overwrite_output_dir)
+    set_seed(o.seed)  # the same initial weights on every process
+    config = SpatialVQConfig.from_preset(o.model_preset, **o.model_overrides)
+    model = SpatialVQ(config)
+    disc = (
+        PatchDiscriminator(config.in_channels, o.disc_channels, o.disc_layers)
+        if o.gan_weight > 0
+        else None
+    )
+
+    # --- data
+    loader, shard = train_loader(o, config.image_size)
+    val_images = validation_images(o, config.image_size) if accelerator.is_main_process else None
+    lpips = load_lpips(o)
+    if lpips is not None:
+        lpips.to(accelerator.device)
+
+    # --- optimisers and schedule (the codebook is a parameter: the codebook loss trains it)
+    def adamw(module: torch.nn.Module, lr: float) -> torch.optim.AdamW:
+        return torch.optim.AdamW(
+            common.param_groups(module, o.weight_decay, ("quantizer.codebook",)),
+            lr=lr,
+            betas=(o.adam_beta1, o.adam_beta2),
+            eps=o.adam_epsilon,
+        )
+
+    optimizer = adamw(model, o.learning_rate)
+    prepared = [model, optimizer]
+    if disc is not None:
+        disc_optimizer = adamw(disc, o.disc_learning_rate or o.learning_rate)
+        prepared += [disc, disc_optimizer]
+    if shard:
+        prepared.append(loader)
+    prepared = list(accelerator.prepare(*prepared))
+    model, optimizer = prepared[:2]
+    if disc is not None:
+        disc, disc_optimizer = prepared[2:4]
+    if shard:
+        loader = prepared[-1]
+    accum, world = o.gradient_accumulation_steps, accelerator.num_processes
+    global_batch = o.per_device_train_batch_size * accum * world
+    max_steps = o.max_steps
+    if max_steps < 0:
+        if not shard:
+            raise ValueError("a stream has no length: set --max_steps")
+        max_steps = math.ceil(o.num_train_epochs * len(loader) / accum)
+    warmup = common.warmup_steps(max_steps, o.warmup_steps, o.warmup_ratio)
+    scheduler = get_scheduler(o.lr_scheduler_type, optimizer, warmup, max_steps)
+    accelerator.register_for_checkpointing(scheduler)  # steps once per optimiser step
+    raw_model: SpatialVQ = accelerator.unwrap_model(model)
+    raw_disc = accelerator.unwrap_model(disc) if disc is not None else None
+
+    fresh = {"step": 0, "images_seen": 0, "train_seconds": 0.0, "codes_reseeded": 0}
+    state = common.start_state(accelerator, resume, o.seed, fresh)
+    resolved = {
+        **asdict(o),
+        "model_config": config.to_dict(),
+        "resolved": {"max_steps": max_steps, "warmup_steps": warmup, "global_batch": global_batch,
+                     "processes": world, "resumed_from": str(resume) if resume else None},
+    }  # fmt: skip
+    common.record_options(accelerator, resolved, out, "vq")
+    logger.info(
+        "%s: %.2fM params, grid %s x codebook %d, %d steps x global batch %d",
+        o.model_preset, sum(p.numel() for p in raw_model.parameters()) / 1e6, config.grid_size,
+        config.codebook_size, max_steps, global_batch,
+    )  # fmt: skip
+
+    # --- loop
+    batches = common.endless_batches(loader, state["step"] * accum)
+    last_checkpoint = common.latest_checkpoint(out)
+    bar = progress_bar(
+        total=max_steps, initial=state["step"], disable=not accelerator.is_main_process
+    )
+    window_start, window_images, last_record, logs = time.perf_counter(), 0, None, {}
+    grad_norm = None
+    model.train()
+    for step in range(state["step"] + 1, max_steps + 1):
+        started = time.perf_counter()
+        adversarial = disc is not None and step > o.gan_start_step
+        for _ in range(accum):
+            images = next(batches).to(accelerator.device, non_blocking=True)
+            with accelerator.accumulate(model):
+                output = model(images)
+                with accelerator.autocast():
+                    terms = reconstruction_loss(output.recon, images, o, lpips)
+                    terms["vq"] = output.vq_loss
+                    terms["loss"] = terms["loss"] + output.vq_loss
+                    if adversarial:
+                        # Through the unwrapped discriminator with its weights frozen: the
+                        # generator's gradient reaches the reconstruction, not the critic.
+                        raw_disc.requires_grad_(False)
+                        terms["gan_g"] = hinge_g_loss(raw_disc(output.recon).float())
+                        raw_disc.requires_grad_(True)
+                        terms["loss"] = terms["loss"] + o.gan_weight * terms["gan_g"]
+                norm = common.backward_step(
+                    accelerator, terms["loss"], model, optimizer, o, step, last_checkpoint
+                )
+                grad_norm = norm if norm is not None else grad_norm
+            if adversarial:
+                with accelerator.accumulate(disc):
+                    with accelerator.autocast():
+                        fake = output.recon.detach()
+                        terms["gan_d"] = hinge_d_loss(disc(images).float(), disc(fake).float())
+                    accelerator.backward(terms["gan_d"])
+                    if accelerator.sync_gradients and o.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(disc.parameters(), o.max_grad_norm)
+                    disc_optimizer.step()
+                    disc_optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        if o.reseed_steps and step % o.reseed_steps == 0:
+            state["codes_reseeded"] += reseed(accelerator, raw_model, output.latents, o.seed + step)
+        state["step"], state["images_seen"] = step, state["images_seen"] + global_batch
+        state["train_seconds"] += time.perf_counter() - started
+        window_images += global_batch
+
+        if step % o.logging_steps == 0 or step == max_steps:
+            speed = window_images / (time.perf_counter() - window_start)
+            logs = {f"train/{k}": v.item() for k, v in terms.items()}
+            logs.update({
+                "train/lr": scheduler.get_last_lr()[0], "train/img_per_s": speed,
+                "train/codes_used": int(output.codes_used), "train/perplexity":
+                float(output.perplexity), "train/codes_reseeded": state["codes_reseeded"],
+            })  # fmt: skip
+            if o.max_grad_norm > 0 and grad_norm is not None:
+                logs["train/grad_norm"] = float(grad_norm)
+            accelerator.log(logs, step=step)
+            bar.set_postfix(loss=f"{logs['train/loss']:.4f}", img_s=f"{speed:.1f}", refresh=False)
+            window_start, window_images = time.perf_counter(), 0
+        bar.update(1)
+
+        final = step == max_steps
+        if val_images is not None and ((o.eval_steps and step % o.eval_steps == 0) or final):
+            last_record = validate(raw_model, val_images, o, step)
+            last_record.update(images_seen=state["images_seen"],
+                               train_seconds=round(state["train_seconds"], 1))  # fmt: skip
+            common.append_jsonl(last_record, out / "validation.jsonl")
+            accelerator.log(common.scalars(last_record, "val/"), step=step)
+            logger.info("validation at step %d: %s", step, json.dumps(last_record))
+        if step % o.save_steps == 0 or final:
+            last_checkpoint = common.save_checkpoint(
+                accelerator, out, step, state, o.save_total_limit
+            )
+        accelerator.wait_for_everyone()
+
+    # --- save
+    bar.close()
+    summary = {"steps": state["step"], "images_seen": state["images_seen"],
+               "train_seconds": state["train_seconds"], "codes_reseeded": state["codes_reseeded"],
+               "wall_seconds": time.perf_counter() - wall_start, "train": logs,
+               "validation": last_record, "model": str(out / "model")}  # fmt: skip
+    if accelerator.is_main_process:
+        common.save_release(raw_model, out)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
+
+if __name__ == "__main__":
+    common.run_script(main, VQOptions, logger)
