@@ -41,7 +41,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -60,28 +60,22 @@ from svq.llm.tiny import chat_world_corpus, tiny_llm, train_tokenizer
 from svq.progress import progress_bar
 from svq.spatial_vq import SpatialVQ
 from svq.train import common
+from svq.train.options import (
+    EvalOptions,
+    LoggingOptions,
+    OptimizerOptions,
+    RunOptions,
+    StepOptions,
+)
 
 logger = logging.getLogger("llm_sft")
 
 
 @dataclass
-class SFTOptions:
-    """Every option of a chat SFT run. A YAML file gives them first; `--flag value` overrides."""
+class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, RunOptions):
+    """Every option of a chat SFT run: the shared groups (svq/train/options.py) and these. A
+    YAML file gives them first; `--flag value` overrides."""
 
-    # --- run
-    output_dir: str  # model/, summary.json, chat_eval.json, checkpoints/, logs/, options.yaml
-    overwrite_output_dir: bool = False  # start again in a folder that holds checkpoints
-    resume_from_checkpoint: str | None = field(
-        default=None,
-        metadata={
-            "aliases": ["--resume"],
-            "nargs": "?",
-            "const": "latest",
-            "help": "a checkpoint folder, or 'latest' (also a bare --resume)",
-        },
-    )
-    seed: int = 0  # init of the new parts and data order
-    use_cpu: bool = False  # train on the CPU even where a GPU exists
     # --- model
     svq_path: str = ""  # StyledVAEVQ release folder with its codebook.safetensors
     spatial_vq_path: str | None = None  # SpatialVQ folder: the VQ head's target and decoder
@@ -117,30 +111,12 @@ class SFTOptions:
     val_seed: int = 0  # the world they come from
     eval_max_new_tokens: int = 0  # 0: room for two pictures and text
     eval_batch_size: int = 8
+    eval_steps: int = 0  # also at the end; 0: only at the end
     # --- loss and optimisation
     lm_loss_weight: float = 1.0
     vq_loss_weight: float = 1.0
-    max_steps: int = -1  # optimiser steps; -1: num_train_epochs
-    num_train_epochs: float = 1.0
     per_device_train_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
     learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0
-    lr_scheduler_type: str = "cosine"
-    warmup_steps: int = 0
-    warmup_ratio: float = 0.0
-    bf16: bool = False
-    fp16: bool = False
-    # --- monitoring and saving
-    logging_steps: int = 10
-    eval_steps: int = 0  # also at the end; 0: only at the end
-    save_steps: int = 500  # also at the end
-    save_total_limit: int = 2
-    report_to: str = "tensorboard"
 
     def __post_init__(self) -> None:
         for name in ("projector", "vq_head"):

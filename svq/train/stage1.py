@@ -41,6 +41,15 @@ from svq.progress import progress_bar
 from svq.spatial_vq import SpatialVQ
 from svq.train import common
 from svq.train.attribute_loss import AttributeReadout, attribute_loss
+from svq.train.options import (
+    EvalOptions,
+    ImageDataOptions,
+    LoggingOptions,
+    OptimizerOptions,
+    PixelLossOptions,
+    RunOptions,
+    StepOptions,
+)
 
 logger = logging.getLogger("stage1")
 # 2-D parameters that are lookup tables, not maps: no weight decay (see common.param_groups).
@@ -56,48 +65,22 @@ NO_DECAY = (
 
 
 @dataclass
-class Stage1Options:
-    """Every option of a stage-1 run. Names shared with `transformers.TrainingArguments` mean
-    what they mean there. A YAML file gives them first; `--flag value` overrides it."""
+class Stage1Options(
+    EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, PixelLossOptions,
+    ImageDataOptions, RunOptions,
+):  # fmt: skip
+    """Every option of a stage-1 run: the shared groups (svq/train/options.py) and these. A YAML
+    file gives them first; `--flag value` overrides it."""
 
-    # --- run
-    output_dir: str  # checkpoints/, model/ (release), options.yaml, validation.jsonl, logs/
-    overwrite_output_dir: bool = False  # start again in a folder that holds checkpoints
-    resume_from_checkpoint: str | None = field(
-        default=None,
-        metadata={
-            "aliases": ["--resume"],
-            "nargs": "?",
-            "const": "latest",
-            "help": "a checkpoint folder, or 'latest' (also a bare --resume): the newest "
-            "finished checkpoint in output_dir, a fresh start when there is none",
-        },
-    )
-    seed: int = 0  # model init; each process's training noise uses seed + its rank
-    use_cpu: bool = False  # train on the CPU even where an accelerator (GPU) exists
     # --- model
     model_preset: str = "small"  # an SVQConfig preset: tiny, small, base, base-v1
     model_overrides: dict | str | None = None  # SVQConfig fields over the preset (JSON on CLI)
     gradient_checkpointing: bool = False
-    # --- data
-    train_data: str = "world"  # "world" (rendered on the fly) or open_source(): an image folder,
-    # a .json/.txt file list, a saved `datasets` folder, WebDataset shards "a-{000..009}.tar"
-    validation_data: str | None = "world"  # the world's validation split, a source, or None
-    dataset_split: str = "train"  # split of a saved DatasetDict
-    world_seed: int = 0  # the chat world to render (its train and validation splits differ)
-    world_length: int = 10_000_000  # pictures per pass of the rendered world (all distinct)
-    random_crop: bool = True  # real images: ADM random crop in training (centre crop if False)
-    hflip: bool = False  # real images: random horizontal flips (the reference used none)
-    dataloader_num_workers: int = 0
-    num_val_images: int = 256  # held-out images for PSNR / SSIM
-    token_eval_images: int = 64  # of those, used for the per-token views (prefix, ablations)
+    ema_decay: float = 0.0  # > 0: keep an EMA of the weights; it is validated and released
+    # --- the per-token views of validation
+    token_eval_images: int = 64  # of num_val_images, used for the per-token views
     prefix_ks: list[int] = field(default_factory=lambda: [0, 6, 12, 18, 24, 30, 36])
-    # --- loss
-    mse_weight: float = 1.0
-    l1_weight: float = 0.0
-    lpips_weight: float = 1.0  # LPIPS(VGG16); needs the VGG weights (see svq/lpips.py)
-    lpips_trunk_path: str | None = None  # default: $SVQ_LPIPS_DIR or the torch hub cache
-    lpips_linear_path: str | None = None  # default: the installed lpips package's vgg.pth
+    # --- loss beyond the pixels
     attribute_loss_weight: float = 0.0  # > 0: the auxiliary semantic loss (train_data "world"):
     # a linear read-out of the picture's attribute record from the first attribute_loss_tokens
     # features, cross-entropy averaged over the attributes, times this weight
@@ -105,42 +88,16 @@ class Stage1Options:
     spatial_vq_path: str | None = None  # a trained SpatialVQ (svq/train/vq.py's OUTPUT_DIR/model):
     # the decoder predicts its grid (target "spatial_vq", grid and codebook size taken from it)
     # with cross-entropy against its ids instead of the pixel losses
-    # --- optimisation
-    max_steps: int = -1  # optimiser steps; -1: num_train_epochs over a sized dataset
-    num_train_epochs: float = 1.0
-    per_device_train_batch_size: int = 32  # global batch = this x accumulation x processes
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0  # on weight matrices only
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0  # 0 turns clipping off
-    lr_scheduler_type: str = "cosine"  # any transformers.get_scheduler name
-    warmup_steps: int = 0  # > 0 wins over warmup_ratio
-    warmup_ratio: float = 0.0
-    ema_decay: float = 0.0  # > 0: keep an EMA of the weights; it is validated and released
     # --- the head's training noise (model config noise_scale) over the run: none before
     # noise_start_ratio x max_steps, then a linear ramp to full over noise_ramp_ratio x max_steps
     noise_start_ratio: float = 0.0
     noise_ramp_ratio: float = 0.0
-    bf16: bool = False
-    fp16: bool = False
-    # --- monitoring and saving
-    logging_steps: int = 10
-    eval_steps: int = 500  # also at the end; 0: only at the end
-    save_steps: int = 500  # also at the end
-    save_total_limit: int = 2  # finished checkpoints kept
-    report_to: str = "tensorboard"  # an accelerate tracker name, or "none"
 
     def __post_init__(self) -> None:
         self.model_overrides = common.json_option("model_overrides", self.model_overrides) or {}
         self.validation_data = common.none_if_empty(self.validation_data)
         common.check_training_options(self)
-        if min(self.mse_weight, self.l1_weight, self.lpips_weight) < 0:
-            raise ValueError("loss weights must be >= 0")
-        if self.mse_weight + self.l1_weight + self.lpips_weight == 0:
-            raise ValueError("all loss weights are 0: nothing to train")
+        self.check_pixel_loss()
         if self.attribute_loss_weight < 0 or self.attribute_loss_tokens < 1:
             raise ValueError("attribute_loss_weight must be >= 0 and attribute_loss_tokens >= 1")
         if self.attribute_loss_weight > 0 and self.train_data != "world":

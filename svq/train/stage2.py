@@ -53,43 +53,27 @@ from svq.eval.ordering import encode_all
 from svq.images import save_grid
 from svq.progress import progress_bar
 from svq.train import common, stage1
+from svq.train.options import (
+    ImageDataOptions,
+    LoggingOptions,
+    OptimizerOptions,
+    PixelLossOptions,
+    RunOptions,
+)
 
 logger = logging.getLogger("stage2")
 FEATURES_FORMAT = {"format": "svq.features", "version": 1}  # features.json: what the file is
 
 
 @dataclass
-class Stage2Options:
-    """Every option of a stage-2 run. Names shared with `transformers.TrainingArguments` mean
-    what they mean there. A YAML file gives them first; `--flag value` overrides it."""
+class Stage2Options(
+    LoggingOptions, OptimizerOptions, PixelLossOptions, ImageDataOptions, RunOptions
+):
+    """Every option of a stage-2 run: the shared groups (svq/train/options.py; the pixel loss,
+    optimiser and data options are the fine-tune's) and these. A YAML file gives them first;
+    `--flag value` overrides it."""
 
-    # --- run
-    output_dir: str  # model/ (release), codebook.*, features/, checkpoints/, summary.json, ...
-    model_path: str  # the stage-1 release folder (stage 1's OUTPUT_DIR/model)
-    overwrite_output_dir: bool = False  # start the fine-tune again where checkpoints exist
-    resume_from_checkpoint: str | None = field(
-        default=None,
-        metadata={
-            "aliases": ["--resume"],
-            "nargs": "?",
-            "const": "latest",
-            "help": "continue the fine-tune from a checkpoint folder, or 'latest' (also a bare "
-            "--resume): the newest in output_dir, a fresh start when there is none",
-        },
-    )
-    seed: int = 0  # k-means initialisation; fine-tune noise uses seed + its rank
-    use_cpu: bool = False  # run on the CPU even where an accelerator (GPU) exists
-    # --- data (as in stage 1)
-    train_data: str = "world"  # "world" (rendered on the fly) or open_source(): an image folder,
-    # a .json/.txt file list, a saved `datasets` folder, WebDataset shards "a-{000..009}.tar"
-    validation_data: str | None = "world"  # the world's validation split, a source, or None
-    dataset_split: str = "train"  # split of a saved DatasetDict
-    world_seed: int = 0  # the chat world to render (its train and validation splits differ)
-    world_length: int = 10_000_000  # fine-tune pictures per pass of the rendered world
-    random_crop: bool = True  # real images, fine-tune only: ADM random crop (features: centre)
-    hflip: bool = False  # real images, fine-tune only: random horizontal flips
-    dataloader_num_workers: int = 0
-    num_val_images: int = 256  # held-out images for PSNR / SSIM and code usage
+    model_path: str = field(kw_only=True)  # the stage-1 release folder (its OUTPUT_DIR/model)
     # --- features
     num_feature_images: int = 10_000  # training pictures whose N tokens each are clustered
     features_dir: str | None = None  # default OUTPUT_DIR/features; share it to reuse features
@@ -108,29 +92,7 @@ class Stage2Options:
         metadata={"aliases": ["--max_steps"], "help": "optimiser steps of the fine-tune; 0: off"},
     )
     finetune_encoder: bool = False  # also train the encoder (straight-through the quantiser)
-    per_device_train_batch_size: int = 32  # global batch = this x accumulation x processes
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0  # on weight matrices only
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0  # 0 turns clipping off
-    lr_scheduler_type: str = "cosine"  # any transformers.get_scheduler name
-    warmup_steps: int = 0  # > 0 wins over warmup_ratio
-    warmup_ratio: float = 0.0
-    mse_weight: float = 1.0
-    l1_weight: float = 0.0
     lpips_weight: float = 0.0  # LPIPS(VGG16) as in stage 1; needs its weights
-    lpips_trunk_path: str | None = None
-    lpips_linear_path: str | None = None
-    bf16: bool = False
-    fp16: bool = False
-    # --- monitoring and saving
-    logging_steps: int = 10
-    save_steps: int = 500  # also at the end
-    save_total_limit: int = 2  # finished checkpoints kept
-    report_to: str = "tensorboard"  # an accelerate tracker name, or "none"
 
     def __post_init__(self) -> None:
         self.validation_data = common.none_if_empty(self.validation_data)
@@ -145,10 +107,7 @@ class Stage2Options:
             raise ValueError(
                 f"finetune_steps must be >= 0 (0: no fine-tune), got {self.finetune_steps}"
             )
-        if min(self.mse_weight, self.l1_weight, self.lpips_weight) < 0:
-            raise ValueError("loss weights must be >= 0")
-        if self.finetune_steps and self.mse_weight + self.l1_weight + self.lpips_weight == 0:
-            raise ValueError("all loss weights are 0: nothing to fine-tune")
+        self.check_pixel_loss(required=self.finetune_steps > 0)
 
 
 # --- the stage-1 tokenizer -----------------------------------------------------------------

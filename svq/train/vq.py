@@ -22,7 +22,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -37,50 +37,32 @@ from svq.images import save_grid
 from svq.progress import progress_bar
 from svq.spatial_vq import SpatialVQ, SpatialVQConfig
 from svq.train import common
+from svq.train.options import (
+    EvalOptions,
+    ImageDataOptions,
+    LoggingOptions,
+    OptimizerOptions,
+    PixelLossOptions,
+    RunOptions,
+    StepOptions,
+)
 from svq.train.stage1 import load_lpips, reconstruction_loss, train_loader, validation_images
 
 logger = logging.getLogger("vq")
 
 
 @dataclass
-class VQOptions:
-    """Every option of a spatial VQ run. Names shared with `transformers.TrainingArguments` (and
-    with svq/train/stage1.py) mean what they mean there. A YAML file first; `--flag value` wins."""
+class VQOptions(
+    EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, PixelLossOptions,
+    ImageDataOptions, RunOptions,
+):  # fmt: skip
+    """Every option of a spatial VQ run: the shared groups (svq/train/options.py, as stage 1's)
+    and these. A YAML file first; `--flag value` wins."""
 
-    # --- run
-    output_dir: str  # checkpoints/, model/ (release), options.yaml, validation.jsonl, summary.json
-    overwrite_output_dir: bool = False  # start again in a folder that holds checkpoints
-    resume_from_checkpoint: str | None = field(
-        default=None,
-        metadata={
-            "aliases": ["--resume"],
-            "nargs": "?",
-            "const": "latest",
-            "help": "a checkpoint folder, or 'latest' (also a bare --resume): the newest "
-            "finished checkpoint in output_dir, a fresh start when there is none",
-        },
-    )
-    seed: int = 0  # model init; each process's training noise uses seed + its rank
-    use_cpu: bool = False  # train on the CPU even where an accelerator (GPU) exists
     # --- model
     model_preset: str = "small"  # a SpatialVQConfig preset: tiny, small, base
     model_overrides: dict | str | None = None  # SpatialVQConfig fields over the preset (JSON)
-    # --- data (as stage 1)
-    train_data: str = "world"  # "world" (rendered on the fly) or an image source (stage 1)
-    validation_data: str | None = "world"  # the world's validation split, a source, or None
-    dataset_split: str = "train"  # split of a saved DatasetDict
-    world_seed: int = 0
-    world_length: int = 10_000_000
-    random_crop: bool = True  # real images: ADM random crop in training (centre crop if False)
-    hflip: bool = False
-    dataloader_num_workers: int = 0
-    num_val_images: int = 256  # held-out images for PSNR / SSIM / code usage
-    # --- loss
-    mse_weight: float = 1.0
-    l1_weight: float = 0.0
-    lpips_weight: float = 1.0  # LPIPS(VGG16), as LlamaGen; needs the weights (svq/lpips.py)
-    lpips_trunk_path: str | None = None
-    lpips_linear_path: str | None = None
+    # --- adversarial loss (LPIPS as LlamaGen's)
     gan_weight: float = 0.0  # > 0: PatchGAN hinge loss with this weight (0: no discriminator)
     gan_start_step: int = 0  # optimiser step from which the adversarial terms train
     disc_learning_rate: float | None = None  # None: learning_rate
@@ -89,36 +71,15 @@ class VQOptions:
     # --- codebook upkeep
     reseed_steps: int = 100  # re-seed dead codes every this many steps (0: never)
     # --- optimisation
-    max_steps: int = -1  # optimiser steps; -1: num_train_epochs over a sized dataset
-    num_train_epochs: float = 1.0
-    per_device_train_batch_size: int = 32
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0  # on weight matrices only
-    adam_beta1: float = 0.9
     adam_beta2: float = 0.95  # LlamaGen's
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0  # 0 turns clipping off
-    lr_scheduler_type: str = "cosine"
-    warmup_steps: int = 0  # > 0 wins over warmup_ratio
-    warmup_ratio: float = 0.0
-    bf16: bool = False
-    fp16: bool = False
-    # --- monitoring and saving
-    logging_steps: int = 10
-    eval_steps: int = 500  # also at the end; 0: only at the end
-    save_steps: int = 500  # also at the end
-    save_total_limit: int = 2
-    report_to: str = "tensorboard"  # an accelerate tracker name, or "none"
 
     def __post_init__(self) -> None:
         self.model_overrides = common.json_option("model_overrides", self.model_overrides) or {}
         self.validation_data = common.none_if_empty(self.validation_data)
         common.check_training_options(self)
-        if min(self.mse_weight, self.l1_weight, self.lpips_weight, self.gan_weight) < 0:
+        self.check_pixel_loss()
+        if self.gan_weight < 0:
             raise ValueError("loss weights must be >= 0")
-        if self.mse_weight + self.l1_weight + self.lpips_weight == 0:
-            raise ValueError("mse, l1 and lpips weights are all 0: nothing to reconstruct with")
         if self.gan_start_step < 0 or self.reseed_steps < 0 or self.num_val_images < 1:
             raise ValueError("gan_start_step and reseed_steps must be >= 0, num_val_images >= 1")
 
