@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -26,7 +27,7 @@ import yaml
 from accelerate import Accelerator, DataLoaderConfiguration, skip_first_batches
 from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
 from torch import nn
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, get_scheduler
 
 from svq.configs import config_path
 from svq.errors import INPUT_ERRORS, report
@@ -215,6 +216,26 @@ def param_groups(
 def warmup_steps(max_steps: int, warmup_steps: int, warmup_ratio: float) -> int:
     """`warmup_steps` when > 0, else `warmup_ratio` of the run (TrainingArguments' rule)."""
     return warmup_steps if warmup_steps > 0 else round(warmup_ratio * max_steps)
+
+
+def run_length(o: Any, loader: Any, sized: bool = True) -> int:
+    """Optimiser steps of a run: `o.max_steps`, or with -1 `o.num_train_epochs` passes over a
+    sized `loader` (a stream has no length: then max_steps is required)."""
+    if o.max_steps > 0:
+        return o.max_steps
+    if not sized:
+        raise ValueError("a stream has no length: set --max_steps")
+    return math.ceil(o.num_train_epochs * len(loader) / o.gradient_accumulation_steps)
+
+
+def make_scheduler(accelerator: Accelerator, o: Any, optimizer: Any, max_steps: int) -> tuple:
+    """(the learning-rate scheduler of `o.lr_scheduler_type` with its warm-up, the warm-up
+    steps). Not prepared: accelerate would step it once per process; it steps once per
+    optimiser step, and checkpoints carry it as a registered object."""
+    warmup = warmup_steps(max_steps, o.warmup_steps, o.warmup_ratio)
+    scheduler = get_scheduler(o.lr_scheduler_type, optimizer, warmup, max_steps)
+    accelerator.register_for_checkpointing(scheduler)
+    return scheduler, warmup
 
 
 def make_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:

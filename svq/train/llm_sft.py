@@ -39,11 +39,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import DistributedDataParallelKwargs
@@ -60,6 +60,7 @@ from svq.llm.tiny import chat_world_corpus, tiny_llm, train_tokenizer
 from svq.progress import progress_bar
 from svq.spatial_vq import SpatialVQ
 from svq.train import common
+from svq.train.loop import Stage, log_validation, train_loop
 from svq.train.options import (
     EvalOptions,
     LoggingOptions,
@@ -329,12 +330,8 @@ def main(o: SFTOptions) -> dict:
     pretrained = {}
     if o.pretrain_steps and resume is None:  # a resumed run's weights are past pre-training
         pretrained = pretrain(model, optimizer, accelerator, o, data, images)
-    max_steps = o.max_steps
-    if max_steps < 0:
-        max_steps = math.ceil(o.num_train_epochs * len(loader) / accum)
-    warmup = common.warmup_steps(max_steps, o.warmup_steps, o.warmup_ratio)
-    scheduler = get_scheduler(o.lr_scheduler_type, optimizer, warmup, max_steps)
-    accelerator.register_for_checkpointing(scheduler)
+    max_steps = common.run_length(o, loader)
+    scheduler, warmup = common.make_scheduler(accelerator, o, optimizer, max_steps)
     raw = accelerator.unwrap_model(model)
 
     fresh = {"step": 0, "dialogues_seen": 0, "train_seconds": 0.0}
@@ -353,67 +350,38 @@ def main(o: SFTOptions) -> dict:
     logger.info("%s", json.dumps(resolved["resolved"]))
 
     # --- loop
-    batches = common.endless_batches(loader, state["step"] * accum)
-    last_checkpoint = common.latest_checkpoint(out)
-    bar = progress_bar(
-        total=max_steps, initial=state["step"], disable=not accelerator.is_main_process
-    )
-    logs, last_record, grad_norm, terms = {}, None, None, {}
-    window_start, window_items = time.perf_counter(), 0
-    model.train()
-    for step in range(state["step"] + 1, max_steps + 1):
-        step_start = time.perf_counter()
-        for _ in range(accum):
-            batch = next(batches).to(accelerator.device)
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    terms = sft_loss(model(batch, full_logits=False), o)
-                norm = common.backward_step(
-                    accelerator, terms["loss"], model, optimizer, o, step, last_checkpoint
-                )
-                grad_norm = norm if norm is not None else grad_norm
-        scheduler.step()
-        state["step"], state["dialogues_seen"] = step, state["dialogues_seen"] + global_batch
-        state["train_seconds"] += time.perf_counter() - step_start
-        window_items += global_batch
+    def loss(batch: Any, step: int) -> dict[str, torch.Tensor]:
+        with accelerator.autocast():
+            return sft_loss(model(batch.to(accelerator.device), full_logits=False), o)
 
-        if step % o.logging_steps == 0 or step == max_steps:
-            speed = window_items / (time.perf_counter() - window_start)
-            logs = {f"train/{k}": v.item() for k, v in terms.items()}
-            logs.update({"train/lr": scheduler.get_last_lr()[0], "train/dialogues_per_s": speed})
-            if grad_norm is not None:
-                logs["train/grad_norm"] = float(grad_norm)
-            accelerator.log(logs, step=step)
-            bar.set_postfix(
-                lm=f"{logs['train/lm_loss']:.3f}", vq=f"{logs['train/vq_loss']:.3f}", refresh=False
-            )
-            window_start, window_items = time.perf_counter(), 0
-        bar.update(1)
+    def validate_at(step: int, final: bool) -> dict[str, Any] | None:
+        periodic = o.eval_steps and step % o.eval_steps == 0 and not final  # final: below
+        if not (accelerator.is_main_process and o.num_val_dialogues and periodic):
+            return None
+        record = validate(raw, judge, o, out / "val" / f"step-{step:08d}", step)
+        model.train()
+        return record
 
-        final = step == max_steps
-        periodic = o.eval_steps and step % o.eval_steps == 0 and not final
-        if accelerator.is_main_process and o.num_val_dialogues and periodic:
-            last_record = validate(raw, judge, o, out / "val" / f"step-{step:08d}", step)
-            common.append_jsonl(last_record, out / "validation.jsonl")
-            accelerator.log(common.scalars(last_record, "val/"), step=step)
-            logger.info("validation at step %d: %s", step, json.dumps(last_record))
-            model.train()
-        if step % o.save_steps == 0 or final:
-            last_checkpoint = common.save_checkpoint(
-                accelerator, out, step, state, o.save_total_limit
-            )
-        accelerator.wait_for_everyone()
+    def lm_and_vq(logs: dict[str, float], prefix: str, speed: str) -> dict[str, str]:
+        return {"lm": f"{logs[f'{prefix}/lm_loss']:.3f}", "vq": f"{logs[f'{prefix}/vq_loss']:.3f}"}
+
+    result = train_loop(
+        accelerator, o,
+        Stage(loss=loss, validate=validate_at, seen="dialogues_seen", speed="dialogues_per_s",
+              postfix=lm_and_vq),
+        model=model, optimizer=optimizer, scheduler=scheduler,
+        batches=common.endless_batches(loader, state["step"] * accum), state=state,
+        max_steps=max_steps, global_batch=global_batch,
+    )  # fmt: skip
+    logs, last_record = result.logs, result.record
 
     # --- save, then the final evaluation (OUTPUT_DIR/chat_eval.json and images/)
-    bar.close()
     summary = {}
     if accelerator.is_main_process:
         common.save_release(raw, out)
         if o.num_val_dialogues:
             last_record = validate(raw, judge, o, out, state["step"])
-            common.append_jsonl(last_record, out / "validation.jsonl")
-            accelerator.log(common.scalars(last_record, "val/"), step=state["step"])
-            logger.info("final validation: %s", json.dumps(last_record))
+            log_validation(accelerator, last_record, out, state["step"])
         summary = {
             "steps": state["step"],
             "dialogues_seen": state["dialogues_seen"],

@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
-from transformers import get_scheduler
 
 from svq import StyledVAEVQ, SVQConfig
 from svq.data import ChatWorldDataset, ImageDataset, ImageStream, TarShards, open_source
@@ -37,10 +35,10 @@ from svq.eval.metrics import psnr, ssim
 from svq.eval.ordering import default_fill, encode_all, token_report
 from svq.images import save_grid
 from svq.lpips import LPIPS
-from svq.progress import progress_bar
 from svq.spatial_vq import SpatialVQ
 from svq.train import common
 from svq.train.attribute_loss import AttributeReadout, attribute_loss
+from svq.train.loop import Stage, train_loop
 from svq.train.options import (
     EvalOptions,
     ImageDataOptions,
@@ -322,18 +320,10 @@ def main(o: Stage1Options) -> dict:
         model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     else:
         model, optimizer = accelerator.prepare(model, optimizer)
-    max_steps = o.max_steps
-    if max_steps < 0:
-        if not shard:
-            raise ValueError("a stream has no length: set --max_steps")
-        max_steps = math.ceil(o.num_train_epochs * len(loader) / accum)
-    warmup = common.warmup_steps(max_steps, o.warmup_steps, o.warmup_ratio)
-    # Not prepared: accelerate would step it once per process; here it steps once per
-    # optimiser step, and checkpoints carry it as a registered object.
-    scheduler = get_scheduler(o.lr_scheduler_type, optimizer, warmup, max_steps)
+    max_steps = common.run_length(o, loader, sized=shard)
+    scheduler, warmup = common.make_scheduler(accelerator, o, optimizer, max_steps)
     raw_model = accelerator.unwrap_model(model)
     ema = common.make_ema(raw_model, o.ema_decay)
-    accelerator.register_for_checkpointing(scheduler)
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
 
@@ -353,78 +343,54 @@ def main(o: Stage1Options) -> dict:
     )  # fmt: skip
 
     # --- loop
-    batches = common.endless_batches(loader, state["step"] * accum)
-    last_checkpoint = common.latest_checkpoint(out)
-    bar = progress_bar(
-        total=max_steps, initial=state["step"], disable=not accelerator.is_main_process
-    )
-    window_start, window_images, last_record, logs = time.perf_counter(), 0, None, {}
-    grad_norm = None
-    model.train()
-    for step in range(state["step"] + 1, max_steps + 1):
-        started = time.perf_counter()
+    def loss(batch: Any, step: int) -> dict[str, torch.Tensor]:
+        images = (batch if readout is None else batch.image).to(accelerator.device)
+        output = model(images)
+        with accelerator.autocast():
+            if spatial is None:
+                terms = reconstruction_loss(output.recon, images, o, lpips)
+            else:
+                terms = code_loss(output.logits, spatial.encode(images))
+        if readout is not None:
+            labels = batch.labels.to(accelerator.device)
+            terms["attributes"] = attribute_loss(readout(output.features), labels)
+            terms["loss"] = terms["loss"] + o.attribute_loss_weight * terms["attributes"]
+        return terms
+
+    def set_noise(step: int) -> None:
         raw_model.encoder.head.noise_gain = noise_gain(step, max_steps, o)
-        for _ in range(accum):
-            batch = next(batches)
-            images = (batch if readout is None else batch.image).to(accelerator.device)
-            with accelerator.accumulate(model):
-                output = model(images)
-                with accelerator.autocast():
-                    if spatial is None:
-                        terms = reconstruction_loss(output.recon, images, o, lpips)
-                    else:
-                        terms = code_loss(output.logits, spatial.encode(images))
-                if readout is not None:
-                    labels = batch.labels.to(accelerator.device)
-                    terms["attributes"] = attribute_loss(readout(output.features), labels)
-                    terms["loss"] = terms["loss"] + o.attribute_loss_weight * terms["attributes"]
-                norm = common.backward_step(
-                    accelerator, terms["loss"], model, optimizer, o, step, last_checkpoint
-                )
-                grad_norm = norm if norm is not None else grad_norm
-        scheduler.step()
-        if ema is not None:
-            ema.update_parameters(raw_model)
-        state["step"], state["images_seen"] = step, state["images_seen"] + global_batch
-        state["train_seconds"] += time.perf_counter() - started
-        window_images += global_batch
 
-        if step % o.logging_steps == 0 or step == max_steps:
-            speed = window_images / (time.perf_counter() - window_start)
-            logs = {f"train/{k}": v.item() for k, v in terms.items()}
-            logs.update({"train/lr": scheduler.get_last_lr()[0], "train/img_per_s": speed,
-                         "train/noise_gain": raw_model.encoder.head.noise_gain})  # fmt: skip
-            if o.max_grad_norm > 0 and grad_norm is not None:
-                logs["train/grad_norm"] = float(grad_norm)
-            accelerator.log(logs, step=step)
-            bar.set_postfix(loss=f"{logs['train/loss']:.4f}", img_s=f"{speed:.1f}", refresh=False)
-            window_start, window_images = time.perf_counter(), 0
-        bar.update(1)
+    def validate_at(step: int, final: bool) -> dict[str, Any] | None:
+        if val_images is None or not ((o.eval_steps and step % o.eval_steps == 0) or final):
+            return None
+        eval_model = ema.module if ema is not None else raw_model
+        record = validate(eval_model, val_images, o, step, final)
+        record.update(images_seen=state["images_seen"],
+                      train_seconds=round(state["train_seconds"], 1))  # fmt: skip
+        return record
 
-        final = step == max_steps
-        if val_images is not None and ((o.eval_steps and step % o.eval_steps == 0) or final):
-            eval_model = ema.module if ema is not None else raw_model
-            last_record = validate(eval_model, val_images, o, step, final)
-            last_record.update(images_seen=state["images_seen"],
-                               train_seconds=round(state["train_seconds"], 1))  # fmt: skip
-            common.append_jsonl(last_record, out / "validation.jsonl")
-            accelerator.log(common.scalars(last_record, "val/"), step=step)
-            logger.info("validation at step %d: %s", step, json.dumps(last_record))
-        if step % o.save_steps == 0 or final:
-            last_checkpoint = common.save_checkpoint(
-                accelerator, out, step, state, o.save_total_limit
-            )
-        accelerator.wait_for_everyone()  # rank 0 may have validated: keep in step
+    def update_ema(step: int) -> None:
+        ema.update_parameters(raw_model)
+
+    result = train_loop(
+        accelerator, o,
+        Stage(loss=loss, before_step=set_noise,
+              after_step=update_ema if ema is not None else None,
+              logs=lambda: {"noise_gain": raw_model.encoder.head.noise_gain},
+              validate=validate_at),
+        model=model, optimizer=optimizer, scheduler=scheduler,
+        batches=common.endless_batches(loader, state["step"] * accum), state=state,
+        max_steps=max_steps, global_batch=global_batch,
+    )  # fmt: skip
 
     # --- save
-    bar.close()
     if accelerator.is_main_process:
         common.save_release(ema.module if ema is not None else raw_model, out)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     summary = {"steps": state["step"], "images_seen": state["images_seen"],
-               "train_seconds": state["train_seconds"], "train": logs,
-               "validation": last_record, "model": str(out / "model")}  # fmt: skip
+               "train_seconds": state["train_seconds"], "train": result.logs,
+               "validation": result.record, "model": str(out / "model")}  # fmt: skip
     if accelerator.is_main_process:  # written last: its presence means the run finished
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -40,7 +40,6 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from torch import nn
 from torch.utils.data import DataLoader, Subset
-from transformers import get_scheduler
 
 from svq import StyledVAEVQ
 from svq.codebook import Codebook, KMeansStep, codebook_stats
@@ -53,6 +52,7 @@ from svq.eval.ordering import encode_all
 from svq.images import save_grid
 from svq.progress import progress_bar
 from svq.train import common, stage1
+from svq.train.loop import Stage, train_loop
 from svq.train.options import (
     ImageDataOptions,
     LoggingOptions,
@@ -392,7 +392,6 @@ def finetune(
     accelerator: Accelerator, model: StyledVAEVQ, o: Stage2Options, resume: Path | None
 ) -> dict[str, Any]:
     """Train the decoder (and encoder) on decodes of the frozen codes; returns a record."""
-    out = Path(o.output_dir)
     model.requires_grad_(False)  # the codebook's are buffers; drop_token stays as trained
     model.decoder.requires_grad_(True)
     if o.finetune_encoder:
@@ -415,50 +414,22 @@ def finetune(
         net, optimizer = accelerator.prepare(net, optimizer)
     steps, accum = o.finetune_steps, o.gradient_accumulation_steps
     global_batch = o.per_device_train_batch_size * accum * accelerator.num_processes
-    warmup = common.warmup_steps(steps, o.warmup_steps, o.warmup_ratio)
-    scheduler = get_scheduler(o.lr_scheduler_type, optimizer, warmup, steps)  # one per step
-    accelerator.register_for_checkpointing(scheduler)
+    scheduler, warmup = common.make_scheduler(accelerator, o, optimizer, steps)
     fresh = {"step": 0, "images_seen": 0, "train_seconds": 0.0}
     state = common.start_state(accelerator, resume, o.seed, fresh)
 
-    batches = common.endless_batches(loader, state["step"] * accum)
-    last_checkpoint = common.latest_checkpoint(out)
-    bar = progress_bar(total=steps, initial=state["step"], disable=not accelerator.is_main_process)
-    window_start, window_images, logs, grad_norm = time.perf_counter(), 0, {}, None
-    net.train()
-    for step in range(state["step"] + 1, steps + 1):
-        started = time.perf_counter()
-        for _ in range(accum):
-            images = next(batches).to(accelerator.device, non_blocking=True)
-            with accelerator.accumulate(net):
-                recon = net(images)
-                with accelerator.autocast():
-                    terms = stage1.reconstruction_loss(recon, images, o, lpips)
-                norm = common.backward_step(
-                    accelerator, terms["loss"], net, optimizer, o, step, last_checkpoint
-                )
-                grad_norm = norm if norm is not None else grad_norm
-        scheduler.step()
-        state["step"], state["images_seen"] = step, state["images_seen"] + global_batch
-        state["train_seconds"] += time.perf_counter() - started
-        window_images += global_batch
-        if step % o.logging_steps == 0 or step == steps:
-            speed = window_images / (time.perf_counter() - window_start)
-            logs = {f"finetune/{k}": v.item() for k, v in terms.items()}
-            logs.update({"finetune/lr": scheduler.get_last_lr()[0], "finetune/img_per_s": speed})
-            if grad_norm is not None:
-                logs["finetune/grad_norm"] = float(grad_norm)
-            accelerator.log(logs, step=step)
-            bar.set_postfix(
-                loss=f"{logs['finetune/loss']:.4f}", img_s=f"{speed:.1f}", refresh=False
-            )
-            window_start, window_images = time.perf_counter(), 0
-        bar.update(1)
-        if step % o.save_steps == 0 or step == steps:
-            last_checkpoint = common.save_checkpoint(
-                accelerator, out, step, state, o.save_total_limit
-            )
-    bar.close()
+    def loss(batch: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        images = batch.to(accelerator.device, non_blocking=True)
+        recon = net(images)
+        with accelerator.autocast():
+            return stage1.reconstruction_loss(recon, images, o, lpips)
+
+    result = train_loop(
+        accelerator, o, Stage(loss=loss, prefix="finetune"),
+        model=net, optimizer=optimizer, scheduler=scheduler,
+        batches=common.endless_batches(loader, state["step"] * accum), state=state,
+        max_steps=steps, global_batch=global_batch,
+    )  # fmt: skip
     model.requires_grad_(False)
     model.eval()
     return {
@@ -468,7 +439,7 @@ def finetune(
         "global_batch": global_batch,
         "warmup_steps": warmup,
         "encoder_trained": o.finetune_encoder,
-        "train": logs,
+        "train": result.logs,
     }
 
 

@@ -20,23 +20,22 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from transformers import get_scheduler
 
 from svq.codebook import codebook_stats
 from svq.discriminator import PatchDiscriminator, hinge_d_loss, hinge_g_loss
 from svq.eval.metrics import psnr, ssim
 from svq.images import save_grid
-from svq.progress import progress_bar
 from svq.spatial_vq import SpatialVQ, SpatialVQConfig
 from svq.train import common
+from svq.train.loop import Stage, train_loop
 from svq.train.options import (
     EvalOptions,
     ImageDataOptions,
@@ -183,14 +182,8 @@ def main(o: VQOptions) -> dict:
         loader = prepared[-1]
     accum, world = o.gradient_accumulation_steps, accelerator.num_processes
     global_batch = o.per_device_train_batch_size * accum * world
-    max_steps = o.max_steps
-    if max_steps < 0:
-        if not shard:
-            raise ValueError("a stream has no length: set --max_steps")
-        max_steps = math.ceil(o.num_train_epochs * len(loader) / accum)
-    warmup = common.warmup_steps(max_steps, o.warmup_steps, o.warmup_ratio)
-    scheduler = get_scheduler(o.lr_scheduler_type, optimizer, warmup, max_steps)
-    accelerator.register_for_checkpointing(scheduler)  # steps once per optimiser step
+    max_steps = common.run_length(o, loader, sized=shard)
+    scheduler, warmup = common.make_scheduler(accelerator, o, optimizer, max_steps)
     raw_model: SpatialVQ = accelerator.unwrap_model(model)
     raw_disc = accelerator.unwrap_model(disc) if disc is not None else None
 
@@ -210,88 +203,73 @@ def main(o: VQOptions) -> dict:
     )  # fmt: skip
 
     # --- loop
-    batches = common.endless_batches(loader, state["step"] * accum)
-    last_checkpoint = common.latest_checkpoint(out)
-    bar = progress_bar(
-        total=max_steps, initial=state["step"], disable=not accelerator.is_main_process
-    )
-    window_start, window_images, last_record, logs = time.perf_counter(), 0, None, {}
-    grad_norm = None
-    model.train()
-    for step in range(state["step"] + 1, max_steps + 1):
-        started = time.perf_counter()
-        adversarial = disc is not None and step > o.gan_start_step
-        for _ in range(accum):
-            images = next(batches).to(accelerator.device, non_blocking=True)
-            with accelerator.accumulate(model):
-                output = model(images)
-                with accelerator.autocast():
-                    terms = reconstruction_loss(output.recon, images, o, lpips)
-                    terms["vq"] = output.vq_loss
-                    terms["loss"] = terms["loss"] + output.vq_loss
-                    if adversarial:
-                        # Through the unwrapped discriminator with its weights frozen: the
-                        # generator's gradient reaches the reconstruction, not the critic.
-                        raw_disc.requires_grad_(False)
-                        terms["gan_g"] = hinge_g_loss(raw_disc(output.recon).float())
-                        raw_disc.requires_grad_(True)
-                        terms["loss"] = terms["loss"] + o.gan_weight * terms["gan_g"]
-                norm = common.backward_step(
-                    accelerator, terms["loss"], model, optimizer, o, step, last_checkpoint
-                )
-                grad_norm = norm if norm is not None else grad_norm
-            if adversarial:
-                with accelerator.accumulate(disc):
-                    with accelerator.autocast():
-                        fake = output.recon.detach()
-                        terms["gan_d"] = hinge_d_loss(disc(images).float(), disc(fake).float())
-                    accelerator.backward(terms["gan_d"])
-                    if accelerator.sync_gradients and o.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(disc.parameters(), o.max_grad_norm)
-                    disc_optimizer.step()
-                    disc_optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
+    last: dict[str, Any] = {}  # the last micro-batch and its output, for the critic
+
+    def loss(batch: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        images = last["images"] = batch.to(accelerator.device, non_blocking=True)
+        output = last["output"] = model(images)
+        with accelerator.autocast():
+            terms = reconstruction_loss(output.recon, images, o, lpips)
+            terms["vq"] = output.vq_loss
+            terms["loss"] = terms["loss"] + output.vq_loss
+            if adversarial(step):
+                # Through the unwrapped discriminator with its weights frozen: the
+                # generator's gradient reaches the reconstruction, not the critic.
+                raw_disc.requires_grad_(False)
+                terms["gan_g"] = hinge_g_loss(raw_disc(output.recon).float())
+                raw_disc.requires_grad_(True)
+                terms["loss"] = terms["loss"] + o.gan_weight * terms["gan_g"]
+        return terms
+
+    def adversarial(step: int) -> bool:
+        return disc is not None and step > o.gan_start_step
+
+    def critic(batch: torch.Tensor, terms: dict[str, torch.Tensor], step: int) -> None:
+        if not adversarial(step):
+            return
+        images = last["images"]
+        with accelerator.accumulate(disc):
+            with accelerator.autocast():
+                fake = last["output"].recon.detach()
+                terms["gan_d"] = hinge_d_loss(disc(images).float(), disc(fake).float())
+            accelerator.backward(terms["gan_d"])
+            if accelerator.sync_gradients and o.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(disc.parameters(), o.max_grad_norm)
+            disc_optimizer.step()
+            disc_optimizer.zero_grad(set_to_none=True)
+
+    def reseed_dead_codes(step: int) -> None:
         if o.reseed_steps and step % o.reseed_steps == 0:
-            state["codes_reseeded"] += reseed(accelerator, raw_model, output.latents, o.seed + step)
-        state["step"], state["images_seen"] = step, state["images_seen"] + global_batch
-        state["train_seconds"] += time.perf_counter() - started
-        window_images += global_batch
+            latents = last["output"].latents
+            state["codes_reseeded"] += reseed(accelerator, raw_model, latents, o.seed + step)
 
-        if step % o.logging_steps == 0 or step == max_steps:
-            speed = window_images / (time.perf_counter() - window_start)
-            logs = {f"train/{k}": v.item() for k, v in terms.items()}
-            logs.update({
-                "train/lr": scheduler.get_last_lr()[0], "train/img_per_s": speed,
-                "train/codes_used": int(output.codes_used), "train/perplexity":
-                float(output.perplexity), "train/codes_reseeded": state["codes_reseeded"],
-            })  # fmt: skip
-            if o.max_grad_norm > 0 and grad_norm is not None:
-                logs["train/grad_norm"] = float(grad_norm)
-            accelerator.log(logs, step=step)
-            bar.set_postfix(loss=f"{logs['train/loss']:.4f}", img_s=f"{speed:.1f}", refresh=False)
-            window_start, window_images = time.perf_counter(), 0
-        bar.update(1)
+    def code_logs() -> dict[str, float]:
+        output = last["output"]
+        return {"codes_used": int(output.codes_used), "perplexity": float(output.perplexity),
+                "codes_reseeded": state["codes_reseeded"]}  # fmt: skip
 
-        final = step == max_steps
-        if val_images is not None and ((o.eval_steps and step % o.eval_steps == 0) or final):
-            last_record = validate(raw_model, val_images, o, step)
-            last_record.update(images_seen=state["images_seen"],
-                               train_seconds=round(state["train_seconds"], 1))  # fmt: skip
-            common.append_jsonl(last_record, out / "validation.jsonl")
-            accelerator.log(common.scalars(last_record, "val/"), step=step)
-            logger.info("validation at step %d: %s", step, json.dumps(last_record))
-        if step % o.save_steps == 0 or final:
-            last_checkpoint = common.save_checkpoint(
-                accelerator, out, step, state, o.save_total_limit
-            )
-        accelerator.wait_for_everyone()
+    def validate_at(step: int, final: bool) -> dict[str, Any] | None:
+        if val_images is None or not ((o.eval_steps and step % o.eval_steps == 0) or final):
+            return None
+        record = validate(raw_model, val_images, o, step)
+        record.update(images_seen=state["images_seen"],
+                      train_seconds=round(state["train_seconds"], 1))  # fmt: skip
+        return record
+
+    result = train_loop(
+        accelerator, o,
+        Stage(loss=loss, after_micro=critic, after_step=reseed_dead_codes, logs=code_logs,
+              validate=validate_at),
+        model=model, optimizer=optimizer, scheduler=scheduler,
+        batches=common.endless_batches(loader, state["step"] * accum), state=state,
+        max_steps=max_steps, global_batch=global_batch,
+    )  # fmt: skip
 
     # --- save
-    bar.close()
     summary = {"steps": state["step"], "images_seen": state["images_seen"],
                "train_seconds": state["train_seconds"], "codes_reseeded": state["codes_reseeded"],
-               "wall_seconds": time.perf_counter() - wall_start, "train": logs,
-               "validation": last_record, "model": str(out / "model")}  # fmt: skip
+               "wall_seconds": time.perf_counter() - wall_start, "train": result.logs,
+               "validation": result.record, "model": str(out / "model")}  # fmt: skip
     if accelerator.is_main_process:
         common.save_release(raw_model, out)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,0 +1,91 @@
+"""svq.train.loop: the one loop the stages share, on a toy regression: the hooks run in their
+order, accumulation makes one optimiser step of several micro-batches, logs / validation /
+checkpoints land on their steps, and a non-finite loss stops the run naming the step."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from svq.train import common
+from svq.train.loop import Stage, train_loop
+from svq.train.options import EvalOptions, LoggingOptions, OptimizerOptions, RunOptions
+
+
+@dataclass
+class ToyOptions(EvalOptions, LoggingOptions, OptimizerOptions, RunOptions):
+    report_to: str = "none"
+
+
+def run(tmp_path, loss_scale=1.0, **options):
+    o = ToyOptions(output_dir=str(tmp_path), **options)
+    accelerator = common.make_accelerator(o)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=o.learning_rate)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    scheduler, _ = common.make_scheduler(accelerator, o, optimizer, 4)
+    x = torch.randn(16, 3)
+    batches = itertools.repeat((x, x @ torch.tensor([[1.0], [-2.0], [0.5]])))  # one batch
+    events = []
+
+    def loss(batch, step):
+        inputs, targets = batch
+        mse = ((model(inputs) - targets) ** 2).mean() * loss_scale
+        events.append(("loss", step, mse.item()))
+        return {"loss": mse, "mse": mse.detach()}
+
+    def validate(step, final):
+        events.append(("validate", step))
+        return {"step": step, "final": final} if final else None
+
+    stage = Stage(
+        loss=loss,
+        before_step=lambda step: events.append(("before", step)),
+        after_micro=lambda batch, terms, step: events.append(("micro", step)),
+        after_step=lambda step: events.append(("after", step)),
+        logs=lambda: {"extra": 7.0},
+        validate=validate,
+    )
+    state = {"step": 0, "images_seen": 0, "train_seconds": 0.0}
+    result = train_loop(accelerator, o, stage, model=model, optimizer=optimizer,
+                        scheduler=scheduler, batches=batches, state=state, max_steps=4,
+                        global_batch=16 * o.gradient_accumulation_steps)  # fmt: skip
+    return result, state, events, o
+
+
+def test_hooks_logs_validation_and_checkpoints(tmp_path):
+    result, state, events, _ = run(tmp_path, gradient_accumulation_steps=2, logging_steps=3,
+                                   save_steps=2, save_total_limit=5)  # fmt: skip
+    first = [e[:2] for e in events if e[1] == 1]
+    assert first == [("before", 1), ("loss", 1), ("micro", 1), ("loss", 1), ("micro", 1),
+                     ("after", 1), ("validate", 1)]  # fmt: skip
+    assert state["step"] == 4 and state["images_seen"] == 4 * 32
+    assert result.record == {"step": 4, "final": True}
+    lines = (tmp_path / "validation.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [4]  # only the final one validated
+    assert set(result.logs) == {"train/loss", "train/mse", "train/lr", "train/img_per_s",
+                                "train/extra", "train/grad_norm"}  # fmt: skip
+    assert result.logs["train/extra"] == 7.0
+    assert [step for step, _ in common.checkpoints(tmp_path)] == [2, 4]
+
+
+def test_the_loss_goes_down_and_a_zero_rate_keeps_it(tmp_path):
+    def losses(**options):
+        _, _, events, _ = run(tmp_path / str(len(options)), **options)
+        return [e[2] for e in events if e[0] == "loss"]
+
+    moving = losses(learning_rate=0.2)
+    assert all(b < a for a, b in itertools.pairwise(moving)) and moving[-1] < 0.8 * moving[0]
+    still = losses(learning_rate=0.0, logging_steps=1)
+    # the same data in the same order; nothing moves without a learning rate
+    assert still == pytest.approx([moving[0]] * len(still))
+
+
+def test_a_non_finite_loss_stops_the_run(tmp_path):
+    with pytest.raises(common.NonFiniteLossError, match="step 1"):
+        run(tmp_path, loss_scale=float("nan"))
