@@ -257,6 +257,38 @@ class StyledVAEVQ(
             model.attach_codebook(Codebook.load(path), source=path)
         return model
 
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        require_codebook: bool = False,
+        spatial_vq: str | Path | None = None,
+    ) -> StyledVAEVQ:
+        """The one way the project loads a saved tokenizer: `from_pretrained` (its codebook
+        attached when the folder has one), frozen, in eval mode.
+
+        require_codebook: a stage-1 folder without `codebook.safetensors` is a ValueError.
+        spatial_vq: a SpatialVQ folder, needed by (and attached to) a model whose decoder
+            predicts a spatial VQ grid (config.target "spatial_vq")."""
+        model = cls.from_pretrained(str(path)).requires_grad_(False).eval()
+        if require_codebook and model.codebook is None:
+            raise ValueError(
+                f"{path} has no codebook ({CODEBOOK_NAME}): it is a stage-1 model; fit the "
+                "vocabulary with `svq train stage2` and use its OUTPUT_DIR/model"
+            )
+        if model.config.target == "spatial_vq":
+            if spatial_vq is None or not (Path(spatial_vq) / "config.json").is_file():
+                raise FileNotFoundError(
+                    f"{path} decodes through a spatial VQ (target 'spatial_vq'): its SpatialVQ "
+                    f"folder is needed, and {spatial_vq} is not one"
+                )
+            from .spatial_vq import SpatialVQ
+
+            spatial = SpatialVQ.from_pretrained(str(spatial_vq)).requires_grad_(False).eval()
+            model.attach_spatial_vq(spatial)
+        return model
+
     def _require_codebook(self, verb: str) -> nn.Module:
         if self.codebook is None:
             raise RuntimeError(

@@ -16,6 +16,7 @@ from PIL import Image
 from test_llm_sft import save_svq
 from test_llm_tiny import build_chat, svq_model
 
+from svq import StyledVAEVQ
 from svq.cli import main
 from svq.data import Preprocess, UnreadableImageError, load_image, render, world_record
 from svq.llm import sft_data as sd
@@ -68,7 +69,7 @@ def test_an_unreadable_picture_of_a_chat_file_names_the_file_and_line(tmp_path, 
     path = tmp_path / "chats.jsonl"
     path.write_text(json.dumps(chat) + "\n" + json.dumps(broken) + "\n")
     data = sd.load_chats(path)
-    svq = sd.load_svq(save_svq(tmp_path / "svq"))
+    svq = StyledVAEVQ.load(save_svq(tmp_path / "svq"), require_codebook=True)
     with pytest.raises(UnreadableImageError, match=r"chats\.jsonl:2: image .*truncated\.png: "):
         sd.encode_images(data, svq, None, None)
 

@@ -19,7 +19,6 @@ from svq.eval.reconstruction import (
     jsonable,
     load_inception,
     load_lpips,
-    load_svq,
     world_images,
 )
 from svq.lpips import LPIPS
@@ -121,12 +120,12 @@ def test_quantised_reconstruction_through_a_codebook_read_from_the_model_folder(
     torch.manual_seed(0)
     model = StyledVAEVQ(SVQConfig.from_preset("tiny"))
     model.save_pretrained(tmp_path)
-    assert load_svq(tmp_path).codebook is None
+    assert StyledVAEVQ.load(tmp_path).codebook is None
     images, labels = world_images(4, 32)
     with torch.no_grad():
         features = model.eval().encode(images)
     Codebook.fit(features, num_codes=8, seed=0).save(tmp_path / "codebook.safetensors")
-    loaded = load_svq(tmp_path)
+    loaded = StyledVAEVQ.load(tmp_path)
     assert loaded.codebook is not None and not loaded.training
     result = evaluate_reconstruction(loaded, images, labels, lpips=None, inception=None)
     gap = result["continuous"]["psnr"] - result["quantised"]["psnr"]
@@ -150,10 +149,10 @@ def test_a_tokenizer_painting_through_a_spatial_vq_loads_with_it(tmp_path):
     torch.manual_seed(0)
     StyledVAEVQ(SVQConfig.from_preset("tiny", **spatial)).save_pretrained(tmp_path / "svq")
     with pytest.raises(FileNotFoundError, match="spatial VQ"):
-        load_svq(tmp_path / "svq")
+        StyledVAEVQ.load(tmp_path / "svq")
     vq = SpatialVQ(SpatialVQConfig.from_preset("tiny", image_size=32))
     vq.save_pretrained(tmp_path / "vq")
-    model = load_svq(tmp_path / "svq", tmp_path / "vq")
+    model = StyledVAEVQ.load(tmp_path / "svq", spatial_vq=tmp_path / "vq")
     images, _ = world_images(2, 32)
     result = evaluate_reconstruction(model, images, lpips=None, inception=None)
     assert result["continuous"]["psnr"] > 0

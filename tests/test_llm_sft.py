@@ -95,7 +95,7 @@ def test_labels_cover_assistant_turns_only(parts):
 
 
 def test_cache_is_reused_and_invalidated_when_a_tokenizer_changes(tmp_path, parts, monkeypatch):
-    svq = sd.load_svq(parts["svq"])
+    svq = StyledVAEVQ.load(parts["svq"], require_codebook=True)
     spatial = SpatialVQ.from_pretrained(parts["spatial"]).eval()
     data = sd.world_chats(0, "train", 3, "en")
     calls = []
@@ -140,7 +140,7 @@ def test_jsonl_chats_with_pictures_by_path(tmp_path, parts):
     path.write_text(json.dumps(line) + "\n\n" + json.dumps({**line, "id": "two"}) + "\n")
     data = sd.load_chats(path)
     assert [c["id"] for c in data.chats] == ["mine", "two"] and len(data.images) == 4
-    svq = sd.load_svq(parts["svq"])
+    svq = StyledVAEVQ.load(parts["svq"], require_codebook=True)
     images = sd.encode_images(data, svq, None, tmp_path / "cache")
     assert images.vq_ids is None and images.features.shape == (4, 36, 16)
     assert torch.equal(images.features[0], images.features[2])  # same file, same features

@@ -59,7 +59,7 @@ def test_refuses_a_tokenizer_without_codebook_and_missing_paths(parts, tmp_path)
     torch.manual_seed(0)
     StyledVAEVQ(SVQConfig.from_preset("tiny")).save_pretrained(parts["root"] / "bare")
     o = options({**parts, "svq": parts["root"] / "bare"}, tmp_path / "x")
-    with pytest.raises(ValueError, match=r"bare has no codebook\.safetensors"):
+    with pytest.raises(ValueError, match=r"bare has no codebook"):
         script.main(o)
     with pytest.raises(ValueError, match="--svq_path is required"):
         script.IdsToGridOptions(spatial_vq_path="x")

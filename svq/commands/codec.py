@@ -21,17 +21,6 @@ from ..model import StyledVAEVQ
 from .chat import IMAGE_SUFFIXES
 
 
-def load_tokenizer_model(path: str | Path, need_codebook: bool = True) -> StyledVAEVQ:
-    """A StyledVAEVQ folder, in eval mode; with `need_codebook`, one that has its codebook."""
-    model = StyledVAEVQ.from_pretrained(str(path)).eval()
-    if need_codebook and model.codebook is None:
-        raise ValueError(
-            f"{path} has no codebook (codebook.safetensors): it is a stage-1 model; fit the "
-            "vocabulary with `svq train stage2` and use its OUTPUT_DIR/model"
-        )
-    return model
-
-
 def read_pictures(paths: list[str], size: int) -> torch.Tensor:
     """Image files -> (B, 3, size, size) in [-1, 1] (centre crop); errors name the file."""
     preprocess = Preprocess(size)
@@ -107,7 +96,7 @@ NEGATIVE_IDS = re.compile(r"^-\d+([,\s]+-?\d+)*[,\s]*$")
 @torch.no_grad()
 def encode(args: argparse.Namespace) -> int:
     paths = image_files(args.images)
-    model = load_tokenizer_model(args.model)
+    model = StyledVAEVQ.load(args.model, require_codebook=True)
     ids = model.tokenize(read_pictures(paths, model.config.image_size))
     rows = zip(paths, ids.tolist(), strict=True)
     record = {"model": str(args.model), "images": [{"path": p, "ids": r} for p, r in rows]}
@@ -123,7 +112,7 @@ def encode(args: argparse.Namespace) -> int:
 
 @torch.no_grad()
 def decode(args: argparse.Namespace) -> int:
-    model = load_tokenizer_model(args.model)
+    model = StyledVAEVQ.load(args.model, require_codebook=True)
     ids = check_ids(read_ids(args.ids), model)
     pictures = model.detokenize(ids).clamp(-1, 1)
     out = Path(args.out)
@@ -137,7 +126,7 @@ def decode(args: argparse.Namespace) -> int:
 def reconstruct(args: argparse.Namespace) -> int:
     from svq.eval.metrics import psnr  # eval is part of this distribution
 
-    model = load_tokenizer_model(args.model, need_codebook=not args.continuous)
+    model = StyledVAEVQ.load(args.model, require_codebook=not args.continuous)
     originals = read_pictures([args.image], model.config.image_size)
     features = model.encode(originals)
     if not args.continuous:

@@ -185,9 +185,9 @@ def _gated_judge(path: str | None, size: int):
 
 
 def _tokenizer(args: argparse.Namespace):
-    from .reconstruction import load_svq
+    from svq import StyledVAEVQ
 
-    return load_svq(_folder(args.model, "model"), args.spatial_vq)
+    return StyledVAEVQ.load(_folder(args.model, "model"), spatial_vq=args.spatial_vq)
 
 
 def _model_type(path: str) -> str | None:

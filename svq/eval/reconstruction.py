@@ -1,6 +1,6 @@
 """Reconstruction quality of the tokenizers: PSNR, SSIM, LPIPS, rFID and the judge's reading.
 
-    model = load_svq("runs/demo/stage2/model")          # codebook.safetensors attached if present
+    model = StyledVAEVQ.load("runs/demo/stage2/model")  # codebook.safetensors attached if present
     images, labels = world_images(64, model.config.image_size)
     result = evaluate_reconstruction(model, images, labels, judge=load_judge("runs/judge"),
                                      out_dir="runs/demo/report")
@@ -54,23 +54,6 @@ INCEPTION_HELP = (
 
 
 # --- loading and data
-
-
-def load_svq(path: str | Path, spatial_vq: str | Path | None = None) -> StyledVAEVQ:
-    """A saved StyledVAEVQ in eval mode (with its codebook when the folder has one). A model
-    whose decoder predicts a spatial VQ grid (config.target "spatial_vq") paints through the
-    SpatialVQ saved in `spatial_vq`, which it then needs."""
-    model = StyledVAEVQ.from_pretrained(str(path)).eval()
-    if getattr(model.config, "target", "pixels") == "spatial_vq":
-        if spatial_vq is None or not (Path(spatial_vq) / "config.json").is_file():
-            raise FileNotFoundError(
-                f"{path} decodes through a spatial VQ (target 'spatial_vq'): its SpatialVQ "
-                f"folder is needed, and {spatial_vq} is not one"
-            )
-        from svq.spatial_vq import SpatialVQ
-
-        model.attach_spatial_vq(SpatialVQ.from_pretrained(str(spatial_vq)).eval())
-    return model
 
 
 def world_images(

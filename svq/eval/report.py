@@ -38,6 +38,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from svq import StyledVAEVQ
+
 from . import plots
 from .gate import GateResult, judge_gate
 from .html import render_html
@@ -45,7 +47,6 @@ from .reconstruction import (
     evaluate_reconstruction,
     evaluate_spatial_vq,
     jsonable,
-    load_svq,
     world_images,
 )
 
@@ -556,7 +557,7 @@ def build_report(
     model, images, labels, model_note = None, None, None, ""
     try:
         folder = tokenizer_folder(run)
-        model = load_svq(folder, run / "vq" / "model")
+        model = StyledVAEVQ.load(folder, spatial_vq=run / "vq" / "model")
         images, labels = world_images(num_images, model.config.image_size, split, seed)
     except (NotRun, FileNotFoundError) as reason:
         model_note = str(reason)

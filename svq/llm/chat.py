@@ -534,7 +534,7 @@ class SVQChat(nn.Module):
         )
         if found != vocab:
             raise ValueError(f"{directory}: the tokenizer's image tokens {found} != {vocab}")
-        svq = StyledVAEVQ.from_pretrained(str(directory / "svq"))  # attaches its codebook
+        svq = StyledVAEVQ.load(directory / "svq", require_codebook=True)
         projector = ImageProjector.from_pretrained(str(directory / "projector"))
         vq_head = spatial = None
         if (directory / "vq_head").is_dir():

@@ -176,15 +176,6 @@ class ImageTensors:
     reused: bool  # read from the cache (False: encoded now)
 
 
-def load_svq(path: str | Path) -> StyledVAEVQ:
-    """A StyledVAEVQ release folder with its codebook (`codebook.safetensors`, which
-    `from_pretrained` attaches), frozen, in eval mode."""
-    model = StyledVAEVQ.from_pretrained(str(path))
-    if model.codebook is None:
-        raise ValueError(f"{path} has no codebook.safetensors: fit one first (svq/train/stage2.py)")
-    return model.requires_grad_(False).eval()
-
-
 def tokenizer_fingerprint(svq: StyledVAEVQ, spatial: SpatialVQ | None) -> str:
     """A hash of everything that turns pixels into cached tensors."""
     digest = hashlib.sha256()

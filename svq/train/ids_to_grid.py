@@ -36,7 +36,6 @@ from svq.eval.gate import judge_gate
 from svq.eval.judge import load_judge, shipped_judge
 from svq.eval.metrics import psnr
 from svq.ids_to_grid import IdsToGrid, IdsToGridConfig
-from svq.llm.sft_data import load_svq
 from svq.progress import progress_bar
 from svq.provenance import provenance
 from svq.spatial_vq import SpatialVQ
@@ -91,9 +90,9 @@ class IdsToGridOptions:
 
 
 def load_tokenizers(o: IdsToGridOptions) -> tuple[StyledVAEVQ, SpatialVQ]:
-    """Both tokenizers, frozen, in eval mode (the svq one with its codebook: load_svq)."""
+    """Both tokenizers, frozen, in eval mode (the svq one with its codebook)."""
     spatial = SpatialVQ.from_pretrained(o.spatial_vq_path).requires_grad_(False).eval()
-    return load_svq(o.svq_path), spatial
+    return StyledVAEVQ.load(o.svq_path, require_codebook=True), spatial
 
 
 @torch.no_grad()

@@ -51,11 +51,12 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
+from svq import StyledVAEVQ
 from svq.eval.chat import evaluate_chat
 from svq.eval.judge import load_judge
 from svq.llm import LoraOptions, SVQChat, collate
 from svq.llm.pretrain_data import PretrainDataset, text_chats
-from svq.llm.sft_data import SFTDataset, encode_images, load_chats, load_svq
+from svq.llm.sft_data import SFTDataset, encode_images, load_chats
 from svq.llm.tiny import chat_world_corpus, tiny_llm, train_tokenizer
 from svq.progress import progress_bar
 from svq.spatial_vq import SpatialVQ
@@ -148,7 +149,7 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
 
 def build_model(o: SFTOptions) -> SVQChat:
     """The SVQChat to train: the LLM extended with the image language, new parts attached."""
-    svq = load_svq(o.svq_path)
+    svq = StyledVAEVQ.load(o.svq_path, require_codebook=True)
     spatial = None
     if o.spatial_vq_path is not None:
         spatial = SpatialVQ.from_pretrained(o.spatial_vq_path).requires_grad_(False).eval()

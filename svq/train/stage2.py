@@ -126,7 +126,7 @@ def load_tokenizer(path: str) -> tuple[StyledVAEVQ, str]:
     with open(weights, "rb") as f:
         while chunk := f.read(1 << 24):
             digest.update(chunk)
-    model = StyledVAEVQ.from_pretrained(folder)
+    model = StyledVAEVQ.load(folder)
     target = getattr(model.config, "target", "pixels")
     if target != "pixels":
         raise NotImplementedError(
