@@ -72,7 +72,7 @@ def test_the_serial_baseline_captions_its_pictures_with_spatial_ids(parts):  # n
     data = sd.world_chats(0, "train", 2, "en")
     images = sd.encode_images(data, chat.svq, chat.spatial, None)
     dataset = PretrainDataset(
-        [], data, images, chat.tokenizer, chat.vocab, num_captions=2, written="spatial"
+        [], data, images, chat.tokenizer, chat.vocab, num_captions=2, image_tokenizer="spatial"
     )
     for n, item in enumerate(dataset.items):
         assert torch.equal(item.code_ids[0], images.vq_ids[n]) and item.vq_targets is None

@@ -33,7 +33,13 @@ from svq.images import to_uint8
 from svq.model import StyledVAEVQ
 from svq.spatial_vq import SpatialVQ
 
-from .conversation import ConversationBatch, collate, encode_conversation, split_reply
+from .conversation import (
+    ConversationBatch,
+    collate,
+    encode_conversation,
+    resolve_images,
+    split_reply,
+)
 from .embeddings import extend_llm
 from .loading import load_llm, load_tokenizer
 from .logits import ImageSpanLogitsProcessor, ImageSpanSampler
@@ -44,7 +50,7 @@ from .vq_head import VQHead, VQHeadConfig
 
 CONFIG_NAME = "svq_chat.json"
 MODES = ("full", "lora")
-ROUTES = ("vq_head", "svq", "spatial")  # how a generated image becomes pixels
+IMAGE_DECODERS = ("vq_head", "svq", "spatial")  # how a generated image becomes pixels
 # What the LLM writes for a picture: "svq" (36 codebook ids) or "spatial" (the spatial VQ's
 # h*w ids in sequence: the serial baseline of issue 9, decoded by the spatial VQ itself).
 IMAGE_TOKENIZERS = ("svq", "spatial")
@@ -71,8 +77,8 @@ class SVQChatConfig(ConfigBase):
             "lora options go with mode 'lora', and only with it",
         )
         need(
-            self.image_decoder in ROUTES,
-            f"image_decoder {self.image_decoder!r} is not one of {ROUTES}",
+            self.image_decoder in IMAGE_DECODERS,
+            f"image_decoder {self.image_decoder!r} is not one of {IMAGE_DECODERS}",
         )
         need(self.vq_loss_weight >= 0, f"vq_loss_weight must be >= 0, got {self.vq_loss_weight}")
         need(
@@ -270,39 +276,22 @@ class SVQChat(nn.Module):
     def prepare(
         self, messages: Sequence[dict[str, Any]], vq_targets: bool = False
     ) -> list[dict[str, Any]]:
-        """Resolve pictures into what `encode_conversation` reads (a new message list): user
-        pictures -> "features" (N, E), assistant pictures -> "ids" (N,) and, with
-        `vq_targets` and a spatial VQ, "vq_ids" (h*w,). Parts that have them are kept."""
-        resolved = []
-        for message in messages:
-            content = message["content"]
-            if isinstance(content, str):
-                resolved.append(dict(message))
-                continue
-            parts = []
-            for part in content:
-                if part["type"] == "image":
-                    part = self._resolve(part, message["role"], vq_targets)
-                parts.append(part)
-            resolved.append({**message, "content": parts})
-        return resolved
+        """Resolve pictures into what `encode_conversation` reads (a new message list,
+        `resolve_images`' rule): user pictures -> "features" (N, E), assistant pictures ->
+        "ids" and, with `vq_targets` and a spatial VQ, "vq_ids" (h*w,). Parts that have them
+        are kept."""
+        return resolve_images(messages, self._fetch, self.config.image_tokenizer, vq_targets)
 
-    def _resolve(self, part: dict[str, Any], role: str, vq_targets: bool) -> dict[str, Any]:
-        part = dict(part)
-        size = self.svq.config.image_size
-        if role == "assistant" and self.config.image_tokenizer == "spatial":
-            if part.get("ids") is None:
-                pixels = self._pixels(part, self.spatial.config.image_size)
-                part["ids"] = self.spatial.encode(pixels)[0].cpu()
-        elif role == "assistant":
-            if part.get("ids") is None:
-                part["ids"] = self.svq.tokenize(self._pixels(part, size))[0].cpu()
-            if vq_targets and self.spatial is not None and part.get("vq_ids") is None:
-                pixels = self._pixels(part, self.spatial.config.image_size)
-                part["vq_ids"] = self.spatial.encode(pixels)[0].cpu()
-        elif part.get("features") is None and part.get("ids") is None:
-            part["features"] = self.svq.encode(self._pixels(part, size))[0].float().cpu()
-        return part
+    def _fetch(self, part: dict[str, Any], what: str) -> torch.Tensor | None:
+        """One picture's "ids" / "features" (svq) or "spatial_ids" (None without a spatial VQ)."""
+        if what == "spatial_ids":
+            if self.spatial is None:
+                return None
+            return self.spatial.encode(self._pixels(part, self.spatial.config.image_size))[0].cpu()
+        pixels = self._pixels(part, self.svq.config.image_size)
+        if what == "ids":
+            return self.svq.tokenize(pixels)[0].cpu()
+        return self.svq.encode(pixels)[0].float().cpu()
 
     def encode(
         self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = False, **kw: Any
@@ -361,21 +350,24 @@ class SVQChat(nn.Module):
 
     @torch.no_grad()
     def decode_images(
-        self, code_ids: torch.Tensor, hidden: torch.Tensor | None = None, route: str | None = None
+        self,
+        code_ids: torch.Tensor,
+        hidden: torch.Tensor | None = None,
+        image_decoder: str | None = None,
     ) -> torch.Tensor:
         """Written images -> pixels (G, 3, H, W), unbounded.
 
-        code_ids: (G, N) codebook ids (route "svq": svq decoder on the codebook vectors;
-        route "spatial": (G, h*w) spatial ids, the spatial VQ's decoder);
-        hidden: (G, N, D) LLM states at the code tokens (route "vq_head": VQ head -> spatial ids
-        -> spatial VQ decoder).
+        code_ids: (G, N) codebook ids (image_decoder "svq": svq decoder on the codebook
+        vectors; "spatial": (G, h*w) spatial ids, the spatial VQ's decoder);
+        hidden: (G, N, D) LLM states at the code tokens ("vq_head": VQ head -> spatial ids ->
+        spatial VQ decoder).
         """
-        route = route or self.config.image_decoder
-        if route not in ROUTES:
-            raise ValueError(f"route {route!r} is not one of {ROUTES}")
+        route = image_decoder or self.config.image_decoder
+        if route not in IMAGE_DECODERS:
+            raise ValueError(f"image_decoder {route!r} is not one of {IMAGE_DECODERS}")
         if (route == "spatial") != (self.config.image_tokenizer == "spatial"):
             raise ValueError(
-                f"route {route!r} cannot decode ids of the {self.config.image_tokenizer!r} "
+                f"image_decoder {route!r} cannot decode ids of the {self.config.image_tokenizer!r} "
                 "image tokenizer"
             )
         if route == "spatial":
@@ -383,7 +375,9 @@ class SVQChat(nn.Module):
         if route == "svq":
             return self.svq.detokenize(code_ids.to(self.device))
         if self.vq_head is None or self.spatial is None or hidden is None:
-            raise ValueError("route 'vq_head' needs a VQ head, a spatial VQ and hidden states")
+            raise ValueError(
+                "image_decoder 'vq_head' needs a VQ head, a spatial VQ and hidden states"
+            )
         return self.spatial.decode(self.vq_head.predict(hidden))
 
     @torch.no_grad()

@@ -37,6 +37,7 @@ from transformers import PreTrainedTokenizerBase
 from .vocabulary import BOI, EOI, IMAGE, ImageVocabulary
 
 IGNORE_INDEX = -100
+IMAGE_TOKENIZERS = ("svq", "spatial")  # an assistant picture is written as svq ids or h*w ids
 # A control string of message text stands in the rendered template as MARK_OPEN k MARK_CLOSE
 # (k: its index): private-use characters, which no template or tokenizer treats specially.
 MARK_OPEN, MARK_CLOSE = "\ue000", "\ue001"
@@ -100,6 +101,46 @@ def template_messages(
                 raise ValueError(f"unsupported content part type {part['type']!r}")
         out.append({"role": message["role"], "content": "".join(text)})
     return out
+
+
+def resolve_images(
+    messages: Sequence[dict[str, Any]],
+    fetch: Callable[[dict[str, Any], str], torch.Tensor | None],
+    image_tokenizer: str = "svq",
+    vq_targets: bool = False,
+) -> list[dict[str, Any]]:
+    """The one rule for pictures in a chat, used by live chat and by the SFT cache alike: a new
+    message list whose image parts carry what `encode_conversation` reads.
+
+    Assistant pictures are written: "ids" = fetch(part, "ids") (the svq codebook ids, (N,)), or
+    with `image_tokenizer` "spatial" fetch(part, "spatial_ids") (the spatial VQ's, (h*w,)); with
+    `vq_targets` (svq only) also "vq_ids" = fetch(part, "spatial_ids"), the VQ head's targets
+    (None without a spatial VQ). Pictures in every other turn are understood: "features" =
+    fetch(part, "features"), (N, E). What a part already carries is kept (an understood part
+    may also come as "ids")."""
+    if image_tokenizer not in IMAGE_TOKENIZERS:
+        raise ValueError(f"image_tokenizer must be one of {IMAGE_TOKENIZERS}: {image_tokenizer!r}")
+    written = "spatial_ids" if image_tokenizer == "spatial" else "ids"
+    resolved = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, str):
+            resolved.append(dict(message))
+            continue
+        parts = []
+        for part in content:
+            if part.get("type") == "image":
+                part = dict(part)
+                if message["role"] == "assistant":
+                    if part.get("ids") is None:
+                        part["ids"] = fetch(part, written)
+                    if vq_targets and written == "ids" and part.get("vq_ids") is None:
+                        part["vq_ids"] = fetch(part, "spatial_ids")
+                elif part.get("features") is None and part.get("ids") is None:
+                    part["features"] = fetch(part, "features")
+            parts.append(part)
+        resolved.append({**message, "content": parts})
+    return resolved
 
 
 def _image_text(part: dict[str, Any], role: str, vocab: ImageVocabulary) -> str:

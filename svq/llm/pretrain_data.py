@@ -75,7 +75,7 @@ class PretrainDataset(Dataset):
     captioned: a ChatData of world pictures and their `images` (the SFT cache: the same
     pictures the SFT draws, so no picture is encoded twice); every picture of it that is a
     world record becomes one caption turn, its language taken in turn from `langs`, its
-    picture written as the SFT writes it (`written`: "svq" ids, or the "spatial" VQ's ids).
+    picture written as the SFT writes it (`image_tokenizer`: "svq" ids, or the spatial VQ's).
     """
 
     def __init__(
@@ -88,7 +88,7 @@ class PretrainDataset(Dataset):
         langs: Sequence[str] = ("en",),
         max_length: int = 1024,
         num_captions: int = -1,
-        written: str = "svq",
+        image_tokenizer: str = "svq",
     ):
         examples = [encode_conversation(m, tokenizer, vocab) for m in text]
         self.num_text = len(examples)
@@ -98,8 +98,8 @@ class PretrainDataset(Dataset):
                 records = records[:num_captions]
             for n, (k, record) in enumerate(records):
                 vq = images.vq_ids[k] if images.vq_ids is not None else None
-                ids = vq if written == "spatial" else images.ids[k]
-                vq = None if written == "spatial" else vq
+                ids = vq if image_tokenizer == "spatial" else images.ids[k]
+                vq = None if image_tokenizer == "spatial" else vq
                 message = caption_message(record, ids, vq, langs[n % len(langs)])
                 examples.append(encode_conversation(message, tokenizer, vocab))
         self.num_captions = len(examples) - self.num_text

@@ -59,12 +59,16 @@ from svq.model import StyledVAEVQ
 from svq.progress import progress_bar
 from svq.spatial_vq import SpatialVQ
 
-from .conversation import EncodedConversation, encode_conversation
+from .conversation import (
+    IMAGE_TOKENIZERS,
+    EncodedConversation,
+    encode_conversation,
+    resolve_images,
+)
 from .vocabulary import ImageVocabulary
 
 logger = logging.getLogger(__name__)
 IMAGE_INDEX = "image_index"  # what a loaded chat's image parts carry: row in the image table
-WRITTEN = ("svq", "spatial")  # which ids an assistant picture is written with
 
 
 @dataclass
@@ -285,8 +289,8 @@ class SFTDataset(Dataset):
     at construction; chats longer than `max_length` tokens are left out (counted in
     `num_too_long`), since cutting one would cut through an image span or a reply.
 
-    written: "svq" (assistant pictures as 36 codebook ids, spatial ids as VQ-head targets) or
-    "spatial" (the baseline: assistant pictures written as their h*w spatial VQ ids).
+    image_tokenizer: "svq" (assistant pictures as 36 codebook ids, spatial ids as VQ-head
+    targets) or "spatial" (the baseline: assistant pictures written as their h*w spatial ids).
     """
 
     def __init__(
@@ -296,17 +300,19 @@ class SFTDataset(Dataset):
         tokenizer: PreTrainedTokenizerBase,
         vocab: ImageVocabulary,
         max_length: int = 2048,
-        written: str = "svq",
+        image_tokenizer: str = "svq",
     ):
-        if written not in WRITTEN:
-            raise ValueError(f"written must be one of {WRITTEN}, got {written!r}")
-        if written == "spatial" and images.vq_ids is None:
-            raise ValueError("written='spatial' needs spatial VQ ids (a spatial VQ)")
+        if image_tokenizer not in IMAGE_TOKENIZERS:
+            raise ValueError(
+                f"image_tokenizer must be one of {IMAGE_TOKENIZERS}: {image_tokenizer!r}"
+            )
+        if image_tokenizer == "spatial" and images.vq_ids is None:
+            raise ValueError("image_tokenizer 'spatial' needs spatial VQ ids (a spatial VQ)")
         self.ids = []
         self.items: list[EncodedConversation] = []
         self.num_too_long = 0
         for chat in data.chats:
-            messages = resolve_messages(chat["messages"], images, written)
+            messages = resolve_messages(chat["messages"], images, image_tokenizer)
             item = encode_conversation(messages, tokenizer, vocab)
             if item.input_ids.shape[0] > max_length:
                 self.num_too_long += 1
@@ -324,31 +330,16 @@ class SFTDataset(Dataset):
 
 
 def resolve_messages(
-    messages: Sequence[dict[str, Any]], images: ImageTensors, written: str = "svq"
+    messages: Sequence[dict[str, Any]], images: ImageTensors, image_tokenizer: str = "svq"
 ) -> list[dict[str, Any]]:
-    """Messages whose image parts carry what `encode_conversation` reads, from the cache:
-    assistant -> "ids" (+ "vq_ids"), others -> "features"."""
-    out = []
-    for message in messages:
-        content = message["content"]
-        if isinstance(content, str):
-            out.append({"role": message["role"], "content": content})
-            continue
-        parts = []
-        for part in content:
-            if part.get("type") != "image":
-                parts.append(part)
-                continue
-            k = part[IMAGE_INDEX]
-            if message["role"] != "assistant":
-                parts.append({"type": "image", "features": images.features[k]})
-            elif written == "spatial":
-                parts.append({"type": "image", "ids": images.vq_ids[k]})
-            else:
-                vq = images.vq_ids[k] if images.vq_ids is not None else None
-                parts.append({"type": "image", "ids": images.ids[k], "vq_ids": vq})
-        out.append({"role": message["role"], "content": parts})
-    return out
+    """`resolve_images` from the cache: each image part's IMAGE_INDEX picks its row."""
+    table = {"ids": images.ids, "features": images.features, "spatial_ids": images.vq_ids}
+
+    def fetch(part: dict[str, Any], what: str) -> torch.Tensor | None:
+        rows = table[what]
+        return None if rows is None else rows[part[IMAGE_INDEX]]
+
+    return resolve_images(messages, fetch, image_tokenizer, vq_targets=True)
 
 
 def _hash(data: bytes) -> str:

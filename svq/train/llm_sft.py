@@ -313,8 +313,7 @@ def main(o: SFTOptions) -> dict:
         images = encode_images(
             data, chat.svq, chat.spatial, cache_dir, progress=accelerator.is_main_process
         )
-    written = "spatial" if o.image_tokenizer == "spatial" else "svq"
-    dataset = SFTDataset(data, images, chat.tokenizer, chat.vocab, o.max_length, written)
+    dataset = SFTDataset(data, images, chat.tokenizer, chat.vocab, o.max_length, o.image_tokenizer)
     loader = shuffled_loader(dataset, o.per_device_train_batch_size, chat.pad_token_id, o.seed, o)
 
     # --- optimiser and schedule
