@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ResnetBlock
+from .layers import ResBlock
 
 
 class ConvStem(nn.Module):
@@ -28,7 +28,7 @@ class ConvStem(nn.Module):
         self.stages = nn.ModuleList(
             nn.Sequential(
                 nn.Conv2d(c_in, c_out, 4, stride=2, padding=1),
-                *(ResnetBlock(c_out) for _ in range(blocks)),
+                *(ResBlock(c_out, conv1_bias=False) for _ in range(blocks)),
             )
             for c_in, c_out in itertools.pairwise(channels)
         )

@@ -210,17 +210,35 @@ class CondBlockV1(nn.Module):
         return x + _gated(self.mlp(h), gate)
 
 
-class ResnetBlock(nn.Module):
-    def __init__(self, channels: int):
+class ResBlock(nn.Module):
+    """The residual conv block of the tokenizer's conv parts and of the spatial VQ: GN, SiLU,
+    conv3x3, GN, SiLU, dropout, conv3x3, plus a (1x1-projected when the width changes)
+    shortcut. (B, in_ch, H, W) -> (B, out_ch, H, W).
+
+    groups, eps: the GroupNorms'; conv1_bias False in the tokenizer (its reference block)."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int | None = None,
+        groups: int = 8,
+        dropout: float = 0.0,
+        eps: float = 1e-5,
+        conv1_bias: bool = True,
+    ):
         super().__init__()
-        self.norm1 = nn.GroupNorm(8, channels)
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.norm2 = nn.GroupNorm(8, channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        out_ch = out_ch or in_ch
+        self.norm1 = nn.GroupNorm(groups, in_ch, eps=eps)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=conv1_bias)
+        self.norm2 = nn.GroupNorm(groups, out_ch, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        return x + self.conv2(F.silu(self.norm2(h)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.shortcut(x) + h
 
 
 class ConvRefiner(nn.Module):
@@ -231,7 +249,7 @@ class ConvRefiner(nn.Module):
         super().__init__()
         self.conv_in = nn.Conv2d(in_channels, channels, kernel, padding=kernel // 2)
         self.norm_in = nn.GroupNorm(8, channels)
-        self.block = ResnetBlock(channels)
+        self.block = ResBlock(channels, conv1_bias=False)
         self.norm_out = nn.GroupNorm(8, channels)
         self.conv_out = nn.Conv2d(channels, in_channels, 3, padding=1)
 

@@ -12,28 +12,13 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .layers import ResBlock
+
+EPS = 1e-6  # the GroupNorms' (VQGAN's)
+
 
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:
-    return nn.GroupNorm(groups, channels, eps=1e-6)
-
-
-class ResBlock(nn.Module):
-    """GN, SiLU, conv3x3, GN, SiLU, dropout, conv3x3, plus a (1x1-projected) shortcut."""
-
-    def __init__(self, in_ch: int, out_ch: int, groups: int, dropout: float = 0.0):
-        super().__init__()
-        self.norm1 = group_norm(in_ch, groups)
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.norm2 = group_norm(out_ch, groups)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        self.shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, in_ch, H, W) -> (B, out_ch, H, W)."""
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return self.shortcut(x) + h
+    return nn.GroupNorm(groups, channels, eps=EPS)
 
 
 class AttnBlock(nn.Module):
@@ -93,7 +78,8 @@ class Level(nn.Module):
     ):
         super().__init__()
         self.res = nn.ModuleList(
-            ResBlock(in_ch if i == 0 else out_ch, out_ch, groups, dropout) for i in range(blocks)
+            ResBlock(in_ch if i == 0 else out_ch, out_ch, groups, dropout, eps=EPS)
+            for i in range(blocks)
         )
         self.attn = nn.ModuleList(AttnBlock(out_ch, groups) for _ in range(blocks if attn else 0))
         self.resample = resample
@@ -111,9 +97,9 @@ class MidBlock(nn.Module):
 
     def __init__(self, channels: int, groups: int, dropout: float):
         super().__init__()
-        self.res1 = ResBlock(channels, channels, groups, dropout)
+        self.res1 = ResBlock(channels, channels, groups, dropout, eps=EPS)
         self.attn = AttnBlock(channels, groups)
-        self.res2 = ResBlock(channels, channels, groups, dropout)
+        self.res2 = ResBlock(channels, channels, groups, dropout, eps=EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.res2(self.attn(self.res1(x)))
