@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from svq.demo_record import chat_figures
-from svq.eval.chat import evaluate_chat
+from svq.eval.chat_eval import evaluate_chat
 from svq.eval.judge import load_judge
 from svq.llm import SVQChat
 from svq.provenance import REPO, provenance

@@ -1,7 +1,7 @@
 """svq: an ordered 36-token image language for small causal LLMs.
 
 Models (import nothing above them):
-    config, configuration     SVQConfig and its presets; what every config dataclass shares
+    config, config_base       SVQConfig and its presets; what every config dataclass shares
     encoder, decoder, layers, conv_layers, model   the tokenizer: image <-> 36 ordered tokens
     codebook/                 k-means and the codebook (stage 2): tokens <-> ids
     spatial_vq, spatial_vq_layers   the position-aligned spatial VQ (the last mile)

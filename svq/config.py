@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .configuration import ConfigBase
+from .config_base import ConfigBase
 
 HEADS = ("v1", "v2", "none", "ln")
 ENCODERS = ("transformer", "conv")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .configuration import ConfigBase
+from .config_base import ConfigBase
 from .hub import HubMixin
 from .layers import bidirectional_encoder
 

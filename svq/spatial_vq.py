@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .configuration import ConfigBase
+from .config_base import ConfigBase
 from .hub import HubMixin
 from .images import check_images
 from .spatial_vq_layers import ConvDecoder, ConvEncoder

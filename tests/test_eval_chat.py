@@ -1,4 +1,4 @@
-"""svq.eval.chat and svq.eval.chat_scores: the scoring rules on hand-made cases (a right answer
+"""svq.eval.chat_eval and svq.eval.chat_scores: the scoring rules on hand-made cases (a right answer
 scores 1, a wrong or ambiguous one 0; requests read from the talk), the controls (a constant
 picture scores 0 on control-corrected identity and no more than the constant baseline on
 following; the blind majority answer), and `evaluate_chat` on a tiny model: the schema,
@@ -12,7 +12,7 @@ from test_llm_tiny import build_chat
 
 from svq.data import IDENTITY_ATTRIBUTES, SCHEMA
 from svq.data.dialogues import PHRASES
-from svq.eval.chat import (
+from svq.eval.chat_eval import (
     answer_phrases,
     answer_value,
     eval_dialogues,

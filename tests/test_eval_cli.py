@@ -81,7 +81,7 @@ def test_all_writes_the_report(run, tmp_path, capsys):
 def test_chat_passes_the_image_decoder(tmp_path, monkeypatch, capsys):
     """`svq eval chat --image_decoder svq` reaches evaluate_chat (model and evaluation faked:
     the real ones are tested in test_eval_chat.py)."""
-    import svq.eval.chat
+    import svq.eval.chat_eval
     import svq.llm.chat
 
     calls = []
@@ -90,7 +90,7 @@ def test_chat_passes_the_image_decoder(tmp_path, monkeypatch, capsys):
         calls.append((chat, num_dialogues, image_decoder))
         return {"dialogues": num_dialogues, "transcripts": []}
 
-    monkeypatch.setattr(svq.eval.chat, "evaluate_chat", fake_evaluate)
+    monkeypatch.setattr(svq.eval.chat_eval, "evaluate_chat", fake_evaluate)
     monkeypatch.setattr(svq.llm.chat.SVQChat, "from_pretrained", classmethod(lambda cls, d: "chat"))
     (tmp_path / "model").mkdir()
     argv = ["eval", "chat", "--model", str(tmp_path / "model"), "--out", str(tmp_path / "o"),

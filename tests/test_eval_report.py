@@ -218,9 +218,9 @@ def test_an_empty_run_folder_gives_a_report_of_not_run_sections(tmp_path):
 
 
 def test_chat_can_be_evaluated_afresh(tmp_path, monkeypatch):
-    """--rerun_chat: svq.eval.chat.evaluate_chat on RUN/sft/model (both faked here: the real ones
+    """--rerun_chat: chat_eval.evaluate_chat on RUN/sft/model (both faked here: the real ones
     are tested in their own files); its chat_eval.json lands in the report folder."""
-    import svq.eval.chat
+    import svq.eval.chat_eval
     import svq.llm.chat
 
     run = tmp_path / "run"
@@ -231,7 +231,7 @@ def test_chat_can_be_evaluated_afresh(tmp_path, monkeypatch):
         calls.append((chat, judge, num_dialogues, seed, lang))
         return {"dialogues": num_dialogues, "understanding": {"accuracy": 0.5}, "transcripts": []}
 
-    monkeypatch.setattr(svq.eval.chat, "evaluate_chat", fake_evaluate)
+    monkeypatch.setattr(svq.eval.chat_eval, "evaluate_chat", fake_evaluate)
     monkeypatch.setattr(svq.llm.chat.SVQChat, "from_pretrained", classmethod(lambda cls, d: "chat"))
     report = build_report(run, rerun_chat=True, chat_dialogues=3, **FAST)
     chat = report["sections"]["chat"]

@@ -9,7 +9,7 @@ import pytest
 
 from svq.data import make_dialogue, sample_identity
 from svq.data.grammar import parse_reply, sentences, stated_values
-from svq.eval.chat import words_per_picture
+from svq.eval.chat_eval import words_per_picture
 from svq.eval.chat_scores import DialogueRecord, Reply, Request, reply_scores
 
 

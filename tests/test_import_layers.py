@@ -72,7 +72,7 @@ def test_no_import_runs_back_up_the_layers():
     [
         ("svq.model", 0),
         ("svq.llm.chat", 0),
-        ("svq.eval.chat", 1),
+        ("svq.eval.chat_eval", 1),
         ("svq.train.common", 2),
         ("svq.commands.train", 3),
         ("svq.demo", 3),

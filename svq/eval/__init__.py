@@ -10,7 +10,7 @@ Parts:
     codebook_metrics  code usage, perplexity, dead codes, re-encode stability
     judge, gate       the attribute judge (shipped in judges/) and its gate before any score
     train_judge       trains a judge
-    chat, chat_scores chat figures: following, identity, understanding, replies, intervals
+    chat_eval, chat_scores  chat figures: following, identity, understanding, replies, intervals
     stats             bootstrap and Wilson intervals
     report, html, plots  one run folder -> report.json, report.html and PNG plots
     cli               `svq eval`

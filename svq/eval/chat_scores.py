@@ -2,7 +2,7 @@
 bootstrap interval over dialogues (`svq.eval.stats`); a single proportion's interval is at least
 its Wilson interval, so 0% and 100% keep a width.
 
-    records = [DialogueRecord(...), ...]  # one per evaluated dialogue (svq.eval.chat builds them)
+    records = [DialogueRecord(...), ...]  # one per evaluated dialogue (chat_eval builds them)
     report = chat_scores(records)             # following, drawn rate, identity, diversity, ...
 
 Why each control is there (a figure without one can be fooled):

@@ -99,7 +99,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_codebook)
 
     p = parts.add_parser(
-        "chat", help="instruction following, identity consistency, understanding (svq.eval.chat)"
+        "chat",
+        help="instruction following, identity consistency, understanding (svq.eval.chat_eval)",
     )
     _common(p, "an SVQChat folder (svq/llm/chat.py)")
     _judge(p)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from svq.configuration import ConfigBase
+from svq.config_base import ConfigBase
 from svq.data import SCHEMA
 from svq.hub import HubMixin
 

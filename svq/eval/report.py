@@ -368,7 +368,7 @@ def chat_section(
     seed: int = 0,
 ) -> dict:
     """RUN/sft/chat_eval.json (written by the SFT stage), or with `rerun` a fresh
-    `svq.eval.chat.evaluate_chat` of RUN/sft/model into out/chat/. Image paths in the transcripts
+    `chat_eval.evaluate_chat` of RUN/sft/model into out/chat/. Image paths in the transcripts
     stay relative to `base_dir`, the folder of the JSON. The scores of RUN/baseline (the same
     LLM writing the spatial VQ's grid serially) go beside them as "baseline" when present."""
     source = run / "sft" / "chat_eval.json"
@@ -396,14 +396,14 @@ def run_chat_eval(
     lang: str = "en",
     image_decoder: str | None = None,
 ) -> Path:
-    """Load an SVQChat folder, run `svq.eval.chat.evaluate_chat` (without a judge: no judged
+    """Load an SVQChat folder, run `svq.eval.chat_eval.evaluate_chat` (without a judge: no judged
     scores), write out/chat_eval.json and its pictures in out/images/. `image_decoder`: how
     written pictures become pixels ("vq_head", "svq"; default: the model's own)."""
     try:
-        from .chat import evaluate_chat
+        from .chat_eval import evaluate_chat
     except ImportError as error:
         raise NotRun(
-            f"the chat evaluation module svq/eval/chat.py is not available ({error})"
+            f"the chat evaluation module svq/eval/chat_eval.py is not available ({error})"
         ) from error
     from svq.llm.chat import SVQChat
 

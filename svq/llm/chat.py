@@ -27,7 +27,7 @@ from torch import nn
 from transformers import LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
 from svq.codebook import Codebook
-from svq.configuration import ConfigBase
+from svq.config_base import ConfigBase
 from svq.data import Preprocess, load_image, load_image_file
 from svq.images import to_uint8
 from svq.model import StyledVAEVQ

@@ -22,7 +22,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import PreTrainedModel
 
-from svq.configuration import ConfigBase
+from svq.config_base import ConfigBase
 
 from .embeddings import embeddings_tied
 from .vocabulary import ImageVocabulary

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from svq.configuration import ConfigBase
+from svq.config_base import ConfigBase
 from svq.hub import HubMixin
 
 

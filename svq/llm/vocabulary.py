@@ -15,7 +15,7 @@ import torch
 from tokenizers import AddedToken
 from transformers import PreTrainedTokenizerBase
 
-from svq.configuration import ConfigBase
+from svq.config_base import ConfigBase
 
 BOI = "<boi>"  # begin of image: the LLM writes it, then the image's tokens
 EOI = "<eoi>"  # end of image

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from svq.configuration import ConfigBase
+from svq.config_base import ConfigBase
 from svq.hub import HubMixin
 from svq.layers import bidirectional_encoder
 

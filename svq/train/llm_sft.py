@@ -19,7 +19,7 @@ Loss = lm_loss_weight * LM cross-entropy (text and image tokens) + vq_loss_weigh
 cross-entropy over the spatial grid; both are logged. The conventions of stage 1
 (`svq/train/common.py`): accelerate, gradient accumulation, atomic resumable checkpoints, progress,
 TensorBoard, a non-finite loss stops the run. Every `eval_steps` and at the end:
-`svq.eval.chat.evaluate_chat` on held-out dialogues (validation and held-out identities).
+`svq.eval.chat_eval.evaluate_chat` on held-out dialogues (validation and held-out identities).
 
 Writes OUTPUT_DIR/model (SVQChat.save_pretrained), OUTPUT_DIR/summary.json (what `main`
 returns), OUTPUT_DIR/chat_eval.json (+ images/) from the final evaluation, options.yaml,
@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from svq import StyledVAEVQ
-from svq.eval.chat import evaluate_chat
+from svq.eval.chat_eval import evaluate_chat
 from svq.eval.judge import load_judge
 from svq.llm import LoraOptions, SVQChat, collate
 from svq.llm.pretrain_data import PretrainDataset, text_chats

@@ -1,7 +1,7 @@
 """Chat metrics: does an image-speaking LLM draw what the talk asks for, keep its
 own look across its photos, and answer right about the user's photos?
 
-    from svq.eval.chat import evaluate_chat
+    from svq.eval.chat_eval import evaluate_chat
     report = evaluate_chat(chat, judge, num_dialogues=40, seed=0, out_dir="runs/eval-chat")
 
 Held-out dialogues: chats of the chat world's "validation" split (seen identities, new chats)
