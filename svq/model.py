@@ -50,6 +50,17 @@ class StyledVAEVQ(
     training pass with the head's noise and optional token dropout.
     """
 
+    # 2-D parameters that are lookup tables, not maps: trainers give them no weight decay
+    NO_DECAY = (
+        "encoder.cls_token",
+        "encoder.pos_embed",
+        "encoder.queries",
+        "encoder.head.atoms",
+        "decoder.pos_embed",
+        "decoder.const",  # the conv decoder's learned 4x4 input
+        "drop_token",
+    )
+
     config_class = SVQConfig
     # target "spatial_vq": the tokenizer that paints the predicted grid; see attach_spatial_vq.
     _spatial_vq: SpatialVQ | None = None

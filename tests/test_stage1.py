@@ -59,18 +59,18 @@ def test_yaml_first_then_flags_override(tmp_path):
 
 def test_no_weight_decay_on_norms_biases_and_tables():
     model = StyledVAEVQ(SVQConfig.from_preset("tiny", token_dropout="nested"))
-    decay, keep = common.param_groups(model, 0.1, stage1.NO_DECAY)
+    decay, keep = common.param_groups(model, 0.1, StyledVAEVQ.NO_DECAY)
     assert decay["weight_decay"] == 0.1 and keep["weight_decay"] == 0.0
     names = {id(p): n for n, p in model.named_parameters()}
     kept = {names[id(p)] for p in keep["params"]}
     decayed = {names[id(p)] for p in decay["params"]}
     assert len(kept) + len(decayed) == len(names) and not kept & decayed
     present = set(names.values())
-    assert set(stage1.NO_DECAY) - present == {"decoder.const"}  # the conv decoder's table
-    for table in set(stage1.NO_DECAY) & present:
+    assert set(StyledVAEVQ.NO_DECAY) - present == {"decoder.const"}  # the conv decoder's table
+    for table in set(StyledVAEVQ.NO_DECAY) & present:
         assert table in kept
     conv = StyledVAEVQ(SVQConfig.from_preset("tiny-conv"))
-    _, conv_keep = common.param_groups(conv, 0.1, stage1.NO_DECAY)
+    _, conv_keep = common.param_groups(conv, 0.1, StyledVAEVQ.NO_DECAY)
     assert any(p is conv.decoder.const for p in conv_keep["params"])
     assert "encoder.blocks.0.norm1.weight" in kept and "encoder.blocks.0.attn.qkv.bias" in kept
     assert "decoder.cond_blocks.0.norm1.norm.weight" in kept  # AdaLN's own LayerNorm

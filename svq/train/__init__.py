@@ -2,8 +2,12 @@
 (or `svq train <stage> ...`); CONFIG is a file or a shipped config's name (svq/configs/).
 
 Parts:
+    options         the option groups every stage composes (run, data, loss, optimiser, logs)
     common          options from YAML + flags, checkpoints and exact resume, optimiser groups,
                     schedule, the non-finite-loss stop, release folders and summaries
+    loop            the one optimisation loop; a stage gives it its loss and hooks (`Stage`)
+    image_data      the tokenizer stages' training loader and held-out pictures
+    pixel_loss      their reconstruction objective: MSE, L1, LPIPS
     stage1          the tokenizer: encoder, 36 continuous tokens, decoder
     attribute_loss  stage 1's auxiliary loss: the attribute record read from the first tokens
     stage2          the k-means codebook over the frozen encoder's tokens, then a decoder

@@ -26,18 +26,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
 
 from svq import StyledVAEVQ, SVQConfig
-from svq.data import ChatWorldDataset, ImageDataset, ImageStream, TarShards, open_source
 from svq.data.schema import SCHEMA
 from svq.eval.metrics import psnr, ssim
 from svq.eval.ordering import default_fill, encode_all, token_report
 from svq.images import save_grid
-from svq.lpips import LPIPS
 from svq.spatial_vq import SpatialVQ
 from svq.train import common
 from svq.train.attribute_loss import AttributeReadout, attribute_loss
+from svq.train.image_data import train_loader, validation_images
 from svq.train.loop import Stage, train_loop
 from svq.train.options import (
     EvalOptions,
@@ -48,18 +46,9 @@ from svq.train.options import (
     RunOptions,
     StepOptions,
 )
+from svq.train.pixel_loss import load_lpips, reconstruction_loss
 
 logger = logging.getLogger("stage1")
-# 2-D parameters that are lookup tables, not maps: no weight decay (see common.param_groups).
-NO_DECAY = (
-    "encoder.cls_token",
-    "encoder.pos_embed",
-    "encoder.queries",
-    "encoder.head.atoms",
-    "decoder.pos_embed",
-    "decoder.const",  # the conv decoder's learned 4x4 input
-    "drop_token",
-)
 
 
 @dataclass
@@ -107,78 +96,6 @@ class Stage1Options(
             raise ValueError("noise_start_ratio and noise_ramp_ratio must be in [0, 1]")
         if self.token_eval_images < 2 or self.num_val_images < self.token_eval_images:
             raise ValueError("need 2 <= token_eval_images <= num_val_images")
-
-
-# --- data ----------------------------------------------------------------------------------
-
-
-def train_loader(o: Stage1Options, size: int, labels: bool = False) -> tuple[DataLoader, bool]:
-    """The training loader and whether accelerate should shard it (map-style sources) or not
-    (streams, which shard themselves over ranks and workers). With `labels` (the world only)
-    the batches are WorldItem(image, labels)."""
-    generator = torch.Generator().manual_seed(o.seed)  # never touches the global RNG
-    common_args = {
-        "batch_size": o.per_device_train_batch_size,
-        "num_workers": o.dataloader_num_workers,
-        "drop_last": True,
-        "generator": generator,
-    }
-    if o.train_data == "world":  # every index a new picture: read in order, no shuffling
-        dataset = ChatWorldDataset(size, o.world_length, o.world_seed, "train", labels=labels)
-        return DataLoader(dataset, shuffle=False, **common_args), True
-    source = open_source(o.train_data, o.dataset_split)
-    if isinstance(source, TarShards):
-        stream = ImageStream(
-            source, size, train=o.random_crop, hflip=o.hflip, shuffle=True, seed=o.seed, repeat=True
-        )
-        return DataLoader(stream, **common_args), False
-    dataset = ImageDataset(source, size, train=o.random_crop, hflip=o.hflip)
-    return DataLoader(dataset, shuffle=True, **common_args), True
-
-
-def validation_images(o: Stage1Options, size: int, need: int = 1) -> torch.Tensor | None:
-    """The held-out images (num_val_images, 3, size, size), the same on every run; at least
-    `need` of them. (Also used by svq/train/vq.py, whose options share these data fields.)"""
-    if o.validation_data is None:
-        return None
-    if o.validation_data == "world":
-        dataset = ChatWorldDataset(size, o.num_val_images, o.world_seed, "validation")
-    else:
-        dataset = ImageDataset(open_source(o.validation_data, "validation"), size, train=False)
-    count = min(o.num_val_images, len(dataset))
-    if count < need:
-        raise ValueError(f"{o.validation_data} has {count} images, fewer than the {need} needed")
-    return torch.stack([dataset[i] for i in range(count)])
-
-
-# --- loss ----------------------------------------------------------------------------------
-
-
-def load_lpips(o: Stage1Options) -> LPIPS | None:
-    if o.lpips_weight == 0:
-        return None
-    try:
-        return LPIPS.from_pretrained(o.lpips_trunk_path, o.lpips_linear_path)
-    except FileNotFoundError as error:
-        raise FileNotFoundError(
-            f"{error}\n(stage 1: the perceptual loss has lpips_weight {o.lpips_weight}; "
-            "pass --lpips_weight 0 to train with pixel losses only)"
-        ) from None
-
-
-def reconstruction_loss(
-    recon: torch.Tensor, images: torch.Tensor, o: Stage1Options, lpips: LPIPS | None
-) -> dict[str, torch.Tensor]:
-    """The weighted loss and its terms, fp32 scalars. recon, images: (B, 3, H, W)."""
-    recon = recon.float()
-    terms = {"mse": F.mse_loss(recon, images)}
-    if o.l1_weight > 0:
-        terms["l1"] = F.l1_loss(recon, images)
-    if lpips is not None:
-        terms["lpips"] = lpips(recon, images).mean()
-    weights = {"mse": o.mse_weight, "l1": o.l1_weight, "lpips": o.lpips_weight}
-    terms["loss"] = sum(weights[k] * v for k, v in terms.items())
-    return terms
 
 
 def load_spatial_vq(o: Stage1Options) -> SpatialVQ | None:
@@ -305,7 +222,7 @@ def main(o: Stage1Options) -> dict:
 
     # --- optimiser and schedule
     optimizer = torch.optim.AdamW(
-        common.param_groups(model, o.weight_decay, NO_DECAY),
+        common.param_groups(model, o.weight_decay, StyledVAEVQ.NO_DECAY),
         lr=o.learning_rate,
         betas=(o.adam_beta1, o.adam_beta2),
         eps=o.adam_epsilon,

@@ -51,7 +51,8 @@ from svq.eval.metrics import psnr, ssim
 from svq.eval.ordering import encode_all
 from svq.images import save_grid
 from svq.progress import progress_bar
-from svq.train import common, stage1
+from svq.train import common
+from svq.train.image_data import train_loader, validation_images
 from svq.train.loop import Stage, train_loop
 from svq.train.options import (
     ImageDataOptions,
@@ -60,6 +61,7 @@ from svq.train.options import (
     PixelLossOptions,
     RunOptions,
 )
+from svq.train.pixel_loss import load_lpips, reconstruction_loss
 
 logger = logging.getLogger("stage2")
 FEATURES_FORMAT = {"format": "svq.features", "version": 1}  # features.json: what the file is
@@ -147,17 +149,6 @@ def feature_images(o: Stage2Options, size: int) -> ImageDataset | ChatWorldDatas
     if isinstance(source, TarShards):  # no random access: each process reads its own shards
         return ImageStream(source, size, train=False)
     return ImageDataset(source, size, train=False)
-
-
-def validation_images(o: Stage2Options, size: int) -> torch.Tensor | None:
-    """The held-out images (num_val_images, 3, size, size), the same on every run."""
-    if o.validation_data is None:
-        return None
-    if o.validation_data == "world":
-        dataset = ChatWorldDataset(size, o.num_val_images, o.world_seed, "validation")
-    else:
-        dataset = ImageDataset(open_source(o.validation_data, "validation"), size, train=False)
-    return torch.stack([dataset[i] for i in range(min(o.num_val_images, len(dataset)))])
 
 
 # --- 1. features ---------------------------------------------------------------------------
@@ -397,13 +388,12 @@ def finetune(
     if o.finetune_encoder:
         model.encoder.requires_grad_(True)
     net = QuantizedAutoencoder(model, o.finetune_encoder)
-    # Stage 2 has stage 1's data and loss fields, so stage 1's helpers serve unchanged.
-    loader, shard = stage1.train_loader(o, model.config.image_size)
-    lpips = stage1.load_lpips(o)
+    loader, shard = train_loader(o, model.config.image_size)
+    lpips = load_lpips(o)
     if lpips is not None:
         lpips.to(accelerator.device)
     optimizer = torch.optim.AdamW(
-        common.param_groups(model, o.weight_decay, stage1.NO_DECAY),
+        common.param_groups(model, o.weight_decay, StyledVAEVQ.NO_DECAY),
         lr=o.learning_rate,
         betas=(o.adam_beta1, o.adam_beta2),
         eps=o.adam_epsilon,
@@ -422,7 +412,7 @@ def finetune(
         images = batch.to(accelerator.device, non_blocking=True)
         recon = net(images)
         with accelerator.autocast():
-            return stage1.reconstruction_loss(recon, images, o, lpips)
+            return reconstruction_loss(recon, images, o, lpips)
 
     result = train_loop(
         accelerator, o, Stage(loss=loss, prefix="finetune"),

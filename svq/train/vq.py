@@ -35,6 +35,7 @@ from svq.eval.metrics import psnr, ssim
 from svq.images import save_grid
 from svq.spatial_vq import SpatialVQ, SpatialVQConfig
 from svq.train import common
+from svq.train.image_data import train_loader, validation_images
 from svq.train.loop import Stage, train_loop
 from svq.train.options import (
     EvalOptions,
@@ -45,7 +46,7 @@ from svq.train.options import (
     RunOptions,
     StepOptions,
 )
-from svq.train.stage1 import load_lpips, reconstruction_loss, train_loader, validation_images
+from svq.train.pixel_loss import load_lpips, reconstruction_loss
 
 logger = logging.getLogger("vq")
 
