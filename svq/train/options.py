@@ -114,3 +114,11 @@ class EvalOptions:
     """How often the run validates."""
 
     eval_steps: int = 500  # also at the end; 0: only at the end
+
+
+@dataclass
+class ImageTrainingOptions(
+    EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, PixelLossOptions,
+    ImageDataOptions, RunOptions,
+):  # fmt: skip
+    """Every group a tokenizer trained on pictures uses (stage 1, the spatial VQ)."""

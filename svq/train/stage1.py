@@ -37,25 +37,14 @@ from svq.train import common
 from svq.train.attribute_loss import AttributeReadout, attribute_loss
 from svq.train.image_data import train_loader, validation_images
 from svq.train.loop import Stage, train_loop
-from svq.train.options import (
-    EvalOptions,
-    ImageDataOptions,
-    LoggingOptions,
-    OptimizerOptions,
-    PixelLossOptions,
-    RunOptions,
-    StepOptions,
-)
+from svq.train.options import ImageTrainingOptions
 from svq.train.pixel_loss import load_lpips, reconstruction_loss
 
 logger = logging.getLogger("stage1")
 
 
 @dataclass
-class Stage1Options(
-    EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, PixelLossOptions,
-    ImageDataOptions, RunOptions,
-):  # fmt: skip
+class Stage1Options(ImageTrainingOptions):
     """Every option of a stage-1 run: the shared groups (svq/train/options.py) and these. A YAML
     file gives them first; `--flag value` overrides it."""
 

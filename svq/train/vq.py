@@ -37,25 +37,14 @@ from svq.spatial_vq import SpatialVQ, SpatialVQConfig
 from svq.train import common
 from svq.train.image_data import train_loader, validation_images
 from svq.train.loop import Stage, train_loop
-from svq.train.options import (
-    EvalOptions,
-    ImageDataOptions,
-    LoggingOptions,
-    OptimizerOptions,
-    PixelLossOptions,
-    RunOptions,
-    StepOptions,
-)
+from svq.train.options import ImageTrainingOptions
 from svq.train.pixel_loss import load_lpips, reconstruction_loss
 
 logger = logging.getLogger("vq")
 
 
 @dataclass
-class VQOptions(
-    EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, PixelLossOptions,
-    ImageDataOptions, RunOptions,
-):  # fmt: skip
+class VQOptions(ImageTrainingOptions):
     """Every option of a spatial VQ run: the shared groups (svq/train/options.py, as stage 1's)
     and these. A YAML file first; `--flag value` wins."""
 
