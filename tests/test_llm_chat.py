@@ -81,6 +81,14 @@ def test_batch_mixing_conversations_with_and_without_pictures(chat):
             torch.testing.assert_close(out.logits[row, :t], alone.logits[0], rtol=1e-4, atol=1e-4)
     assert torch.isfinite(out.loss) and out.vq_loss is not None and out.vq_loss > 0
     torch.testing.assert_close(out.loss, out.lm_loss + out.vq_loss)
+    weights = chat.config.lm_loss_weight, chat.config.vq_loss_weight
+    chat.config.lm_loss_weight, chat.config.vq_loss_weight = 0.25, 2.0  # the config weighs
+    try:
+        with torch.no_grad():
+            weighed = chat(batch)
+    finally:
+        chat.config.lm_loss_weight, chat.config.vq_loss_weight = weights
+    torch.testing.assert_close(weighed.loss, 0.25 * out.lm_loss + 2.0 * out.vq_loss)
     # generation, batched with left padding, answers each conversation as alone
     prompts = [m[:2] for m in mixed]
     together = chat.generate(prompts, max_new_tokens=40, image_decoder="svq")

@@ -65,7 +65,8 @@ class SVQChatConfig(ConfigBase):
     mode: str = "full"  # "full": every LLM weight trains; "lora": peft adapter + new rows
     lora: dict[str, Any] | None = None  # LoraOptions.to_dict() in LoRA mode
     image_decoder: str = "vq_head"  # default route: VQ head + spatial decoder, or "svq"
-    vq_loss_weight: float = 1.0  # weight of the VQ head's loss in `forward`
+    lm_loss_weight: float = 1.0  # `forward`'s loss = lm_loss_weight * LM + vq_loss_weight * VQ
+    vq_loss_weight: float = 1.0
     image_tokenizer: str = "svq"  # what the LLM writes: svq ids, or spatial ids (baseline)
 
     def __post_init__(self) -> None:
@@ -80,7 +81,8 @@ class SVQChatConfig(ConfigBase):
             self.image_decoder in IMAGE_DECODERS,
             f"image_decoder {self.image_decoder!r} is not one of {IMAGE_DECODERS}",
         )
-        need(self.vq_loss_weight >= 0, f"vq_loss_weight must be >= 0, got {self.vq_loss_weight}")
+        for name in ("lm_loss_weight", "vq_loss_weight"):
+            need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(
             self.image_tokenizer in IMAGE_TOKENIZERS,
             f"image_tokenizer {self.image_tokenizer!r} is not one of {IMAGE_TOKENIZERS}",
@@ -96,7 +98,7 @@ class SVQChatConfig(ConfigBase):
 class SVQChatOutput:
     """What `SVQChat.forward` returns."""
 
-    loss: torch.Tensor  # () lm_loss + vq_loss_weight * vq_loss
+    loss: torch.Tensor  # () lm_loss_weight * lm_loss + vq_loss_weight * vq_loss (the config's)
     lm_loss: torch.Tensor  # () next-token cross-entropy over the labelled (assistant) tokens
     vq_loss: torch.Tensor | None  # () VQ head cross-entropy; None without targets or head
     logits: torch.Tensor | None  # (B, T, V); None with forward(..., full_logits=False)
@@ -345,7 +347,9 @@ class SVQChat(nn.Module):
                 rows, positions = batch.code_rows[keep], batch.code_positions[keep]
                 hidden = out.hidden_states[-1][rows.unsqueeze(1), positions]  # (G, N, D)
                 vq_loss = self.vq_head.loss(hidden, batch.vq_targets[keep])
-        loss = lm_loss if vq_loss is None else lm_loss + self.config.vq_loss_weight * vq_loss
+        loss = self.config.lm_loss_weight * lm_loss
+        if vq_loss is not None:
+            loss = loss + self.config.vq_loss_weight * vq_loss
         return SVQChatOutput(loss=loss, lm_loss=lm_loss, vq_loss=vq_loss, logits=logits)
 
     @torch.no_grad()

@@ -7,7 +7,7 @@ Parts:
                     schedule, the non-finite-loss stop, release folders and summaries
     loop            the one optimisation loop; a stage gives it its loss and hooks (`Stage`)
     image_data      the tokenizer stages' training loader and held-out pictures
-    pixel_loss      their reconstruction objective: MSE, L1, LPIPS
+    losses          their objectives: MSE + L1 + LPIPS, or a code head's cross-entropy
     stage1          the tokenizer: encoder, 36 continuous tokens, decoder
     attribute_loss  stage 1's auxiliary loss: the attribute record read from the first tokens
     stage2          the k-means codebook over the frozen encoder's tokens, then a decoder

@@ -15,7 +15,8 @@ every picture is encoded once into a cache (OUTPUT_DIR/image_cache unless `cache
 Assistant pictures are targets (36 ids: LM labels; spatial ids: VQ-head labels), user pictures
 are understood (features through the projector); labels on assistant turns only.
 
-Loss = lm_loss_weight * LM cross-entropy (text and image tokens) + vq_loss_weight * VQ-head
+Loss (the chat model's `forward`, weighted by its config from these options) = lm_loss_weight * LM
+cross-entropy (text and image tokens) + vq_loss_weight * VQ-head
 cross-entropy over the spatial grid; both are logged. The conventions of stage 1
 (`svq/train/common.py`): accelerate, gradient accumulation, atomic resumable checkpoints, progress,
 TensorBoard, a non-finite loss stops the run. Every `eval_steps` and at the end:
@@ -167,17 +168,18 @@ def build_model(o: SFTOptions) -> SVQChat:
         chat = SVQChat.build(llm, svq, spatial, tokenizer=tokenizer, **kwargs)
     else:
         chat = SVQChat.build(o.llm, svq, spatial, **kwargs)
-    chat.config.vq_loss_weight = o.vq_loss_weight
+    chat.config.lm_loss_weight, chat.config.vq_loss_weight = o.lm_loss_weight, o.vq_loss_weight
     if o.gradient_checkpointing:
         chat.llm.gradient_checkpointing_enable()
     return chat
 
 
-def sft_loss(chat_output, o: SFTOptions) -> dict[str, torch.Tensor]:
-    """The weighted loss and its terms (vq 0 when the batch has no spatial targets)."""
+def sft_loss(chat_output) -> dict[str, torch.Tensor]:
+    """The model's loss (weighted by its config, which `build_model` set from the options) and
+    its terms for the logs (vq 0 when the batch has no spatial targets)."""
     lm = chat_output.lm_loss.float()
     vq = chat_output.vq_loss.float() if chat_output.vq_loss is not None else lm.new_zeros(())
-    return {"loss": o.lm_loss_weight * lm + o.vq_loss_weight * vq, "lm_loss": lm, "vq_loss": vq}
+    return {"loss": chat_output.loss.float(), "lm_loss": lm, "vq_loss": vq}
 
 
 def shuffled_loader(dataset, batch_size: int, pad: int, seed: int, o: SFTOptions) -> DataLoader:
@@ -225,7 +227,7 @@ def pretrain(model, optimizer, accelerator, o: SFTOptions, data, images) -> dict
             batch = next(batches).to(accelerator.device)
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    terms = sft_loss(model(batch, full_logits=False), o)
+                    terms = sft_loss(model(batch, full_logits=False))
                 common.backward_step(accelerator, terms["loss"], model, optimizer, o, step, None)
         scheduler.step()
         if step % o.logging_steps == 0 or step == o.pretrain_steps:
@@ -352,7 +354,7 @@ def main(o: SFTOptions) -> dict:
     # --- loop
     def loss(batch: Any, step: int) -> dict[str, torch.Tensor]:
         with accelerator.autocast():
-            return sft_loss(model(batch.to(accelerator.device), full_logits=False), o)
+            return sft_loss(model(batch.to(accelerator.device), full_logits=False))
 
     def validate_at(step: int, final: bool) -> dict[str, Any] | None:
         periodic = o.eval_steps and step % o.eval_steps == 0 and not final  # final: below

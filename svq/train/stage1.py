@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from accelerate.utils import set_seed
 
 from svq import StyledVAEVQ, SVQConfig
@@ -37,8 +36,8 @@ from svq.train import common
 from svq.train.attribute_loss import AttributeReadout, attribute_loss
 from svq.train.image_data import train_loader, validation_images
 from svq.train.loop import Stage, train_loop
+from svq.train.losses import code_loss, load_lpips, reconstruction_loss
 from svq.train.options import ImageTrainingOptions
-from svq.train.pixel_loss import load_lpips, reconstruction_loss
 
 logger = logging.getLogger("stage1")
 
@@ -93,15 +92,6 @@ def load_spatial_vq(o: Stage1Options) -> SpatialVQ | None:
         return None
     spatial = SpatialVQ.from_pretrained(o.spatial_vq_path).eval().requires_grad_(False)
     return spatial
-
-
-def code_loss(logits: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Target "spatial_vq": cross-entropy of the decoder's logits (B, S*S, K) against the
-    spatial tokenizer's ids (B, S*S), and the accuracy of the most likely code."""
-    logits = logits.float()
-    ce = F.cross_entropy(logits.flatten(0, 1), ids.flatten())
-    accuracy = (logits.argmax(-1) == ids).float().mean().detach()
-    return {"ce": ce, "code_accuracy": accuracy, "loss": ce}
 
 
 # --- validation ----------------------------------------------------------------------------

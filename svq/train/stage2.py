@@ -54,6 +54,7 @@ from svq.progress import progress_bar
 from svq.train import common
 from svq.train.image_data import train_loader, validation_images
 from svq.train.loop import Stage, train_loop
+from svq.train.losses import load_lpips, reconstruction_loss
 from svq.train.options import (
     ImageDataOptions,
     LoggingOptions,
@@ -61,7 +62,6 @@ from svq.train.options import (
     PixelLossOptions,
     RunOptions,
 )
-from svq.train.pixel_loss import load_lpips, reconstruction_loss
 
 logger = logging.getLogger("stage2")
 FEATURES_FORMAT = {"format": "svq.features", "version": 1}  # features.json: what the file is

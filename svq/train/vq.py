@@ -37,8 +37,8 @@ from svq.spatial_vq import SpatialVQ, SpatialVQConfig
 from svq.train import common
 from svq.train.image_data import train_loader, validation_images
 from svq.train.loop import Stage, train_loop
+from svq.train.losses import load_lpips, reconstruction_loss
 from svq.train.options import ImageTrainingOptions
-from svq.train.pixel_loss import load_lpips, reconstruction_loss
 
 logger = logging.getLogger("vq")
 

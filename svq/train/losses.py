@@ -1,6 +1,8 @@
-"""The reconstruction objective of the tokenizer stages (stage 1, stage 2's fine-tune, the
-spatial VQ): weighted MSE, L1 and LPIPS(VGG16) on [-1, 1] pixels, from their
-`PixelLossOptions` (svq/train/options.py)."""
+"""The tokenizer stages' objectives, owned here and not by the models (they need LPIPS, which no
+model owns): `reconstruction_loss`, weighted MSE, L1 and LPIPS(VGG16) on [-1, 1] pixels from
+`PixelLossOptions` (stage 1, stage 2's fine-tune, the spatial VQ, which adds its quantiser's
+own loss from `forward`); `code_loss`, stage 1's objective for a decoder with target
+"spatial_vq". (The chat model's losses are its `forward`'s, weighted by its config.)"""
 
 from __future__ import annotations
 
@@ -37,3 +39,12 @@ def reconstruction_loss(
     weights = {"mse": o.mse_weight, "l1": o.l1_weight, "lpips": o.lpips_weight}
     terms["loss"] = sum(weights[k] * v for k, v in terms.items())
     return terms
+
+
+def code_loss(logits: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Target "spatial_vq": cross-entropy of the decoder's logits (B, S*S, K) against the
+    spatial tokenizer's ids (B, S*S), and the accuracy of the most likely code."""
+    logits = logits.float()
+    ce = F.cross_entropy(logits.flatten(0, 1), ids.flatten())
+    accuracy = (logits.argmax(-1) == ids).float().mean().detach()
+    return {"ce": ce, "code_accuracy": accuracy, "loss": ce}
