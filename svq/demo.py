@@ -7,7 +7,7 @@ Stages, each a training script's `main` (or the eval suite) with the options of
 `svq/configs/demo_<budget>.yaml` (a stage's config file + overrides):
 
     judge    the attribute judge the eval suite scores with: a judge the repository ships
-             (svq/eval/judges/, trained by svq/eval/train_judge.py), or one trained here
+             (svq/eval/judges/, trained by svq/train/judge.py), or one trained here
     stage1   the tokenizer: 36 continuous tokens (svq/train/stage1.py)
     stage2   the k-means vocabulary + decoder fine-tune on ids (svq/train/stage2.py)
     vq       the spatial VQ tokenizer, the last mile (svq/train/vq.py)
@@ -111,7 +111,7 @@ def script_argv(stage: str, options: dict[str, Any], run: Path) -> list[str]:
 def run_judge(run: Path, options: dict[str, Any]) -> None:
     """{"shipped": SIZE}: copy the judge the repository ships for SIZE px pictures into
     RUN/judge (the eval suite gates it at the run's picture size); otherwise train one with
-    those svq/eval/train_judge.py options."""
+    those svq/train/judge.py options."""
     options = dict(options)
     size = options.pop("shipped", None)
     if size is not None:
@@ -126,7 +126,7 @@ def run_judge(run: Path, options: dict[str, Any]) -> None:
         for name in ("config.json", "model.safetensors", "run_config.json", "metrics.json"):
             (folder / f"{name}.tmp").replace(folder / name)  # metrics.json (DONE) last
         return
-    from svq.eval.train_judge import train as train_judge
+    from svq.train.judge import train as train_judge
 
     train_judge(run / "judge", **options)
 

@@ -122,8 +122,8 @@ def test_demo_budgets_parse_for_every_stage(tmp_path):
     would otherwise surface minutes into a demo)."""
     from svq.demo import SCRIPT_OPTIONS, script_argv
     from svq.eval.judge import shipped_judge
-    from svq.eval.train_judge import JudgeTrainingArguments
     from svq.train import common
+    from svq.train.judge import JudgeOptions
 
     for budget in ("test", "quick", "standard"):
         table = load_budget(budget)
@@ -132,7 +132,7 @@ def test_demo_budgets_parse_for_every_stage(tmp_path):
             assert set(table["judge"]) == {"shipped"}
             assert (shipped_judge(table["judge"]["shipped"]) / "model.safetensors").is_file()
         else:
-            JudgeTrainingArguments(output_dir=str(tmp_path), **table["judge"])
+            JudgeOptions(output_dir=str(tmp_path), **table["judge"])
         for stage, (module, options_class) in SCRIPT_OPTIONS.items():
             cls = getattr(importlib.import_module(module), options_class)
             options = common.parse_options(cls, script_argv(stage, table[stage], tmp_path))

@@ -8,7 +8,7 @@ import pytest
 from svq.data import ATTRIBUTES
 from svq.eval.gate import START, THRESHOLD, judge_gate
 from svq.eval.judge import load_judge, shipped_judge
-from svq.eval.train_judge import train
+from svq.train.judge import train
 
 
 @pytest.mark.parametrize("size", [32, 64])
@@ -34,7 +34,7 @@ def test_the_gate_reads_pictures_the_judge_was_not_scored_on(size):
 
 def test_the_gate_refuses_an_under_trained_judge(tmp_path):
     folder = train(tmp_path / "judge", preset="tiny", image_size=32, max_steps=3, eval_images=8,
-                   num_workers=0)  # fmt: skip
+                   dataloader_num_workers=0)  # fmt: skip
     gate = judge_gate(load_judge(folder), 32, n_images=64)
     assert not gate.passed and gate.failing
     assert all(gate.accuracy[name] < THRESHOLD for name in gate.failing)

@@ -9,7 +9,7 @@ from transformers import HfArgumentParser
 
 from svq.data import ATTRIBUTES, SCHEMA
 from svq.eval.judge import AttributeJudge, JudgeConfig, JudgeOutput, load_judge
-from svq.eval.train_judge import JudgeTrainingArguments, blur_and_noise, confusion, main
+from svq.train.judge import JudgeOptions, blur_and_noise, confusion, main
 
 
 def tiny(**overrides) -> AttributeJudge:
@@ -125,12 +125,12 @@ def test_confusion_rows_are_true_values():
 
 def test_training_script_learns_and_writes_a_loadable_judge(tmp_path):
     # Options come through HfArgumentParser, as on the command line.
-    (args,) = HfArgumentParser(JudgeTrainingArguments).parse_args_into_dataclasses(
+    (args,) = HfArgumentParser(JudgeOptions).parse_args_into_dataclasses(
         args=[
             "--output_dir", str(tmp_path / "judge"), "--preset", "tiny", "--image_size", "32",
-            "--max_steps", "40", "--batch_size", "32", "--lr", "5e-3", "--warmup_steps", "5",
-            "--eval_images", "64", "--eval_every", "20", "--num_workers", "0", "--bf16", "false",
-            "--augment", "0.3",
+            "--max_steps", "40", "--per_device_train_batch_size", "32", "--learning_rate", "5e-3",
+            "--warmup_steps", "5", "--eval_images", "64", "--eval_steps", "20",
+            "--dataloader_num_workers", "0", "--bf16", "false", "--augment", "0.3",
         ]
     )  # fmt: skip
     metrics = main(args)
@@ -157,15 +157,16 @@ def test_training_script_learns_and_writes_a_loadable_judge(tmp_path):
     judge = load_judge(out)
     assert judge.config.image_size == 32
     # a fine-tune starts from those weights, at half size too; another config is refused
-    again = JudgeTrainingArguments(
+    again = JudgeOptions(
         output_dir=str(tmp_path / "tuned"), preset="tiny", image_size=32, max_steps=2,
-        batch_size=8, lr=1e-9, warmup_steps=1, eval_images=8, num_workers=0, augment=0.0,
+        per_device_train_batch_size=8, learning_rate=1e-9, warmup_steps=1, eval_images=8,
+        dataloader_num_workers=0, augment=0.0,
         half_size=1.0, init_from=str(out),
     )  # fmt: skip
     main(again)
     tuned = load_judge(tmp_path / "tuned")
     for a, b in zip(judge.parameters(), tuned.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-5)  # lr ~0: the weights it started from
-    other = JudgeTrainingArguments(**{**vars(again), "image_size": 64})
+    other = JudgeOptions(**{**vars(again), "image_size": 64, "output_dir": str(tmp_path / "o")})
     with pytest.raises(ValueError, match="judge of another config"):
         main(other)

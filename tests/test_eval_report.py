@@ -241,10 +241,10 @@ def test_chat_can_be_evaluated_afresh(tmp_path, monkeypatch):
 
 
 def test_a_quick_judge_trained_into_the_run_is_reported(tmp_path):
-    from svq.eval.train_judge import train
+    from svq.train.judge import train
 
     options = {"preset": "tiny", "image_size": 32, "max_steps": 2, "eval_images": 8,
-               "num_workers": 0}  # fmt: skip
+               "dataloader_num_workers": 0}  # fmt: skip
     assert train(tmp_path / "judge", **options) == tmp_path / "judge"
     report = build_report(tmp_path, **FAST)
     training = report["sections"]["training"]

@@ -44,7 +44,7 @@ def _judge(parser: argparse.ArgumentParser, required: bool = False) -> None:
     parser.add_argument(
         "--judge",
         required=required,
-        help="an AttributeJudge folder (svq.eval.train_judge); without it judge scores are skipped",
+        help="an AttributeJudge folder (svq.train.judge); without it judge scores are skipped",
     )
 
 

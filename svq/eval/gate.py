@@ -54,7 +54,7 @@ class GateResult:
         return (
             f"judged figures refused: the judge failed its gate on {self.n_images} fresh clean "
             f"{self.image_size} px renders ({below}; needs >= {self.threshold:.0%} on every "
-            "attribute): train a better judge with svq/eval/train_judge.py"
+            "attribute): train a better judge with svq/train/judge.py"
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The attribute judge: a small CNN that reads every chat-world attribute off a picture.
 
-It is trained on exact renderer labels only (`svq/eval/train_judge.py`), never on tokenizer output,
+It is trained on exact renderer labels only (`svq/train/judge.py`), never on tokenizer output,
 and then scores what the tokenizer and the LLM draw: reconstructions, token swaps, generated
 pictures. One classification head per attribute of the schema it was trained on.
 
@@ -243,7 +243,7 @@ class AttributeJudge(nn.Module, HubMixin, library_name="svq", tags=["svq", "attr
             order = "" if diff else " (same attributes, different order)"
             raise ValueError(
                 f"the judge was trained on another schema{order}: differs in {diff}; retrain it "
-                "with svq/eval/train_judge.py"
+                "with svq/train/judge.py"
             )
 
     def _check_labels(self, labels: torch.Tensor, batch: int) -> None:
@@ -256,12 +256,11 @@ class AttributeJudge(nn.Module, HubMixin, library_name="svq", tags=["svq", "attr
 
 
 # The judges the repository ships, one per picture size (config.json + model.safetensors +
-# run_config.json + metrics.json, the training record): `judges/world64` is
-# `python -m svq.eval.train_judge --output_dir DIR --max_steps 2500 --eval_images 4000`, and
-# `judges/world32` is it fine-tuned: `--init_from svq/eval/judges/world64 --max_steps 800
-# --warmup_steps 50 --lr 1e-3 --half_size 0.5 --eval_images 4000`. Unchanged, the 64 px judge
-# misses the gate on 32 px renders (skin tone 97.0% of 1,024); a judge trained at 32 px from
-# scratch (4,000 steps) read skin tone at 91%.
+# run_config.json + metrics.json, the training record): `judges/world64` was trained for
+# 2,500 steps of 64 pictures, and `judges/world32` is it fine-tuned 800 steps with half-size
+# batches (docs/RESULTS_judge.md has the commands and the trainer's commit). Unchanged, the
+# 64 px judge misses the gate on 32 px renders (skin tone 97.0% of 1,024); a judge trained
+# at 32 px from scratch (4,000 steps) read skin tone at 91%.
 # tests/test_eval_gate.py re-renders fresh pictures and checks that each still passes its gate.
 SHIPPED_JUDGES = Path(__file__).resolve().parent / "judges"
 
@@ -278,7 +277,7 @@ def shipped_judge(image_size: int) -> Path:
 def load_judge(
     path: str | Path = "runs/judge", device: str | torch.device = "cpu"
 ) -> AttributeJudge:
-    """The judge saved by svq/eval/train_judge.py, in eval mode, checked against today's SCHEMA."""
+    """The judge saved by svq/train/judge.py, in eval mode, checked against today's SCHEMA."""
     judge = AttributeJudge.from_pretrained(path).to(device).eval()
     judge.check_schema()
     return judge

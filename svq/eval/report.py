@@ -61,9 +61,7 @@ SECTIONS = (
     "spatial_vq",
     "chat",
 )
-JUDGE_HELP = (
-    "train one with `python -m svq.eval.train_judge --output_dir RUN/judge` (or --judge DIR)"
-)
+JUDGE_HELP = "train one with `python -m svq.train.judge --output_dir RUN/judge` (or --judge DIR)"
 
 
 class NotRun(Exception):
