@@ -29,8 +29,9 @@ def parts(tmp_path_factory, request):
 def options(parts, out, *flags):
     argv = ["--svq_path", str(parts["svq"]), "--spatial_vq_path", str(parts["spatial"]),
             "--output_dir", str(out), "--num_train_images", "24", "--num_val_images", "8",
-            "--max_steps", "3", "--batch_size", "8", "--width", "32", "--depth", "1",
-            "--heads", "2", "--logging_steps", "1", "--decode_steps", "1", "2", *flags]  # fmt: skip
+            "--max_steps", "3", "--per_device_train_batch_size", "8", "--width", "32",
+            "--depth", "1", "--heads", "2", "--logging_steps", "1", "--decode_steps", "1", "2",
+            *flags]  # fmt: skip
     return common.parse_options(script.IdsToGridOptions, argv)
 
 

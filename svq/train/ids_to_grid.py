@@ -5,8 +5,9 @@
         --output_dir runs/ids-to-grid
 
 Both tokenizers encode `num_train_images` chat-world training pictures once (the ids fit in
-memory); the model trains `max_steps` batches drawn from them (AdamW, warm-up + cosine, label
-smoothing, MaskGIT masking unless --no_masked). At the end, on `num_val_images` validation
+memory); the model trains `max_steps` batches drawn from them in the loop every stage shares
+(AdamW, warm-up + cosine, checkpoints and --resume; label smoothing, MaskGIT masking unless
+--no_masked). At the end, on `num_val_images` validation
 pictures it reports (OUTPUT_DIR/summary.json, with the command, commit and machine; the
 release is OUTPUT_DIR/model):
 
@@ -24,11 +25,12 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import get_cosine_schedule_with_warmup
+from accelerate.utils import set_seed
 
 from svq import StyledVAEVQ
 from svq.data import ChatWorldDataset
@@ -40,13 +42,15 @@ from svq.progress import progress_bar
 from svq.provenance import provenance
 from svq.spatial_vq import SpatialVQ
 from svq.train import common
+from svq.train.loop import Stage, train_loop
+from svq.train.options import LoggingOptions, OptimizerOptions, RunOptions, StepOptions
 
 logger = logging.getLogger("ids_to_grid")
 
 
 @dataclass
-class IdsToGridOptions:
-    """Every option of an ids-to-grid run."""
+class IdsToGridOptions(LoggingOptions, OptimizerOptions, StepOptions, RunOptions):
+    """Every option of an ids-to-grid run: the shared groups (svq/train/options.py) and these."""
 
     svq_path: str = ""  # a tokenizer release with its codebook (svq/train/stage2.py's OUT/model)
     spatial_vq_path: str = ""  # a spatial VQ release (svq/train/vq.py's OUT/model)
@@ -62,27 +66,26 @@ class IdsToGridOptions:
     heads: int = 4
     mlp_ratio: float = 4.0
     dropout: float = 0.1
-    # --- optimisation
-    max_steps: int = 2_000
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    max_grad_norm: float = 1.0
+    # --- loss
     label_smoothing: float = 0.1
     masked: bool = True  # MaskGIT training (needed for decode_steps > 1)
-    seed: int = 0
     # --- evaluation
     decode_steps: list[int] = field(default_factory=lambda: [1, 4])
+    # --- the shared groups' defaults for this model
+    max_steps: int = 2_000
+    per_device_train_batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    adam_beta2: float = 0.99
+    warmup_steps: int = 100
     logging_steps: int = 100
+    report_to: str = "none"
 
     def __post_init__(self) -> None:
         for name in ("svq_path", "spatial_vq_path"):
             if not getattr(self, name):
                 raise ValueError(f"--{name} is required")
-        for name in ("num_train_images", "num_val_images", "max_steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        common.check_training_options(self, positive=("num_train_images", "num_val_images"))
         if not self.decode_steps or min(self.decode_steps) < 1:
             raise ValueError(f"decode_steps must be >= 1, got {self.decode_steps}")
         if not 0 <= self.label_smoothing < 1:
@@ -133,40 +136,48 @@ def build_model(svq: StyledVAEVQ, spatial: SpatialVQ, o: IdsToGridOptions) -> Id
     return IdsToGrid(config)
 
 
-def train(model: IdsToGrid, data: dict[str, torch.Tensor], o: IdsToGridOptions) -> list[dict]:
-    """The training loop; returns the logged records."""
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=o.learning_rate, betas=(0.9, 0.99), weight_decay=o.weight_decay
-    )
-    schedule = get_cosine_schedule_with_warmup(optimizer, o.warmup_steps, o.max_steps)
+def batches(data: dict[str, torch.Tensor], o: IdsToGridOptions) -> Iterator[tuple]:
+    """(ids (b, 36), grid (b, h*w)) batches forever, each pass over the pictures reshuffled."""
     generator = torch.Generator().manual_seed(o.seed)
-    n, order, cursor = len(data["ids"]), torch.empty(0, dtype=torch.long), 0
-    logs, window, started = [], [], time.perf_counter()
-    model.train()
-    for step in progress_bar(range(1, o.max_steps + 1), desc="ids-to-grid"):
-        if cursor + o.batch_size > len(order):  # a new pass over the pictures
-            order, cursor = torch.randperm(n, generator=generator), 0
-        rows = order[cursor : cursor + o.batch_size]
-        cursor += o.batch_size
-        loss = model.loss(data["ids"][rows], data["grid"][rows], o.label_smoothing, o.masked)
-        if not torch.isfinite(loss):
-            raise common.NonFiniteLossError(f"stopping: the loss is {loss.item()} at step {step}; "
-                                            "nothing was saved")  # fmt: skip
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if o.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), o.max_grad_norm)
-        optimizer.step()
-        schedule.step()
-        window.append(loss.item())
-        if step % o.logging_steps == 0 or step == o.max_steps:
-            record = {"step": step, "loss": sum(window) / len(window),
-                      "lr": schedule.get_last_lr()[0],
-                      "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
-            logger.info("%s", record)
-            logs.append(record)
-            window = []
-    return logs
+    n, b = len(data["ids"]), o.per_device_train_batch_size
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n - b + 1, b):
+            rows = order[start : start + b]
+            yield data["ids"][rows], data["grid"][rows]
+
+
+def train(model: IdsToGrid, data: dict[str, torch.Tensor], o: IdsToGridOptions) -> list[dict]:
+    """The shared loop (svq/train/loop.py) on the encoded pictures; returns the logged records
+    (the loss of the logged step's batch, the learning rate, speed, gradient norm)."""
+    accelerator = common.make_accelerator(o)
+    resume = common.resolve_resume(o.output_dir, o.resume_from_checkpoint, o.overwrite_output_dir)
+    optimizer = torch.optim.AdamW(
+        common.param_groups(model, o.weight_decay),
+        lr=o.learning_rate,
+        betas=(o.adam_beta1, o.adam_beta2),
+        eps=o.adam_epsilon,
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    scheduler, _ = common.make_scheduler(accelerator, o, optimizer, o.max_steps)
+    state = common.start_state(
+        accelerator, resume, o.seed, {"step": 0, "pictures_seen": 0, "train_seconds": 0.0}
+    )
+    raw = accelerator.unwrap_model(model)
+
+    def loss(batch: tuple[torch.Tensor, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        ids, grid = (t.to(accelerator.device) for t in batch)
+        with accelerator.autocast():
+            return {"loss": raw.loss(ids, grid, o.label_smoothing, o.masked).float()}
+
+    result = train_loop(
+        accelerator, o, Stage(loss=loss, seen="pictures_seen", speed="pictures_per_s"),
+        model=model, optimizer=optimizer, scheduler=scheduler,
+        batches=common.endless_batches(batches(data, o), state["step"]), state=state,
+        max_steps=o.max_steps, global_batch=o.per_device_train_batch_size,
+    )  # fmt: skip
+    accelerator.end_training()
+    return result.history
 
 
 @torch.no_grad()
@@ -237,7 +248,7 @@ def _records(size: int, o: IdsToGridOptions) -> list:
 
 
 def main(o: IdsToGridOptions) -> dict:
-    torch.manual_seed(o.seed)
+    set_seed(o.seed)
     out = Path(o.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     svq, spatial = load_tokenizers(o)

@@ -71,6 +71,7 @@ class Stage:
 class LoopResult:
     logs: dict[str, float]  # the last logged scalars
     record: dict[str, Any] | None  # the last validation record
+    history: list[dict[str, float]]  # every logged step's scalars, with "step"
 
 
 def train_loop(
@@ -97,6 +98,7 @@ def train_loop(
     )
     window_start, window_items = time.perf_counter(), 0
     logs: dict[str, float] = {}
+    history: list[dict[str, float]] = []
     record, grad_norm, terms = None, None, {}
     model.train()
     for step in range(state["step"] + 1, max_steps + 1):
@@ -131,6 +133,7 @@ def train_loop(
             if grad_norm is not None:
                 logs[f"{p}/grad_norm"] = float(grad_norm)
             accelerator.log(logs, step=step)
+            history.append({"step": step, **logs})
             bar.set_postfix(**stage.postfix(logs, p, stage.speed), refresh=False)
             window_start, window_items = time.perf_counter(), 0
         bar.update(1)
@@ -146,7 +149,7 @@ def train_loop(
             )
         accelerator.wait_for_everyone()  # a process may have validated: keep in step
     bar.close()
-    return LoopResult(logs, record)
+    return LoopResult(logs, record, history)
 
 
 def log_validation(accelerator: Accelerator, record: dict[str, Any], out: Path, step: int) -> None:
