@@ -213,6 +213,19 @@ def param_groups(
     ]
 
 
+def adamw(
+    module: nn.Module, o: Any, no_decay: Iterable[str] = (), lr: float | None = None
+) -> torch.optim.AdamW:
+    """AdamW over `param_groups(module, o.weight_decay, no_decay)` with the options' betas, eps
+    and learning rate (or `lr`)."""
+    return torch.optim.AdamW(
+        param_groups(module, o.weight_decay, no_decay),
+        lr=o.learning_rate if lr is None else lr,
+        betas=(o.adam_beta1, o.adam_beta2),
+        eps=o.adam_epsilon,
+    )
+
+
 def warmup_steps(max_steps: int, warmup_steps: int, warmup_ratio: float) -> int:
     """`warmup_steps` when > 0, else `warmup_ratio` of the run (TrainingArguments' rule)."""
     return warmup_steps if warmup_steps > 0 else round(warmup_ratio * max_steps)

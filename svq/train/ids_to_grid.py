@@ -152,12 +152,7 @@ def train(model: IdsToGrid, data: dict[str, torch.Tensor], o: IdsToGridOptions) 
     (the loss of the logged step's batch, the learning rate, speed, gradient norm)."""
     accelerator = common.make_accelerator(o)
     resume = common.resolve_resume(o.output_dir, o.resume_from_checkpoint, o.overwrite_output_dir)
-    optimizer = torch.optim.AdamW(
-        common.param_groups(model, o.weight_decay),
-        lr=o.learning_rate,
-        betas=(o.adam_beta1, o.adam_beta2),
-        eps=o.adam_epsilon,
-    )
+    optimizer = common.adamw(model, o)
     model, optimizer = accelerator.prepare(model, optimizer)
     scheduler, _ = common.make_scheduler(accelerator, o, optimizer, o.max_steps)
     state = common.start_state(

@@ -188,12 +188,7 @@ def main(o: JudgeOptions) -> dict:
             raise ValueError(f"--init_from {o.init_from} is a judge of another config")
         judge.load_state_dict(start.state_dict())
     judge.check_schema(SCHEMA)
-    optimizer = torch.optim.AdamW(
-        common.param_groups(judge, o.weight_decay),
-        lr=o.learning_rate,
-        betas=(o.adam_beta1, o.adam_beta2),
-        eps=o.adam_epsilon,
-    )
+    optimizer = common.adamw(judge, o)
     judge, optimizer = accelerator.prepare(judge, optimizer)
     raw = accelerator.unwrap_model(judge)
     scheduler, _ = common.make_scheduler(accelerator, o, optimizer, o.max_steps)

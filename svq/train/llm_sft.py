@@ -320,12 +320,7 @@ def main(o: SFTOptions) -> dict:
 
     # --- optimiser and schedule
     trainable = [n for n, p in chat.named_parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        common.param_groups(chat, o.weight_decay),
-        lr=o.learning_rate,
-        betas=(o.adam_beta1, o.adam_beta2),
-        eps=o.adam_epsilon,
-    )
+    optimizer = common.adamw(chat, o)
     accum, world = o.gradient_accumulation_steps, accelerator.num_processes
     global_batch = o.per_device_train_batch_size * accum * world
     model, optimizer, loader = accelerator.prepare(chat, optimizer, loader)

@@ -200,12 +200,7 @@ def main(o: Stage1Options) -> dict:
         readout = AttributeReadout(o.attribute_loss_tokens, config.token_dim, classes)
 
     # --- optimiser and schedule
-    optimizer = torch.optim.AdamW(
-        common.param_groups(model, o.weight_decay, StyledVAEVQ.NO_DECAY),
-        lr=o.learning_rate,
-        betas=(o.adam_beta1, o.adam_beta2),
-        eps=o.adam_epsilon,
-    )
+    optimizer = common.adamw(model, o, StyledVAEVQ.NO_DECAY)
     accum, world = o.gradient_accumulation_steps, accelerator.num_processes
     global_batch = o.per_device_train_batch_size * accum * world
     if readout is not None:  # its own group; prepared (and so checkpointed) beside the model

@@ -392,12 +392,7 @@ def finetune(
     lpips = load_lpips(o)
     if lpips is not None:
         lpips.to(accelerator.device)
-    optimizer = torch.optim.AdamW(
-        common.param_groups(model, o.weight_decay, StyledVAEVQ.NO_DECAY),
-        lr=o.learning_rate,
-        betas=(o.adam_beta1, o.adam_beta2),
-        eps=o.adam_epsilon,
-    )
+    optimizer = common.adamw(model, o, StyledVAEVQ.NO_DECAY)
     if shard:
         net, optimizer, loader = accelerator.prepare(net, optimizer, loader)
     else:

@@ -149,18 +149,10 @@ def main(o: VQOptions) -> dict:
         lpips.to(accelerator.device)
 
     # --- optimisers and schedule (the codebook is a parameter: the codebook loss trains it)
-    def adamw(module: torch.nn.Module, lr: float) -> torch.optim.AdamW:
-        return torch.optim.AdamW(
-            common.param_groups(module, o.weight_decay, ("quantizer.codebook",)),
-            lr=lr,
-            betas=(o.adam_beta1, o.adam_beta2),
-            eps=o.adam_epsilon,
-        )
-
-    optimizer = adamw(model, o.learning_rate)
+    optimizer = common.adamw(model, o, ("quantizer.codebook",))
     prepared = [model, optimizer]
     if disc is not None:
-        disc_optimizer = adamw(disc, o.disc_learning_rate or o.learning_rate)
+        disc_optimizer = common.adamw(disc, o, lr=o.disc_learning_rate or o.learning_rate)
         prepared += [disc, disc_optimizer]
     if shard:
         prepared.append(loader)
