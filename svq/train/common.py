@@ -425,8 +425,27 @@ def start_state(
     return state
 
 
-def record_options(accelerator: Accelerator, resolved: dict[str, Any], out: Path, name: str):
-    """The resolved options to OUT/options.yaml (main process) and to the trackers."""
+def record_options(
+    accelerator: Accelerator,
+    o: Any,
+    name: str,
+    resume: Path | None,
+    model_config: dict[str, Any] | None = None,
+    **resolved: Any,
+) -> dict[str, Any]:
+    """The run's options, its model config and what was resolved at start (processes, the
+    checkpoint it resumed from, and `resolved`) to OUTPUT_DIR/options.yaml (main process) and
+    to the trackers; returns that record."""
+    record = {**dataclasses.asdict(o)}
+    if model_config is not None:
+        record["model_config"] = model_config
+    record["resolved"] = {"processes": accelerator.num_processes,
+                          "resumed_from": str(resume) if resume else None, **resolved}  # fmt: skip
+    _write_record(accelerator, record, Path(o.output_dir), name)
+    return record
+
+
+def _write_record(accelerator: Accelerator, resolved: dict[str, Any], out: Path, name: str):
     if accelerator.is_main_process:
         write_yaml(resolved, out / "options.yaml")
     accelerator.init_trackers(name, config=flat_scalars(resolved))

@@ -41,7 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -333,17 +333,13 @@ def main(o: SFTOptions) -> dict:
 
     fresh = {"step": 0, "dialogues_seen": 0, "train_seconds": 0.0}
     state = common.start_state(accelerator, resume, o.seed, fresh)
-    resolved = {
-        **asdict(o),
-        "resolved": {"max_steps": max_steps, "warmup_steps": warmup, "global_batch": global_batch,
-                     "processes": world, "resumed_from": str(resume) if resume else None,
-                     "train_dialogues": len(dataset), "too_long": dataset.num_too_long,
-                     "pictures": len(images.ids), "cache_reused": images.reused,
-                     "trainable_parameters": sum(p.numel() for p in raw.parameters()
-                                                 if p.requires_grad),
-                     "trainable_tensors": len(trainable)},
-    }  # fmt: skip
-    common.record_options(accelerator, resolved, out, "llm_sft")
+    resolved = common.record_options(
+        accelerator, o, "llm_sft", resume,
+        max_steps=max_steps, warmup_steps=warmup, global_batch=global_batch,
+        train_dialogues=len(dataset), too_long=dataset.num_too_long, pictures=len(images.ids),
+        cache_reused=images.reused, trainable_tensors=len(trainable),
+        trainable_parameters=sum(p.numel() for p in raw.parameters() if p.requires_grad),
+    )  # fmt: skip
     logger.info("%s", json.dumps(resolved["resolved"]))
 
     # --- loop

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -220,13 +220,10 @@ def main(o: Stage1Options) -> dict:
 
     fresh = {"step": 0, "images_seen": 0, "train_seconds": 0.0}
     state = common.start_state(accelerator, resume, o.seed, fresh)
-    resolved = {
-        **asdict(o),
-        "model_config": config.to_dict(),
-        "resolved": {"max_steps": max_steps, "warmup_steps": warmup, "global_batch": global_batch,
-                     "processes": world, "resumed_from": str(resume) if resume else None},
-    }  # fmt: skip
-    common.record_options(accelerator, resolved, out, "stage1")
+    common.record_options(
+        accelerator, o, "stage1", resume, config.to_dict(),
+        max_steps=max_steps, warmup_steps=warmup, global_batch=global_batch,
+    )  # fmt: skip
     logger.info(
         "%s: %.2fM params, %d steps x global batch %d (%d per device x %d accumulation x %d "
         "processes), warm-up %d", o.model_preset, sum(p.numel() for p in raw_model.parameters())

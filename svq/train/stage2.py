@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -443,12 +443,10 @@ def main(o: Stage2Options) -> dict[str, Any]:
     model, weights = load_tokenizer(o.model_path)
     model.to(accelerator.device).eval().requires_grad_(False)
     features_dir = Path(o.features_dir) if o.features_dir else out / "features"
-    resolved = {
-        **asdict(o), "model_config": model.config.to_dict(),
-        "resolved": {"features_dir": str(features_dir), "processes": accelerator.num_processes,
-                     "weights_sha256": weights, "resumed_from": str(resume) if resume else None},
-    }  # fmt: skip
-    common.record_options(accelerator, resolved, out, "stage2")
+    common.record_options(
+        accelerator, o, "stage2", resume, model.config.to_dict(),
+        features_dir=str(features_dir), weights_sha256=weights,
+    )  # fmt: skip
     timings: dict[str, float] = {}
 
     # --- 1. features

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -171,13 +171,10 @@ def main(o: VQOptions) -> dict:
 
     fresh = {"step": 0, "images_seen": 0, "train_seconds": 0.0, "codes_reseeded": 0}
     state = common.start_state(accelerator, resume, o.seed, fresh)
-    resolved = {
-        **asdict(o),
-        "model_config": config.to_dict(),
-        "resolved": {"max_steps": max_steps, "warmup_steps": warmup, "global_batch": global_batch,
-                     "processes": world, "resumed_from": str(resume) if resume else None},
-    }  # fmt: skip
-    common.record_options(accelerator, resolved, out, "vq")
+    common.record_options(
+        accelerator, o, "vq", resume, config.to_dict(),
+        max_steps=max_steps, warmup_steps=warmup, global_batch=global_batch,
+    )  # fmt: skip
     logger.info(
         "%s: %.2fM params, grid %s x codebook %d, %d steps x global batch %d",
         o.model_preset, sum(p.numel() for p in raw_model.parameters()) / 1e6, config.grid_size,
