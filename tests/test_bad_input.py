@@ -85,7 +85,7 @@ def test_an_unreadable_picture_in_the_chat_loop_is_named(chat, pictures, tmp_pat
     assert f"error: image {pictures / 'truncated.png'}: " in stdout.getvalue()
 
 
-@pytest.mark.parametrize("stage", ["stage1", "sft"])
+@pytest.mark.parametrize("stage", ["stage1", "sft", "judge", "ids_to_grid"])
 def test_training_scripts_run_directly_exit_2_with_one_line(tmp_path, monkeypatch, capsys, stage):
     """`python -m svq.train.STAGE` with bad input: status 2, one line naming the file, no
     traceback (every script's `__main__` is `common.run_script`, called here as it would)."""

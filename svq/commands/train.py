@@ -16,6 +16,8 @@ STAGES = {
     "stage2": ("svq.train.stage2", "Stage2Options", "the k-means vocabulary (+ decoder fine-tune)"),
     "vq": ("svq.train.vq", "VQOptions", "the spatial VQ tokenizer (the last mile)"),
     "sft": ("svq.train.llm_sft", "SFTOptions", "chat SFT of the LLM"),
+    "ids_to_grid": ("svq.train.ids_to_grid", "IdsToGridOptions", "36 ids -> the spatial grid"),
+    "judge": ("svq.train.judge", "JudgeOptions", "the attribute judge the eval suite reads"),
 }
 
 
@@ -32,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
     except common.NonFiniteLossError as error:
         print(f"svq train {args.stage}: {error}")
         return 1
-    print(f"svq train {args.stage}: done; release folder {summary.get('model', '?')}")
+    print(
+        f"svq train {args.stage}: done; release folder {summary.get('model', options.output_dir)}"
+    )
     return 0
 
 
@@ -40,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     stages = "\n".join(f"  {name:8s}{what}" for name, (_, _, what) in STAGES.items())
     p = sub.add_parser(
         "train",
-        help="run a training stage: stage1, stage2, vq, sft",
+        help="run a training stage: " + ", ".join(STAGES),
         description=f"Run a training stage in this process.\n\nstages:\n{stages}\n\n"
         "OPTIONS: a YAML config (svq/configs/) first, then --flag value overrides; "
         "`svq train STAGE --help` lists a stage's options.",
