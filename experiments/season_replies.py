@@ -3,7 +3,7 @@ evaluation (RUN/sft/chat_eval.json) and sorts each "What about PLACE in SEASON?"
 season its words state: the one asked for, the one the user's remark names (the season of the
 assistant's previous photo), another one, or none. Chance for "asked" is 1/4.
 
-    python experiments/season_replies.py RUN/sft/chat_eval.json [--out results.json]
+    python experiments/season_replies.py A/chat_eval.json [B/chat_eval.json ...] [--out X.json]
 
 English transcripts only (the world's English request form).
 """
@@ -17,8 +17,11 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from svq.provenance import provenance
+
 SEASONS = ("spring", "summer", "autumn", "winter")
 ASK = "What about"
+KINDS = ("asked", "remark", "other", "none")
 
 
 def seasons_in(text: str) -> list[str]:
@@ -51,17 +54,20 @@ def classify(chat_eval: dict) -> Counter:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("chat_eval", type=Path)
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("chat_evals", type=Path, nargs="+")
+    parser.add_argument("--out", type=Path, help="a results JSON (with command, commit, machine)")
     args = parser.parse_args()
-    counts = classify(json.loads(args.chat_eval.read_text()))
-    total = sum(counts.values())
-    row = {k: counts.get(k, 0) for k in ("asked", "remark", "other", "none")}
-    print(f"{total} season requests: " + ", ".join(f"{k} {v} ({v / max(total, 1):.0%})"
-                                                  for k, v in row.items()))  # fmt: skip
+    rows = {}
+    for path in args.chat_evals:
+        counts = classify(json.loads(path.read_text()))
+        total = sum(counts.values())
+        rows[str(path)] = {"requests": total, **{k: counts.get(k, 0) for k in KINDS}}
+        shares = ", ".join(f"{k} {counts.get(k, 0)} ({counts.get(k, 0) / max(total, 1):.0%})"
+                           for k in KINDS)  # fmt: skip
+        print(f"{path}: {total} season requests: {shares}")
     if args.out:
-        args.out.write_text(json.dumps({"source": str(args.chat_eval), "requests": total,
-                                        **row}, indent=1) + "\n")  # fmt: skip
+        args.out.write_text(json.dumps({**provenance(), "chance_asked": 0.25, "runs": rows},
+                                       indent=1) + "\n")  # fmt: skip
 
 
 if __name__ == "__main__":
