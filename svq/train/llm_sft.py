@@ -59,7 +59,6 @@ from svq.llm import LoraOptions, SVQChat, collate
 from svq.llm.pretrain_data import PretrainDataset, text_chats
 from svq.llm.sft_data import SFTDataset, encode_images, load_chats
 from svq.llm.tiny import chat_world_corpus, tiny_llm, train_tokenizer
-from svq.progress import progress_bar
 from svq.spatial_vq import SpatialVQ
 from svq.train import common
 from svq.train.loop import Stage, log_validation, train_loop
@@ -214,35 +213,29 @@ def pretrain(model, optimizer, accelerator, o: SFTOptions, data, images) -> dict
     # each process draws its own order
     seed = o.seed + 1 + accelerator.process_index
     loader = shuffled_loader(dataset, o.pretrain_batch_size, raw.pad_token_id, seed, o)
+    # its own schedule, not registered for checkpoints (the SFT's scheduler is the one they carry)
     warmup = common.warmup_steps(o.pretrain_steps, o.warmup_steps, o.warmup_ratio)
     scheduler = get_scheduler(o.lr_scheduler_type, optimizer, warmup, o.pretrain_steps)
-    batches = common.endless_batches(loader)
-    bar = progress_bar(
-        total=o.pretrain_steps, desc="pre-training", disable=not accelerator.is_main_process
-    )
-    terms = {}
-    model.train()
-    for step in range(1, o.pretrain_steps + 1):
-        for _ in range(o.gradient_accumulation_steps):
-            batch = next(batches).to(accelerator.device)
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    terms = sft_loss(model(batch, full_logits=False))
-                common.backward_step(accelerator, terms["loss"], model, optimizer, o, step, None)
-        scheduler.step()
-        if step % o.logging_steps == 0 or step == o.pretrain_steps:
-            logs = {f"pretrain/{k}": v.item() for k, v in terms.items()}
-            accelerator.log(logs, step=step)
-            bar.set_postfix(lm=f"{logs['pretrain/lm_loss']:.3f}", refresh=False)
-        bar.update(1)
-    bar.close()
+    state = {"step": 0, "dialogues_seen": 0, "train_seconds": 0.0}
+    result = train_loop(
+        accelerator, o,
+        Stage(loss=lambda batch, step: sft_loss(model(batch.to(accelerator.device),
+                                                      full_logits=False)),
+              prefix="pretrain", seen="dialogues_seen", speed="dialogues_per_s",
+              postfix=lambda logs, p, speed: {"lm": f"{logs[f'{p}/lm_loss']:.3f}"},
+              checkpoints=False),
+        model=model, optimizer=optimizer, scheduler=scheduler,
+        batches=common.endless_batches(loader), state=state, max_steps=o.pretrain_steps,
+        global_batch=o.pretrain_batch_size * o.gradient_accumulation_steps
+        * accelerator.num_processes,
+    )  # fmt: skip
     optimizer.zero_grad(set_to_none=True)
     for group in optimizer.param_groups:  # the SFT schedule starts from the base rate
         group["lr"] = group.get("initial_lr", group["lr"])
     record = {
         "pretrain_steps": o.pretrain_steps,
         "pretrain_seconds": round(time.perf_counter() - started, 1),
-        "pretrain_lm_loss": terms["lm_loss"].item() if terms else None,
+        "pretrain_lm_loss": result.logs.get("pretrain/lm_loss"),
         "pretrain_examples": {"text": dataset.num_text, "captions": dataset.num_captions,
                               "too_long": dataset.num_too_long},
     }  # fmt: skip

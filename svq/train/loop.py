@@ -60,6 +60,7 @@ class Stage:
     logs: Callable[[], dict[str, float]] | None = None
     validate: Callable[[int, bool], dict[str, Any] | None] | None = None
     prefix: str = "train"  # the log namespace
+    checkpoints: bool = True  # False: a phase whose state no checkpoint carries
     seen: str = "images_seen"  # the state key counting training items
     speed: str = "img_per_s"  # the log key of items per second
     postfix: Callable[[dict[str, float], str, str], dict[str, str]] = field(
@@ -92,7 +93,7 @@ def train_loop(
     output_dir). Every `logging_steps` (and the last step) the terms, learning rate, speed and
     gradient norm are logged; every `save_steps` (and the last step) a checkpoint is saved."""
     out = Path(o.output_dir)
-    last_checkpoint = common.latest_checkpoint(out)
+    last_checkpoint = common.latest_checkpoint(out) if stage.checkpoints else None
     bar = progress_bar(
         total=max_steps, initial=state["step"], disable=not accelerator.is_main_process
     )
@@ -143,7 +144,7 @@ def train_loop(
             if new is not None:
                 record = new
                 log_validation(accelerator, record, out, step)
-        if step % o.save_steps == 0 or final:
+        if stage.checkpoints and (step % o.save_steps == 0 or final):
             last_checkpoint = common.save_checkpoint(
                 accelerator, out, step, state, o.save_total_limit
             )
