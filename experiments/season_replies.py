@@ -4,6 +4,12 @@ season its words state: the one asked for, the one the user's remark names (the 
 assistant's previous photo), another one, or none. Chance for "asked" is 1/4.
 
     python experiments/season_replies.py A/chat_eval.json [B/chat_eval.json ...] [--out X.json]
+    python experiments/season_replies.py --train_dialogues 2000   # what the SFT data teaches
+
+The second form reads the SFT's training dialogues (the chat world's train split, seed 0,
+English) and counts, for every assistant picture whose user turn names a season, whether the
+picture's season is the last season the user named, another one the user named, or one the
+user did not name, for the opening exchange and for the later requests apart.
 
 English transcripts only (the world's English request form).
 """
@@ -52,11 +58,50 @@ def classify(chat_eval: dict) -> Counter:
     return counts
 
 
+def training_data(num_dialogues: int) -> dict[str, Counter]:
+    """{"opening" | "request": Counter over "last named" / "named earlier" / "not named"}."""
+    from svq.llm.sft_data import IMAGE_INDEX, world_chats
+
+    data = world_chats(0, "train", num_dialogues, "en")
+    counts: dict[str, Counter] = {"opening": Counter(), "request": Counter()}
+    for chat in data.chats:
+        messages = chat["messages"]
+        turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+        for n, i in enumerate(turns):
+            user = " ".join(p.get("text", "") for p in messages[i - 1]["content"])
+            named = [(user.rfind(s), s) for s in SEASONS if re.search(rf"\b{s}\b", user)]
+            pictures = [p for p in messages[i]["content"] if p.get("type") == "image"]
+            if not named or not pictures:
+                continue
+            last = max(named)[1]
+            season = data.images[pictures[0][IMAGE_INDEX]].scene.season
+            kind = "opening" if n == 0 else "request"
+            if season == last:
+                counts[kind]["last named"] += 1
+            elif season in {s for _, s in named}:
+                counts[kind]["named earlier"] += 1
+            else:
+                counts[kind]["not named"] += 1
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("chat_evals", type=Path, nargs="+")
+    parser.add_argument("chat_evals", type=Path, nargs="*")
+    parser.add_argument("--train_dialogues", type=int, default=0)
     parser.add_argument("--out", type=Path, help="a results JSON (with command, commit, machine)")
     args = parser.parse_args()
+    if args.train_dialogues:
+        taught = training_data(args.train_dialogues)
+        for kind, counts in taught.items():
+            total = sum(counts.values())
+            shares = ", ".join(f"{k} {v} ({v / max(total, 1):.0%})" for k, v in counts.items())
+            print(f"training data, {kind}: {total} pictures after a season is named: {shares}")
+        if args.out:
+            result = {**provenance(), "train_dialogues": args.train_dialogues,
+                      "taught": {k: dict(v) for k, v in taught.items()}}  # fmt: skip
+            args.out.write_text(json.dumps(result, indent=1) + "\n")
+        return
     rows = {}
     for path in args.chat_evals:
         counts = classify(json.loads(path.read_text()))
