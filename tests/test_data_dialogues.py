@@ -176,3 +176,26 @@ def test_svq_world_command(tmp_path, capsys):
     assert len(list((tmp_path / "w/train").glob("*.png"))) == 6
     assert main(["world", "--out", str(tmp_path / "w"), "--n", "0"]) == 2
     assert "n >= 1" in capsys.readouterr().err
+
+
+def test_request_kinds_weigh_what_the_user_asks_for():
+    """The default draws every kind once (the same dialogue as naming them all); a list of one
+    kind makes every request that kind; an unknown kind is refused."""
+    kinds = sorted(PHRASES["en"]["requests"])
+
+    def chat(seed, **kw):
+        rng = random.Random(seed)
+        return make_dialogue(rng, sample_identity(rng), sample_identity(rng), **kw)
+
+    for seed in range(20):
+        assert chat(seed).messages == chat(seed, request_kinds=kinds).messages
+    seasons = ("spring", "summer", "autumn", "winter")
+    asks = [
+        m["content"][-1]["text"]
+        for seed in range(40)
+        for m in chat(seed, request_kinds=["place_season"]).messages
+        if m["role"] == "user" and "What about" in m["content"][-1].get("text", "")
+    ]
+    assert len(asks) > 10 and all(any(s in a.split("What about")[1] for s in seasons) for a in asks)
+    with pytest.raises(ValueError, match="request_kinds must be some of"):
+        chat(0, request_kinds=["weather"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,15 +173,26 @@ def make_dialogue(
     user: Identity,
     max_images: int = MAX_ASSISTANT_PHOTOS + MAX_USER_PHOTOS,
     lang: str = "en",
+    request_kinds: Sequence[str] | None = None,
 ) -> Dialogue:
     """A dialogue with 1-3 photos of `persona` shared by the assistant and 0-2 photos of
-    `user` shared by the user, never more than `max_images` in all (>= 1)."""
+    `user` shared by the user, never more than `max_images` in all (>= 1).
+
+    request_kinds: what the user's requests ask for, drawn uniformly from this list (repeat a
+    kind to weigh it); default every kind once ("activity", "place_season", "place_time")."""
     if max_images < 1:
         raise ValueError(f"make_dialogue: max_images must be >= 1, got {max_images}")
     words(lang)  # fails early on an unknown language
+    kinds = sorted(PHRASES[lang]["requests"])
+    if request_kinds is not None:
+        unknown = sorted(set(request_kinds) - set(kinds))
+        if unknown or not request_kinds:
+            raise ValueError(f"make_dialogue: request_kinds must be some of {kinds}, "
+                             f"got {list(request_kinds)}")  # fmt: skip
+        kinds = list(request_kinds)
     n_assistant = rng.randint(1, min(MAX_ASSISTANT_PHOTOS, max_images))
     n_user = rng.randint(0, min(MAX_USER_PHOTOS, max_images - n_assistant))
-    chat = _Chat(rng, lang, persona, user, rng.choice(NAMES[lang]))
+    chat = _Chat(rng, lang, persona, user, rng.choice(NAMES[lang]), kinds)
     first_pair = n_assistant >= 2 and rng.random() < 0.6  # the motivating chat shares two
     chat.opening(2 if first_pair else 1)
     rest = ["request"] * (n_assistant - (2 if first_pair else 1)) + ["user_photo"] * n_user
@@ -193,8 +205,16 @@ def make_dialogue(
 class _Chat:
     """Builds one dialogue exchange by exchange; each adds one user and one assistant turn."""
 
-    def __init__(self, rng: random.Random, lang: str, persona: Identity, user: Identity, name: str):
-        self.rng, self.lang = rng, lang
+    def __init__(
+        self,
+        rng: random.Random,
+        lang: str,
+        persona: Identity,
+        user: Identity,
+        name: str,
+        request_kinds: Sequence[str],
+    ):
+        self.rng, self.lang, self.request_kinds = rng, lang, request_kinds
         self.t = PHRASES[lang]
         self.w = words(lang)
         self.dialogue = Dialogue(name, persona, user, lang)
@@ -280,7 +300,7 @@ class _Chat:
                 place=w["place_name"][last.scene.place],
                 extra=extra,
             )
-        kind = rng.choice(sorted(t["requests"]))
+        kind = rng.choice(self.request_kinds)
         place = rng.choice(SCHEMA["place"])
         if kind == "place_season":
             pins = {"place": place, "season": rng.choice(SCHEMA["season"])}

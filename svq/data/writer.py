@@ -19,7 +19,7 @@ import json
 import random
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -55,10 +55,15 @@ def split_sizes(n: int, n_eval: int | None = None) -> dict[str, int]:
 
 
 def iter_split(
-    seed: int, split: str, count: int, lang: str = "en"
+    seed: int,
+    split: str,
+    count: int,
+    lang: str = "en",
+    request_kinds: Sequence[str] | None = None,
 ) -> Iterator[tuple[list[dict[str, Any]], list[WorldRecord], dict[str, Any]]]:
     """The dialogues of one split, in order, until they hold `count` pictures. Per dialogue:
-    its metadata rows, the records of its pictures and the JSON-ready chat."""
+    its metadata rows, the records of its pictures and the JSON-ready chat. `request_kinds`:
+    see `make_dialogue`."""
     width = max(6, len(str(max(count - 1, 0))))
     done = index = 0
     while done < count:
@@ -66,7 +71,8 @@ def iter_split(
         rng = random.Random(dialogue_seed)
         held_out = split == "heldout"
         persona, user = sample_identity(rng, held_out), sample_identity(rng, held_out)
-        chat = make_dialogue(rng, persona, user, max_images=count - done, lang=lang)
+        chat = make_dialogue(rng, persona, user, max_images=count - done, lang=lang,
+                             request_kinds=request_kinds)  # fmt: skip
         chat_id = f"{split}-{index:0{width}d}"
         names = [f"{done + k:0{width}d}.png" for k in range(len(chat.images))]
         rows = [

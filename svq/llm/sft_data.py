@@ -91,15 +91,23 @@ def load_chats(
     split: str = "train",
     num_dialogues: int = 1000,
     lang: str = "en",
+    request_kinds: Sequence[str] | None = None,
 ) -> ChatData:
     """`source` "world" (`num_dialogues` chats of `split` of the world of `seed`; lang "en",
-    "zh" or "mixed": every fourth chat Chinese) or a JSONL file (see the module docstring)."""
+    "zh" or "mixed": every fourth chat Chinese; `request_kinds`: see `make_dialogue`) or a
+    JSONL file (see the module docstring)."""
     if str(source) == "world":
-        return world_chats(seed, split, num_dialogues, lang)
+        return world_chats(seed, split, num_dialogues, lang, request_kinds)
     return jsonl_chats(source)
 
 
-def world_chats(seed: int, split: str, num_dialogues: int, lang: str = "en") -> ChatData:
+def world_chats(
+    seed: int,
+    split: str,
+    num_dialogues: int,
+    lang: str = "en",
+    request_kinds: Sequence[str] | None = None,
+) -> ChatData:
     """The first `num_dialogues` chats of a chat-world split, with their records."""
     if lang not in ("en", "zh", "mixed"):
         raise ValueError(f"lang must be 'en', 'zh' or 'mixed', got {lang!r}")
@@ -107,14 +115,15 @@ def world_chats(seed: int, split: str, num_dialogues: int, lang: str = "en") -> 
     langs = ("en", "zh") if lang == "mixed" else (lang,)
     for language in langs:
         count = num_dialogues if lang != "mixed" else _mixed_share(num_dialogues, language)
-        dialogues = iter_split(seed, split, 10**12, language)  # count: never the limit
+        dialogues = iter_split(seed, split, 10**12, language, request_kinds)  # never the limit
         for _, records, chat in itertools.islice(dialogues, count):
             parts = _image_parts(chat["messages"])
             for part, record in zip(parts, records, strict=True):
                 part[IMAGE_INDEX] = len(images)
                 images.append(record)
             chats.append({"id": f"{chat['id']}-{language}", "messages": chat["messages"]})
-    key = json.dumps(["world", seed, split, num_dialogues, lang])
+    key = ["world", seed, split, num_dialogues, lang]
+    key = json.dumps(key if request_kinds is None else [*key, list(request_kinds)])
     return ChatData(chats, images, _hash(key.encode()))
 
 

@@ -105,6 +105,9 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
     world_seed: int = 0
     num_train_dialogues: int = 2000  # world only
     lang: str = "en"  # world only: "en", "zh" or "mixed"
+    # world only: the kinds the user's requests draw from, repeated to weigh them (default each
+    # once: activity, place_season, place_time); the held-out chats keep the default
+    request_kinds: list[str] | None = None
     cache_dir: str | None = None  # image cache; default OUTPUT_DIR/image_cache
     max_length: int = 1024  # longer chats are left out (counted in the log)
     dataloader_num_workers: int = 0
@@ -301,7 +304,7 @@ def main(o: SFTOptions) -> dict:
     # --- data: pictures encoded once (by the main process; the others read its cache)
     data = load_chats(
         o.train_data, seed=o.world_seed, split="train", num_dialogues=o.num_train_dialogues,
-        lang=o.lang,
+        lang=o.lang, request_kinds=o.request_kinds,
     )  # fmt: skip
     cache_dir = Path(o.cache_dir) if o.cache_dir else out / "image_cache"
     with accelerator.main_process_first():
