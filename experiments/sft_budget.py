@@ -32,6 +32,11 @@ VARIANTS: dict[str, dict[str, object]] = {
     "steps1200": {"max_steps": 1200},
     "pretrain": {"pretrain_steps": 400},
     "pretrain-text": {"pretrain_steps": 400, "pretrain_captions": 0},
+    # half the requests ask for a place and a season (default: a third)
+    "seasons2x": {
+        "max_steps": 1200,
+        "request_kinds": ["place_season", "place_season", "activity", "place_time"],
+    },
 }
 
 
@@ -54,7 +59,7 @@ def command(run: Path, out: Path, name: str, num_val: int) -> list[str]:
     }
     args = [sys.executable, "-m", "svq.train.llm_sft", "llm_sft_world"]
     for key, value in options.items():
-        args += [f"--{key}", str(value)]
+        args += [f"--{key}", *map(str, value if isinstance(value, list) else [value])]
     return args
 
 
