@@ -28,7 +28,6 @@ stages, and stage 1 resumes from its last checkpoint.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import shutil
@@ -131,22 +130,20 @@ def run_judge(run: Path, options: dict[str, Any]) -> None:
     train_judge(run / "judge", **options)
 
 
-SCRIPT_OPTIONS = {  # stage -> (training script module, its options dataclass)
-    "stage1": ("svq.train.stage1", "Stage1Options"),
-    "stage2": ("svq.train.stage2", "Stage2Options"),
-    "vq": ("svq.train.vq", "VQOptions"),
-    "sft": ("svq.train.llm_sft", "SFTOptions"),
-    "baseline": ("svq.train.llm_sft", "SFTOptions"),  # with image_tokenizer: spatial
+SCRIPT_TRAINERS = {  # stage -> its trainer in svq.train.TRAINERS
+    "stage1": "stage1",
+    "stage2": "stage2",
+    "vq": "vq",
+    "sft": "sft",
+    "baseline": "sft",  # with image_tokenizer: spatial
 }
 
 
 def run_script(run: Path, stage: str, options: dict[str, Any]) -> dict:
-    from svq.train import common
+    from svq.train import common, trainer
 
-    module_name, options_name = SCRIPT_OPTIONS[stage]
-    module = importlib.import_module(module_name)
-    argv = script_argv(stage, options, run)
-    return module.main(common.parse_options(getattr(module, options_name), argv))
+    module, options_class = trainer(SCRIPT_TRAINERS[stage])
+    return module.main(common.parse_options(options_class, script_argv(stage, options, run)))
 
 
 def run_report(run: Path, options: dict[str, Any]) -> dict:

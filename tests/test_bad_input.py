@@ -89,20 +89,18 @@ def test_an_unreadable_picture_in_the_chat_loop_is_named(chat, pictures, tmp_pat
 def test_training_scripts_run_directly_exit_2_with_one_line(tmp_path, monkeypatch, capsys, stage):
     """`python -m svq.train.STAGE` with bad input: status 2, one line naming the file, no
     traceback (every script's `__main__` is `common.run_script`, called here as it would)."""
-    import importlib
     import logging
 
-    from svq.commands.train import STAGES
-    from svq.train import common
+    from svq.train import TRAINERS, common, trainer
 
-    module_name, options_name, _ = STAGES[stage]
-    module = importlib.import_module(module_name)
+    module_name = TRAINERS[stage][0]
+    module, options_class = trainer(stage)
     bad = tmp_path / "b.yaml"
     bad.write_text("model_preset: [tiny\n")
     script = f"{module_name.replace('.', '/')}.py"
     monkeypatch.setattr(sys, "argv", [script, str(bad), "--output_dir", "o"])
     with pytest.raises(SystemExit) as exit_info:
-        common.run_script(module.main, getattr(module, options_name), logging.getLogger(stage))
+        common.run_script(module.main, options_class, logging.getLogger(stage))
     assert exit_info.value.code == 2
     assert f"{bad}:2: not valid YAML" in one_line_error(capsys.readouterr().err, Path(script).name)
 

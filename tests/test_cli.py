@@ -1,4 +1,3 @@
-import importlib
 import inspect
 import json
 import subprocess
@@ -120,9 +119,9 @@ def test_demo_bad_budget_is_a_clear_error(tmp_path, capsys):
 def test_demo_budgets_parse_for_every_stage(tmp_path):
     """Every budget's options are accepted by the stage's own parser (a typo in a budget file
     would otherwise surface minutes into a demo)."""
-    from svq.demo import SCRIPT_OPTIONS, script_argv
+    from svq.demo import SCRIPT_TRAINERS, script_argv
     from svq.eval.judge import shipped_judge
-    from svq.train import common
+    from svq.train import common, trainer
     from svq.train.judge import JudgeOptions
 
     for budget in ("test", "quick", "standard"):
@@ -133,8 +132,8 @@ def test_demo_budgets_parse_for_every_stage(tmp_path):
             assert (shipped_judge(table["judge"]["shipped"]) / "model.safetensors").is_file()
         else:
             JudgeOptions(output_dir=str(tmp_path), **table["judge"])
-        for stage, (module, options_class) in SCRIPT_OPTIONS.items():
-            cls = getattr(importlib.import_module(module), options_class)
+        for stage, name in SCRIPT_TRAINERS.items():
+            _, cls = trainer(name)
             options = common.parse_options(cls, script_argv(stage, table[stage], tmp_path))
             assert options.output_dir == str(tmp_path / stage)
             for key, value in table[stage].items():

@@ -8,27 +8,15 @@ STAGE --help` lists them. Multi-process runs use the scripts directly under torc
 from __future__ import annotations
 
 import argparse
-import importlib
 
-# stage -> (module, options dataclass, what it does)
-STAGES = {
-    "stage1": ("svq.train.stage1", "Stage1Options", "the tokenizer: 36 continuous tokens"),
-    "stage2": ("svq.train.stage2", "Stage2Options", "the k-means vocabulary (+ decoder fine-tune)"),
-    "vq": ("svq.train.vq", "VQOptions", "the spatial VQ tokenizer (the last mile)"),
-    "sft": ("svq.train.llm_sft", "SFTOptions", "chat SFT of the LLM"),
-    "ids_to_grid": ("svq.train.ids_to_grid", "IdsToGridOptions", "36 ids -> the spatial grid"),
-    "judge": ("svq.train.judge", "JudgeOptions", "the attribute judge the eval suite reads"),
-}
+from svq.train import TRAINERS, trainer
 
 
 def run(args: argparse.Namespace) -> int:
     from svq.train import common
 
-    module_name, options_name, _ = STAGES[args.stage]
-    module = importlib.import_module(module_name)
-    options = common.parse_options(
-        getattr(module, options_name), args.options, prog=f"svq train {args.stage}"
-    )
+    module, options_class = trainer(args.stage)
+    options = common.parse_options(options_class, args.options, prog=f"svq train {args.stage}")
     try:
         summary = module.main(options)
     except common.NonFiniteLossError as error:
@@ -41,15 +29,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    stages = "\n".join(f"  {name:8s}{what}" for name, (_, _, what) in STAGES.items())
+    stages = "\n".join(f"  {name:8s}{what}" for name, (_, _, what) in TRAINERS.items())
     p = sub.add_parser(
         "train",
-        help="run a training stage: " + ", ".join(STAGES),
+        help="run a training stage: " + ", ".join(TRAINERS),
         description=f"Run a training stage in this process.\n\nstages:\n{stages}\n\n"
         "OPTIONS: a YAML config (svq/configs/) first, then --flag value overrides; "
         "`svq train STAGE --help` lists a stage's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("stage", choices=sorted(STAGES), help="which stage")
+    p.add_argument("stage", choices=sorted(TRAINERS), help="which stage")
     p.add_argument("options", nargs=argparse.REMAINDER, help="CONFIG.yaml [--flag value ...]")
     p.set_defaults(run=run)

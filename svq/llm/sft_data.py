@@ -60,7 +60,6 @@ from svq.progress import progress_bar
 from svq.spatial_vq import SpatialVQ
 
 from .conversation import (
-    IMAGE_TOKENIZERS,
     EncodedConversation,
     encode_conversation,
     resolve_images,
@@ -311,10 +310,6 @@ class SFTDataset(Dataset):
         max_length: int = 2048,
         image_tokenizer: str = "svq",
     ):
-        if image_tokenizer not in IMAGE_TOKENIZERS:
-            raise ValueError(
-                f"image_tokenizer must be one of {IMAGE_TOKENIZERS}: {image_tokenizer!r}"
-            )
         if image_tokenizer == "spatial" and images.vq_ids is None:
             raise ValueError("image_tokenizer 'spatial' needs spatial VQ ids (a spatial VQ)")
         self.ids = []
