@@ -220,3 +220,39 @@ def test_labelled_positions_only_gives_the_same_loss_and_gradients(chat):
     assert part_grads.keys() == full_grads.keys() and len(part_grads) > 0
     for name, grad in full_grads.items():
         torch.testing.assert_close(part_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_image_token_loss_weight_weighs_the_span_tokens_in_both_passes(chat):
+    """image_token_loss_weight w: the LM loss is sum(w_i * ce_i) / sum(w_i) with image-span
+    tokens (<boi>, codes, <eoi>) at w and text at 1, by hand from the full logits; both passes
+    agree; w = 1 is the plain mean; w = 0 leaves the text tokens alone."""
+    items = [chat.encode(m) for m in (conversation(5), conversation(6, user_image=False))]
+    batch = collate(items, chat.tokenizer.pad_token_id)
+    targets = batch.labels[:, 1:]
+    labelled = targets != IGNORE_INDEX
+    vocab = chat.vocab
+    span = vocab.is_code(targets) | (targets == vocab.boi_id) | (targets == vocab.eoi_id)
+    assert (span & labelled).any() and (~span & labelled).any()  # both kinds are labelled
+    with torch.no_grad():
+        plain = chat(batch)
+        ce = torch.nn.functional.cross_entropy(
+            plain.logits[:, :-1].float().transpose(1, 2), targets, reduction="none",
+            ignore_index=IGNORE_INDEX,
+        )  # fmt: skip
+        try:
+            for w in (0.0, 0.25, 3.0):
+                chat.config.image_token_loss_weight = w
+                weights = torch.where(span, w, 1.0)[labelled]
+                expected = (weights * ce[labelled]).sum() / weights.sum()
+                for full in (True, False):
+                    got = chat(batch, full_logits=full).lm_loss
+                    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+                assert not torch.isclose(expected, plain.lm_loss)
+            text_only = ce[labelled & ~span].mean()
+            chat.config.image_token_loss_weight = 0.0
+            torch.testing.assert_close(chat(batch, full_logits=False).lm_loss, text_only)
+        finally:
+            chat.config.image_token_loss_weight = 1.0
+    torch.testing.assert_close(plain.lm_loss, ce[labelled].mean(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="image_token_loss_weight"):
+        SVQChatConfig(vocabulary=vocab.to_dict(), image_token_loss_weight=-1.0)

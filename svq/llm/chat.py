@@ -67,6 +67,9 @@ class SVQChatConfig(ConfigBase):
     image_decoder: str = "vq_head"  # default route: VQ head + spatial decoder, or "svq"
     lm_loss_weight: float = 1.0  # `forward`'s loss = lm_loss_weight * LM + vq_loss_weight * VQ
     vq_loss_weight: float = 1.0
+    # weight of the image-span tokens (<boi>, codes, <eoi>) against text tokens (1) inside the
+    # LM cross-entropy, a weighted mean; 1: the plain mean over every labelled token
+    image_token_loss_weight: float = 1.0
     image_tokenizer: str = "svq"  # what the LLM writes: svq ids, or spatial ids (baseline)
 
     def __post_init__(self) -> None:
@@ -81,7 +84,7 @@ class SVQChatConfig(ConfigBase):
             self.image_decoder in IMAGE_DECODERS,
             f"image_decoder {self.image_decoder!r} is not one of {IMAGE_DECODERS}",
         )
-        for name in ("lm_loss_weight", "vq_loss_weight"):
+        for name in ("lm_loss_weight", "vq_loss_weight", "image_token_loss_weight"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(
             self.image_tokenizer in IMAGE_TOKENIZERS,
@@ -99,7 +102,8 @@ class SVQChatOutput:
     """What `SVQChat.forward` returns."""
 
     loss: torch.Tensor  # () lm_loss_weight * lm_loss + vq_loss_weight * vq_loss (the config's)
-    lm_loss: torch.Tensor  # () next-token cross-entropy over the labelled (assistant) tokens
+    lm_loss: torch.Tensor  # () next-token cross-entropy over the labelled (assistant) tokens,
+    # image-span tokens weighted by the config's image_token_loss_weight
     vq_loss: torch.Tensor | None  # () VQ head cross-entropy; None without targets or head
     logits: torch.Tensor | None  # (B, T, V); None with forward(..., full_logits=False)
 
@@ -311,6 +315,19 @@ class SVQChat(nn.Module):
         image_embeds = self.projector(batch.image_features)  # (M, N, D)
         return inject_image_embeds(embeds, batch.input_ids, image_embeds, self.vocab.image_id)
 
+    def lm_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """() next-token cross-entropy of `logits` (M, V) against `targets` (M,), the labelled
+        tokens: their mean, or with the config's image_token_loss_weight w != 1 the weighted
+        mean sum(w_i * ce_i) / sum(w_i), image-span tokens weighing w and text tokens 1."""
+        w = self.config.image_token_loss_weight
+        if w == 1.0:
+            return F.cross_entropy(logits.float(), targets)
+        ce = F.cross_entropy(logits.float(), targets, reduction="none")  # (M,)
+        span = self.vocab.is_code(targets) | (targets == self.vocab.boi_id)
+        span |= targets == self.vocab.eoi_id
+        weights = torch.where(span, w, 1.0).to(ce.dtype)
+        return (weights * ce).sum() / weights.sum().clamp_min(1e-12)
+
     def forward(self, batch: ConversationBatch, full_logits: bool = True) -> SVQChatOutput:
         """The training pass: next-token loss on the labels, and the VQ head's loss on the
         written images that have spatial targets (LLM hidden states at their code tokens).
@@ -320,14 +337,20 @@ class SVQChat(nn.Module):
         vocabulary the output layer is most of a small LLM's step), and `logits` is None.
         """
         use_vq = self.vq_head is not None and batch.vq_targets is not None
+        weighted = self.config.image_token_loss_weight != 1.0
+        targets = batch.labels[:, 1:]  # (B, T-1): position t predicts token t+1
+        labelled = targets != -100
         if full_logits:
             out = self.llm(
                 inputs_embeds=self.embed(batch),
                 attention_mask=batch.attention_mask,
-                labels=batch.labels,
+                labels=None if weighted else batch.labels,
                 output_hidden_states=use_vq,
             )
-            lm_loss, logits = out.loss, out.logits
+            logits = out.logits
+            lm_loss = (
+                self.lm_loss(logits[:, :-1][labelled], targets[labelled]) if weighted else out.loss
+            )
         else:  # HF convention: hidden_states[-1] is the final (normed) hidden state
             out = self.llm(
                 inputs_embeds=self.embed(batch),
@@ -335,11 +358,9 @@ class SVQChat(nn.Module):
                 output_hidden_states=True,
                 logits_to_keep=1,
             )
-            targets = batch.labels[:, 1:]  # (B, T-1): position t predicts token t+1
-            labelled = targets != -100
             hidden = out.hidden_states[-1][:, :-1][labelled]  # (M, D)
             head_logits = self.llm.get_output_embeddings()(hidden)  # (M, V)
-            lm_loss, logits = F.cross_entropy(head_logits.float(), targets[labelled]), None
+            lm_loss, logits = self.lm_loss(head_logits, targets[labelled]), None
         vq_loss = None
         if use_vq:
             keep = (batch.vq_targets != -100).any(1)  # images with targets

@@ -16,7 +16,8 @@ Assistant pictures are targets (36 ids: LM labels; spatial ids: VQ-head labels),
 are understood (features through the projector); labels on assistant turns only.
 
 Loss (the chat model's `forward`, weighted by its config from these options) = lm_loss_weight * LM
-cross-entropy (text and image tokens) + vq_loss_weight * VQ-head
+cross-entropy (text and image tokens; image-span tokens weigh image_token_loss_weight against
+text's 1) + vq_loss_weight * VQ-head
 cross-entropy over the spatial grid; both are logged. The conventions of stage 1
 (`svq/train/common.py`): accelerate, gradient accumulation, atomic resumable checkpoints, progress,
 TensorBoard, a non-finite loss stops the run. Every `eval_steps` and at the end:
@@ -120,6 +121,8 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
     # --- loss and optimisation
     lm_loss_weight: float = 1.0
     vq_loss_weight: float = 1.0
+    # image-span tokens against text tokens inside the LM loss (a weighted mean; 1: plain)
+    image_token_loss_weight: float = 1.0
     per_device_train_batch_size: int = 8
     learning_rate: float = 1e-3
 
@@ -137,7 +140,7 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
         if self.image_tokenizer == "spatial" and self.spatial_vq_path is None:
             raise ValueError("image_tokenizer 'spatial' needs spatial_vq_path")
         common.check_training_options(self)
-        if min(self.lm_loss_weight, self.vq_loss_weight) < 0:
+        if min(self.lm_loss_weight, self.vq_loss_weight, self.image_token_loss_weight) < 0:
             raise ValueError("loss weights must be >= 0")
         if self.pretrain_steps < 0 or self.pretrain_batch_size < 1:
             raise ValueError("pretrain_steps must be >= 0 and pretrain_batch_size >= 1")
@@ -171,6 +174,7 @@ def build_model(o: SFTOptions) -> SVQChat:
     else:
         chat = SVQChat.build(o.llm, svq, spatial, **kwargs)
     chat.config.lm_loss_weight, chat.config.vq_loss_weight = o.lm_loss_weight, o.vq_loss_weight
+    chat.config.image_token_loss_weight = o.image_token_loss_weight
     if o.gradient_checkpointing:
         chat.llm.gradient_checkpointing_enable()
     return chat
