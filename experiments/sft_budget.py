@@ -41,6 +41,14 @@ VARIANTS: dict[str, dict[str, object]] = {
     # 4%, a quarter of that the season word): weigh them down against the text
     "img0.1": {"max_steps": 1200, "image_token_loss_weight": 0.1},
     "img0.1-vq0.1": {"max_steps": 1200, "image_token_loss_weight": 0.1, "vq_loss_weight": 0.1},
+    "img0.03": {"max_steps": 1200, "image_token_loss_weight": 0.03},
+    # the serial baseline (pictures as the spatial VQ's ids), as the standard demo trains it
+    "baseline1200": {"max_steps": 1200, "image_tokenizer": "spatial"},
+    "baseline-img0.1": {
+        "max_steps": 1200,
+        "image_tokenizer": "spatial",
+        "image_token_loss_weight": 0.1,
+    },
 }
 
 

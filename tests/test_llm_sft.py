@@ -211,11 +211,15 @@ def test_two_steps_write_a_loadable_model_and_records(tmp_path, parts):
     resolved = yaml.safe_load((out / "options.yaml").read_text())
     assert resolved["llm"] == "tiny" and resolved["resolved"]["train_dialogues"] == 8
     assert [s for s, _ in common.checkpoints(out)] == [1, 2]
-    # a second run in a new folder reads the same cache
+    # a second run in a new folder reads the same cache; its loss weights reach the model
     run(tmp_path / "again", parts, "--cache_dir", str(out / "image_cache"), "--max_steps", "1",
-        "--num_val_dialogues", "0")  # fmt: skip
+        "--num_val_dialogues", "0", "--image_token_loss_weight", "0.25")  # fmt: skip
     again = yaml.safe_load((tmp_path / "again" / "options.yaml").read_text())["resolved"]
     assert again["cache_reused"] is True
+    saved = SVQChat.from_pretrained(tmp_path / "again" / "model").config
+    assert saved.image_token_loss_weight == 0.25 and chat.config.image_token_loss_weight == 1.0
+    with pytest.raises(ValueError, match="loss weights"):
+        options(tmp_path / "bad", parts, "--image_token_loss_weight", "-1")
 
 
 FLAGS = ("--max_steps", "4", "--save_steps", "2", "--num_val_dialogues", "0",
