@@ -42,6 +42,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     "img0.1": {"max_steps": 1200, "image_token_loss_weight": 0.1},
     "img0.1-vq0.1": {"max_steps": 1200, "image_token_loss_weight": 0.1, "vq_loss_weight": 0.1},
     "img0.03": {"max_steps": 1200, "image_token_loss_weight": 0.03},
+    # what the demo LLM lacks to read the asked season: depth, or a faster learning rate
+    "demo8": {"max_steps": 1200, "tiny_preset": "demo8"},
+    "lr2e-3": {"max_steps": 1200, "learning_rate": 2e-3},
     # the serial baseline (pictures as the spatial VQ's ids), as the standard demo trains it
     "baseline1200": {"max_steps": 1200, "image_tokenizer": "spatial"},
     "baseline-img0.1": {

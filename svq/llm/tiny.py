@@ -37,8 +37,9 @@ QWEN_CHAT_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 
-# Model shapes as data. "test": unit tests (~0.1M parameters); "demo": the CPU demo;
-# "qwen2-0.5b": Qwen2.5-0.5B's shape (random weights, for the GPU benchmark).
+# Model shapes as data. "test": unit tests (~0.1M parameters); "demo": the CPU demo ("demo8":
+# the same, 8 layers deep); "qwen2-0.5b": Qwen2.5-0.5B's shape (random weights, for the GPU
+# benchmark).
 PRESETS: dict[str, dict[str, Any]] = {
     "test": {
         "hidden_size": 64,
@@ -52,6 +53,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "hidden_size": 256,
         "intermediate_size": 768,
         "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+    },
+    # "demo" twice as deep: does the demo LLM lack the depth to tell the season a request asks
+    # for from the one its remark names (docs/RESULTS_sft.md)?
+    "demo8": {
+        "hidden_size": 256,
+        "intermediate_size": 768,
+        "num_hidden_layers": 8,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
         "max_position_embeddings": 4096,

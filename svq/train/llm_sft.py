@@ -84,7 +84,7 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
     spatial_vq_path: str | None = None  # SpatialVQ folder: the VQ head's target and decoder
     judge_path: str | None = None  # AttributeJudge folder: judged validation scores
     llm: str = "tiny"  # "tiny" (from scratch, svq.llm.tiny) or a local path / hub id
-    tiny_preset: str = "test"  # svq.llm.tiny preset for llm: tiny ("test", "demo")
+    tiny_preset: str = "test"  # svq.llm.tiny preset for llm: tiny ("test", "demo", "demo8")
     tiny_corpus_dialogues: int = 400  # chat-world dialogues the tiny tokenizer is trained on
     mode: str = "full"  # "full" (every LLM weight) or "lora"
     lora_r: int = 16
