@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 
 import torch
@@ -27,25 +28,60 @@ from svq.llm import SVQChat, collate
 from svq.llm.sft_data import SFTDataset, encode_images, load_chats
 from svq.provenance import provenance
 
+ASK = "What about"  # the English request form
 SFT_TRAIN_DIALOGUES = 2000  # the SFT's data: its image cache is keyed on it
 
 
+def asked_seasons(chat: dict) -> list[str | None]:
+    """Per assistant turn of a world chat, the season its user turn asks for ("What about
+    PLACE in SEASON?"), else None."""
+    asked, before = [], ""
+    for message in chat["messages"]:
+        text = "".join(p["text"] for p in message["content"] if p["type"] == "text")
+        if message["role"] == "assistant":
+            request = before.rsplit(ASK, 1)[1] if ASK in before else ""
+            named = [s for s in SCHEMA["season"] if re.search(rf"\b{s}\b", request)]
+            asked.append(named[0] if len(named) == 1 else None)
+        before = text
+    return asked
+
+
+def turns(labelled: torch.Tensor) -> torch.Tensor:
+    """(T,) bool -> (T,) long: the index of the assistant turn each labelled position is in
+    (runs of labelled positions, in order), -1 elsewhere."""
+    starts = labelled & ~torch.cat([labelled.new_zeros(1), labelled[:-1]])
+    return torch.where(labelled, starts.long().cumsum(0) - 1, -1)
+
+
 @torch.no_grad()
-def loss_share(chat: SVQChat, dataset: SFTDataset, count: int, batch_size: int = 16) -> dict:
-    """Per-token CE sums over the first `count` chats of `dataset`, by kind of token."""
+def loss_share(
+    chat: SVQChat, dataset: SFTDataset, chats: list[dict], count: int, batch_size: int = 16
+) -> dict:
+    """Per-token CE sums over the first `count` chats of `dataset` (`chats`: their world
+    chats, in the same order), by kind of token."""
     tokenizer, vocab = chat.tokenizer, chat.vocab
     season_ids = torch.tensor(
         [tokenizer.convert_tokens_to_ids("\u2581" + s) for s in SCHEMA["season"]]
     )
     if (season_ids == tokenizer.unk_token_id).any():
         raise SystemExit("the tokenizer has no single token per season word")
-    sums = {k: {"tokens": 0, "ce": 0.0, "correct": 0} for k in ("text", "image_span", "season")}
+    kinds = ("text", "image_span", "season", "season_asked")
+    sums = {k: {"tokens": 0, "ce": 0.0, "correct": 0} for k in kinds}
     for start in range(0, count, batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, count))]
-        batch = collate(items, pad_token_id=chat.pad_token_id)
+        index = range(start, min(start + batch_size, count))
+        batch = collate([dataset[i] for i in index], pad_token_id=chat.pad_token_id)
         out = chat.llm(inputs_embeds=chat.embed(batch), attention_mask=batch.attention_mask)
         targets = batch.labels[:, 1:]
         labelled = targets != -100
+        # the season each target's turn asks for (-1: none), as a token id
+        asked = torch.full_like(targets, -1)
+        for row, i in enumerate(index):
+            turn = turns(labelled[row])
+            for k, season in enumerate(asked_seasons(chats[i])):
+                if season is not None:
+                    token = season_ids[SCHEMA["season"].index(season)]
+                    asked[row][turn == k] = token
+        asked = asked[labelled]
         logits, targets = out.logits[:, :-1][labelled].float(), targets[labelled]
         ce = F.cross_entropy(logits, targets, reduction="none")
         correct = logits.argmax(-1) == targets
@@ -54,7 +90,11 @@ def loss_share(chat: SVQChat, dataset: SFTDataset, count: int, batch_size: int =
             ("text", ~span),
             ("image_span", span),
             ("season", torch.isin(targets, season_ids)),
+            # the season word of a reply to "What about PLACE in SEASON?": the one asked for?
+            ("season_asked", torch.isin(targets, season_ids) & (asked >= 0)),
         ):
+            if kind == "season_asked" and bool((targets[mask] != asked[mask]).any()):
+                raise SystemExit("a reply's season word is not the one asked for: misaligned")
             sums[kind]["tokens"] += int(mask.sum())
             sums[kind]["ce"] += float(ce[mask].sum())
             sums[kind]["correct"] += int(correct[mask].sum())
@@ -94,7 +134,10 @@ def main() -> None:
             data = load_chats("world", seed=0, split=split, num_dialogues=n, lang="en")
             images = encode_images(data, chat.svq, chat.spatial, cache)
             dataset = SFTDataset(data, images, chat.tokenizer, chat.vocab, 1024, tokenizer)
-            figures[split] = loss_share(chat, dataset, min(args.num_dialogues, len(dataset)))
+            if dataset.num_too_long:
+                raise SystemExit(f"{dataset.num_too_long} chats too long: turns would not align")
+            count = min(args.num_dialogues, len(dataset))
+            figures[split] = loss_share(chat, dataset, data.chats, count)
             print(run, split, json.dumps(figures[split]), flush=True)
         record["runs"][str(run)] = figures
     args.out.write_text(json.dumps(record, indent=2) + "\n")

@@ -45,6 +45,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     # what the demo LLM lacks to read the asked season: depth, or a faster learning rate
     "demo8": {"max_steps": 1200, "tiny_preset": "demo8"},
     "lr2e-3": {"max_steps": 1200, "learning_rate": 2e-3},
+    # 2,000 chats are seen ~5 times in 1,200 steps: does the model memorise them instead of
+    # learning to read the request? 8,000 (each seen ~1.2 times)
+    "data8000": {"max_steps": 1200, "num_train_dialogues": 8000},
     # the serial baseline (pictures as the spatial VQ's ids), as the standard demo trains it
     "baseline1200": {"max_steps": 1200, "image_tokenizer": "spatial"},
     "baseline-img0.1": {
@@ -64,7 +67,7 @@ def command(run: Path, out: Path, name: str, num_val: int) -> list[str]:
         "spatial_vq_path": run / "vq" / "model",
         "judge_path": run / "judge",
         "cache_dir": run / "sft" / "image_cache",
-        "num_train_dialogues": 2000,
+        "num_train_dialogues": VARIANTS[name].get("num_train_dialogues", 2000),
         "num_val_dialogues": num_val,
         "eval_batch_size": 32,
         "eval_steps": 0,
