@@ -19,6 +19,7 @@ import torch
 from svq.data import SCHEMA
 from svq.data.captions import words
 from svq.llm import SVQChat
+from svq.llm.tiny import chat_world_corpus, tiny_llm, train_tokenizer
 from svq.provenance import provenance
 
 GROUPS = {  # attribute -> the word of each value (the last token of " word" is used)
@@ -28,14 +29,14 @@ GROUPS = {  # attribute -> the word of each value (the last token of " word" is 
 }
 
 
-def mean_cosine(chat: SVQChat, group: dict[str, str]) -> dict:
-    table = chat.llm.get_input_embeddings().weight.detach().float()
-    ids = {v: chat.tokenizer(" " + w, add_special_tokens=False)["input_ids"][-1]
+def mean_cosine(llm, tokenizer, group: dict[str, str]) -> dict:
+    table = llm.get_input_embeddings().weight.detach().float()
+    ids = {v: tokenizer(" " + w, add_special_tokens=False)["input_ids"][-1]
            for v, w in group.items()}  # fmt: skip
     vectors = torch.nn.functional.normalize(table[list(ids.values())], dim=-1)
     pairs = list(itertools.combinations(range(len(ids)), 2))
     cosines = [float(vectors[i] @ vectors[j]) for i, j in pairs]
-    return {"tokens": {v: chat.tokenizer.convert_ids_to_tokens(i) for v, i in ids.items()},
+    return {"tokens": {v: tokenizer.convert_ids_to_tokens(i) for v, i in ids.items()},
             "mean_pairwise_cosine": sum(cosines) / len(cosines)}  # fmt: skip
 
 
@@ -45,10 +46,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="the JSON to write")
     args = parser.parse_args()
     record = {**provenance(), "models": {}}
+    # the demo's LLM before training: its tokenizer and initialisation (svq.train.llm_sft)
+    tokenizer = train_tokenizer(chat_world_corpus(400, 0))
+    models = {"initialisation (demo preset, seed 0)": (tiny_llm(tokenizer, "demo", 0), tokenizer)}
     for model in args.models:
         chat = SVQChat.from_pretrained(model)
-        figures = {name: mean_cosine(chat, group) for name, group in GROUPS.items()}
-        record["models"][str(model)] = figures
+        models[str(model)] = (chat.llm, chat.tokenizer)
+    for model, (llm, tokenizer) in models.items():
+        figures = {name: mean_cosine(llm, tokenizer, group) for name, group in GROUPS.items()}
+        record["models"][model] = figures
         print(model, {k: round(v["mean_pairwise_cosine"], 3) for k, v in figures.items()})
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")
