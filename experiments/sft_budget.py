@@ -45,6 +45,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     # what the demo LLM lacks to read the asked season: depth, or a faster learning rate
     "demo8": {"max_steps": 1200, "tiny_preset": "demo8"},
     "lr2e-3": {"max_steps": 1200, "learning_rate": 2e-3},
+    # the season tokens' tied embeddings grow alike: the output layer apart, at 400 steps
+    "untied": {"tiny_preset": "demo-untied"},
     # 2,000 chats are seen ~5 times in 1,200 steps: does the model memorise them instead of
     # learning to read the request? 8,000 (each seen ~1.2 times)
     "data8000": {"max_steps": 1200, "num_train_dialogues": 8000},

@@ -67,6 +67,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_key_value_heads": 2,
         "max_position_embeddings": 4096,
     },
+    # "demo" with its output layer apart from the input embeddings (Qwen2.5-0.5B ties them)
+    "demo-untied": {
+        "hidden_size": 256,
+        "intermediate_size": 768,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        "tie_word_embeddings": False,
+    },
     "qwen2-0.5b": {
         "hidden_size": 896,
         "intermediate_size": 4864,
