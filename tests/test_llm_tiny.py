@@ -172,6 +172,22 @@ def test_tiny_config_has_spare_rows_and_is_tied():
         tiny_config(tok, vocab_size=8)
 
 
+def test_demo_variants_change_only_their_one_thing():
+    """demo8: the demo shape 8 layers deep; demo-untied: its output layer apart (and a chat
+    built on it keeps the two apart, each with the image rows)."""
+    tok = tokenizer()
+    demo, deep = tiny_config(tok, "demo").to_dict(), tiny_config(tok, "demo8").to_dict()
+    untied = tiny_config(tok, "demo-untied").to_dict()
+    assert {k for k in demo if demo[k] != deep[k]} == {"num_hidden_layers", "layer_types"}
+    assert deep["num_hidden_layers"] == 2 * demo["num_hidden_layers"]
+    assert {k for k in demo if demo[k] != untied[k]} == {"tie_word_embeddings"}
+    chat = SVQChat.build(tiny_llm(tok, "demo-untied"), svq_model(32, False), None, tokenizer=tok)
+    inputs, outputs = chat.llm.get_input_embeddings(), chat.llm.get_output_embeddings()
+    assert inputs.weight is not outputs.weight
+    assert inputs.weight.shape == outputs.weight.shape
+    assert inputs.weight.shape[0] > max(chat.vocab.new_token_ids)
+
+
 def test_saved_tiny_llm_loads_from_its_folder_and_builds_a_chat(tmp_path):
     path = save_tiny_llm(tmp_path / "tiny", num_dialogues=60)
     original = train_tokenizer(chat_world_corpus(60))
