@@ -38,8 +38,17 @@ QWEN_CHAT_TEMPLATE = (
 )
 
 # Model shapes as data. "test": unit tests (~0.1M parameters); "demo": the CPU demo ("demo8":
-# the same, 8 layers deep); "qwen2-0.5b": Qwen2.5-0.5B's shape (random weights, for the GPU
-# benchmark).
+# the same, 8 layers deep; "demo-untied": the same, its output layer apart from the input
+# embeddings, which Qwen2.5-0.5B ties); "qwen2-0.5b": Qwen2.5-0.5B's shape (random weights,
+# for the GPU benchmark).
+DEMO: dict[str, Any] = {
+    "hidden_size": 256,
+    "intermediate_size": 768,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 4096,
+}
 PRESETS: dict[str, dict[str, Any]] = {
     "test": {
         "hidden_size": 64,
@@ -49,34 +58,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_key_value_heads": 2,
         "max_position_embeddings": 2048,
     },
-    "demo": {
-        "hidden_size": 256,
-        "intermediate_size": 768,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 4096,
-    },
-    # "demo" twice as deep: does the demo LLM lack the depth to tell the season a request asks
-    # for from the one its remark names (docs/RESULTS_sft.md)?
-    "demo8": {
-        "hidden_size": 256,
-        "intermediate_size": 768,
-        "num_hidden_layers": 8,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 4096,
-    },
-    # "demo" with its output layer apart from the input embeddings (Qwen2.5-0.5B ties them)
-    "demo-untied": {
-        "hidden_size": 256,
-        "intermediate_size": 768,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 4096,
-        "tie_word_embeddings": False,
-    },
+    "demo": DEMO,
+    "demo8": {**DEMO, "num_hidden_layers": 8},
+    "demo-untied": {**DEMO, "tie_word_embeddings": False},
     "qwen2-0.5b": {
         "hidden_size": 896,
         "intermediate_size": 4864,
