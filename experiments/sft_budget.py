@@ -50,6 +50,10 @@ VARIANTS: dict[str, dict[str, object]] = {
     # 2,000 chats are seen ~5 times in 1,200 steps: does the model memorise them instead of
     # learning to read the request? 8,000 (each seen ~1.2 times)
     "data8000": {"max_steps": 1200, "num_train_dialogues": 8000},
+    # every opening teaches the reply to say a season the user did *not* name (the assistant
+    # went in another): the assistant going in the same one, or the user naming none
+    "open-same": {"max_steps": 1200, "opening_season": "same"},
+    "open-unnamed": {"max_steps": 1200, "opening_season": "unnamed"},
     # the serial baseline (pictures as the spatial VQ's ids), as the standard demo trains it
     "baseline1200": {"max_steps": 1200, "image_tokenizer": "spatial"},
     "baseline-img0.1": {

@@ -28,6 +28,10 @@ from .schema import SCHEMA, Identity, Scene, WorldRecord
 
 MAX_ASSISTANT_PHOTOS = 3
 MAX_USER_PHOTOS = 2
+# The opening's seasons: "other" (the user names one, the assistant went in another: the
+# motivating chat), "same" (the assistant went in the one the user named), "unnamed" (the user
+# names none; the assistant's is free).
+OPENING_SEASONS: tuple[str, ...] = ("other", "same", "unnamed")
 
 NAMES = {
     "en": ("Lin", "Mei", "Hao", "Yu", "Jun", "Xin", "Sam", "Alex", "Ana", "Kai"),
@@ -43,6 +47,9 @@ PHRASES: dict[str, dict[str, Any]] = {
         "opening": ["I went to {place} in {season}, it was beautiful.",
                     "I just came back from {place}. We went in {season}!",
                     "Have you ever been to {place}? I was there in {season}."],
+        "opening_unnamed": ["I went to {place}, it was beautiful.",
+                            "I just came back from {place}!",
+                            "Have you ever been to {place}?"],
         "opening_reply": ["I was there in {season}, {activity}!",
                           "Oh, I went in {season}! Here I am {activity}."],
         "also": "I also went {activity} at {place} before.",
@@ -94,6 +101,7 @@ PHRASES: dict[str, dict[str, Any]] = {
         "的样子。用户分享照片时，根据你看到的内容回答他们的问题。",
         "opening": ["我{season}去了{place}，太美了。", "我刚从{place}回来，我们是{season}去的！",
                     "你去过{place}吗？我{season}去过。"],
+        "opening_unnamed": ["我去了{place}，太美了。", "我刚从{place}回来！", "你去过{place}吗？"],
         "opening_reply": ["我是{season}去的，还去{activity}了！",
                           "我{season}去过！这是我在那里{activity}。"],
         "also": "我之前还在{place}{activity}过。",
@@ -174,12 +182,15 @@ def make_dialogue(
     max_images: int = MAX_ASSISTANT_PHOTOS + MAX_USER_PHOTOS,
     lang: str = "en",
     request_kinds: Sequence[str] | None = None,
+    opening_season: str = "other",
 ) -> Dialogue:
     """A dialogue with 1-3 photos of `persona` shared by the assistant and 0-2 photos of
     `user` shared by the user, never more than `max_images` in all (>= 1).
 
     request_kinds: what the user's requests ask for, drawn uniformly from this list (repeat a
-    kind to weigh it); default every kind once ("activity", "place_season", "place_time")."""
+    kind to weigh it); default every kind once ("activity", "place_season", "place_time").
+    opening_season: one of OPENING_SEASONS; every choice draws the same random numbers, so the
+    dialogues differ only in the opening's season (and, with "unnamed", the user's words)."""
     if max_images < 1:
         raise ValueError(f"make_dialogue: max_images must be >= 1, got {max_images}")
     words(lang)  # fails early on an unknown language
@@ -190,11 +201,14 @@ def make_dialogue(
             raise ValueError(f"make_dialogue: request_kinds must be some of {kinds}, "
                              f"got {list(request_kinds)}")  # fmt: skip
         kinds = list(request_kinds)
+    if opening_season not in OPENING_SEASONS:
+        raise ValueError(f"make_dialogue: opening_season must be one of {OPENING_SEASONS}, "
+                         f"got {opening_season!r}")  # fmt: skip
     n_assistant = rng.randint(1, min(MAX_ASSISTANT_PHOTOS, max_images))
     n_user = rng.randint(0, min(MAX_USER_PHOTOS, max_images - n_assistant))
     chat = _Chat(rng, lang, persona, user, rng.choice(NAMES[lang]), kinds)
     first_pair = n_assistant >= 2 and rng.random() < 0.6  # the motivating chat shares two
-    chat.opening(2 if first_pair else 1)
+    chat.opening(2 if first_pair else 1, opening_season)
     rest = ["request"] * (n_assistant - (2 if first_pair else 1)) + ["user_photo"] * n_user
     rng.shuffle(rest)
     for kind in rest:
@@ -245,14 +259,17 @@ class _Chat:
         return mine[-1] if mine else None
 
     # --- exchanges
-    def opening(self, photos: int) -> None:
+    def opening(self, photos: int, seasons: str = "other") -> None:
         """The user names a trip; the assistant shares its own photo of that place in another
-        season and, with `photos` == 2, the same activity somewhere else."""
+        season (`seasons`: see OPENING_SEASONS) and, with `photos` == 2, the same activity
+        somewhere else."""
         rng, w, t = self.rng, self.w, self.t
         place = rng.choice(SCHEMA["place"])
         season = rng.choice(SCHEMA["season"])
         mine = rng.choice([s for s in SCHEMA["season"] if s != season])
-        user_text = rng.choice(t["opening"]).format(
+        mine = season if seasons == "same" else mine
+        templates = t["opening_unnamed"] if seasons == "unnamed" else t["opening"]
+        user_text = rng.choice(templates).format(
             place=w["place_name"][place], season=w["season"][season]
         )
         first = self._photo(self.dialogue.persona, place=place, season=mine)

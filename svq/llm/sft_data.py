@@ -91,12 +91,13 @@ def load_chats(
     num_dialogues: int = 1000,
     lang: str = "en",
     request_kinds: Sequence[str] | None = None,
+    opening_season: str = "other",
 ) -> ChatData:
     """`source` "world" (`num_dialogues` chats of `split` of the world of `seed`; lang "en",
-    "zh" or "mixed": every fourth chat Chinese; `request_kinds`: see `make_dialogue`) or a
-    JSONL file (see the module docstring)."""
+    "zh" or "mixed": every fourth chat Chinese; `request_kinds`, `opening_season`: see
+    `make_dialogue`) or a JSONL file (see the module docstring)."""
     if str(source) == "world":
-        return world_chats(seed, split, num_dialogues, lang, request_kinds)
+        return world_chats(seed, split, num_dialogues, lang, request_kinds, opening_season)
     return jsonl_chats(source)
 
 
@@ -106,6 +107,7 @@ def world_chats(
     num_dialogues: int,
     lang: str = "en",
     request_kinds: Sequence[str] | None = None,
+    opening_season: str = "other",
 ) -> ChatData:
     """The first `num_dialogues` chats of a chat-world split, with their records."""
     if lang not in ("en", "zh", "mixed"):
@@ -114,7 +116,9 @@ def world_chats(
     langs = ("en", "zh") if lang == "mixed" else (lang,)
     for language in langs:
         count = num_dialogues if lang != "mixed" else _mixed_share(num_dialogues, language)
-        dialogues = iter_split(seed, split, 10**12, language, request_kinds)  # never the limit
+        dialogues = iter_split(  # 10**12 pictures: never the limit
+            seed, split, 10**12, language, request_kinds, opening_season
+        )
         for _, records, chat in itertools.islice(dialogues, count):
             parts = _image_parts(chat["messages"])
             for part, record in zip(parts, records, strict=True):
@@ -122,7 +126,8 @@ def world_chats(
                 images.append(record)
             chats.append({"id": f"{chat['id']}-{language}", "messages": chat["messages"]})
     key = ["world", seed, split, num_dialogues, lang]
-    key = json.dumps(key if request_kinds is None else [*key, list(request_kinds)])
+    key += [] if request_kinds is None else [list(request_kinds)]
+    key = json.dumps(key + ([] if opening_season == "other" else [opening_season]))
     return ChatData(chats, images, _hash(key.encode()))
 
 

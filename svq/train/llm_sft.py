@@ -54,6 +54,7 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from svq import StyledVAEVQ
+from svq.data.dialogues import OPENING_SEASONS
 from svq.eval.chat_eval import evaluate_chat
 from svq.eval.judge import load_judge
 from svq.llm import LoraOptions, SVQChat, collate
@@ -109,6 +110,9 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
     # world only: the kinds the user's requests draw from, repeated to weigh them (default each
     # once: activity, place_season, place_time); the held-out chats keep the default
     request_kinds: list[str] | None = None
+    # world only: the opening's seasons, "other" (the motivating chat), "same" or "unnamed"
+    # (svq.data.dialogues.OPENING_SEASONS); the held-out chats keep "other"
+    opening_season: str = "other"
     cache_dir: str | None = None  # image cache; default OUTPUT_DIR/image_cache
     max_length: int = 1024  # longer chats are left out (counted in the log)
     dataloader_num_workers: int = 0
@@ -146,6 +150,9 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
             raise ValueError("pretrain_steps must be >= 0 and pretrain_batch_size >= 1")
         if self.pretrain_lang not in ("en", "zh", "mixed"):
             raise ValueError(f"pretrain_lang must be 'en', 'zh' or 'mixed': {self.pretrain_lang}")
+        if self.opening_season not in OPENING_SEASONS:
+            raise ValueError(f"opening_season must be one of {OPENING_SEASONS}, got "
+                             f"{self.opening_season!r}")  # fmt: skip
         if self.num_val_dialogues < 0:
             raise ValueError(f"num_val_dialogues must be >= 0, got {self.num_val_dialogues}")
 
@@ -308,7 +315,7 @@ def main(o: SFTOptions) -> dict:
     # --- data: pictures encoded once (by the main process; the others read its cache)
     data = load_chats(
         o.train_data, seed=o.world_seed, split="train", num_dialogues=o.num_train_dialogues,
-        lang=o.lang, request_kinds=o.request_kinds,
+        lang=o.lang, request_kinds=o.request_kinds, opening_season=o.opening_season,
     )  # fmt: skip
     cache_dir = Path(o.cache_dir) if o.cache_dir else out / "image_cache"
     with accelerator.main_process_first():
