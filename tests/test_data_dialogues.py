@@ -199,3 +199,32 @@ def test_request_kinds_weigh_what_the_user_asks_for():
     assert len(asks) > 10 and all(any(s in a.split("What about")[1] for s in seasons) for a in asks)
     with pytest.raises(ValueError, match="request_kinds must be some of"):
         chat(0, request_kinds=["weather"])
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_opening_season_changes_only_the_openings_season(lang):
+    """The default ("other") is today's chat; "same" pins the opening photo to the season the user
+    named and "unnamed" drops the user's season word, everything after the opening's user turn
+    the same random draws; an unknown choice is refused."""
+    season_words = WORDS[lang]["season"]
+
+    def chat(seed, **kw):
+        rng = random.Random(seed)
+        return make_dialogue(rng, sample_identity(rng), sample_identity(rng), lang=lang, **kw)
+
+    for seed in range(20):
+        other, same = chat(seed), chat(seed, opening_season="same")
+        unnamed = chat(seed, opening_season="unnamed")
+        assert other.messages == chat(seed, opening_season="other").messages
+        opening = other.messages[1]["content"][0]["text"]
+        named = [s for s, word in season_words.items() if word in opening]
+        assert len(named) == 1  # the user names one season ...
+        assert other.images[0].scene.season != named[0]  # ... the assistant went in another
+        assert same.images[0].scene.season == named[0]
+        said = unnamed.messages[1]["content"][0]["text"]
+        assert not any(word in said for word in season_words.values())
+        # the same pictures and the same later turns as the default chat
+        assert unnamed.images == other.images and unnamed.messages[2:] == other.messages[2:]
+        assert len(same.images) == len(other.images)
+    with pytest.raises(ValueError, match="opening_season must be one of"):
+        chat(0, opening_season="spring")

@@ -161,6 +161,9 @@ def test_cache_is_reused_and_invalidated_when_a_tokenizer_changes(tmp_path, part
     assert sd.encode_images(data, svq, spatial, tmp_path).reused
     other = sd.world_chats(1, "train", 3, "en")  # other data: its own cache file
     assert sd.cache_path(tmp_path, other) != sd.cache_path(tmp_path, data)
+    paths = {sd.cache_path(tmp_path, sd.world_chats(0, "train", 3, "en", opening_season=o))
+             for o in ("other", "same", "unnamed")}  # fmt: skip
+    assert len(paths) == 3 and sd.cache_path(tmp_path, data) in paths  # "other": the default
     assert len(list(tmp_path.glob("images-*.safetensors"))) == 1
 
 
@@ -220,6 +223,8 @@ def test_two_steps_write_a_loadable_model_and_records(tmp_path, parts):
     assert saved.image_token_loss_weight == 0.25 and chat.config.image_token_loss_weight == 1.0
     with pytest.raises(ValueError, match="loss weights"):
         options(tmp_path / "bad", parts, "--image_token_loss_weight", "-1")
+    with pytest.raises(ValueError, match="opening_season must be one of"):
+        options(tmp_path / "bad", parts, "--opening_season", "spring")
 
 
 FLAGS = ("--max_steps", "4", "--save_steps", "2", "--num_val_dialogues", "0",
