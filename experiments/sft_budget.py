@@ -54,6 +54,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     # went in another): the assistant going in the same one, or the user naming none
     "open-same": {"max_steps": 1200, "opening_season": "same"},
     "open-unnamed": {"max_steps": 1200, "opening_season": "unnamed"},
+    # the same pair on another seed (initial weights and chat order; the same chats)
+    "open-same-seed1": {"max_steps": 1200, "opening_season": "same", "seed": 1},
+    "steps1200-seed1": {"max_steps": 1200, "seed": 1},
     # the serial baseline (pictures as the spatial VQ's ids), as the standard demo trains it
     "baseline1200": {"max_steps": 1200, "image_tokenizer": "spatial"},
     "baseline-img0.1": {
