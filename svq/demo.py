@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from .configs import shipped_config
-from .demo_record import demo_record
+from .demo_record import demo_record, stage_seconds
 
 BUDGETS = ("test", "quick", "standard")
 ORDER = ("judge", "stage1", "stage2", "vq", "sft", "baseline", "report")
@@ -207,6 +207,22 @@ def wait_for(run: Path, stages: tuple[str, ...], process: subprocess.Popen | Non
         time.sleep(2)
 
 
+def pipeline_minutes(seconds: dict[str, float], parallel: bool = True) -> float | None:
+    """The whole pipeline's wall time from its stages' (None if one is missing): each stage
+    starts when its process is free and the stages it reads (NEEDS) are finished; BACKGROUND
+    stages run in the second process when `parallel`. For a run that reused stages of an
+    earlier one, this is the time a fresh run would take, where `wall_minutes` is the time of
+    the stages that ran."""
+    if any(stage not in seconds for stage in ORDER):
+        return None
+    free, finish = {True: 0.0, False: 0.0}, {}
+    for stage in ORDER:
+        process = parallel and stage in BACKGROUND
+        begin = max([free[process], *(finish[need] for need in NEEDS.get(stage, ()))])
+        finish[stage] = free[process] = begin + seconds[stage]
+    return round(max(finish.values()) / 60, 1)
+
+
 def run_demo(
     out: str | Path, budget: str = "quick", parallel: bool = True, record: str | Path | None = None
 ) -> dict:
@@ -215,6 +231,7 @@ def run_demo(
     run = Path(out)
     run.mkdir(parents=True, exist_ok=True)
     load_budget(budget)  # a bad budget fails before anything starts
+    reused = [stage for stage in ORDER if done(run, stage)]
     start = time.perf_counter()
     background = start_background(run, budget, list(BACKGROUND)) if parallel else None
     try:
@@ -227,7 +244,8 @@ def run_demo(
         if background is not None and background.poll() is None:
             background.terminate()
     minutes = round((time.perf_counter() - start) / 60, 1)
-    result = demo_record(run, budget, minutes, load_budget(budget))
+    whole = pipeline_minutes(stage_seconds(run), parallel)
+    result = demo_record(run, budget, minutes, load_budget(budget), reused, whole)
     text = json.dumps(result, indent=1) + "\n"
     (run / "demo.json").write_text(text)
     if record is not None:

@@ -7,7 +7,7 @@ import pytest
 
 from svq import StyledVAEVQ
 from svq.cli import build_parser, main
-from svq.demo import DONE, ORDER, load_budget, start_background, wait_for
+from svq.demo import DONE, ORDER, load_budget, pipeline_minutes, start_background, wait_for
 from svq.demo_record import readme_tables
 from svq.eval.report import build_report
 from svq.llm import SVQChat
@@ -72,6 +72,7 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
     assert json.loads(record.read_text()) == result
     assert result["budget"] == "test" and result["figures"]["reconstruction"]["psnr_ids"] > 0
     assert set(result["stage_seconds"]) == set(ORDER) and result["settings"]["stage1"]
+    assert result["reused_stages"] == [] and result["pipeline_minutes"] is not None
     assert result["figures"]["judge_gate"]["passed"] is False
     tables = readme_tables({"test": result})  # what the README's tables are made of
     assert "| PSNR from the 36 ids / continuous |" in tables and "FAILED" in tables
@@ -86,6 +87,24 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
     for stage in ORDER[:-1]:
         assert f"[demo] {stage}: finished before, skipped" in out
     assert "[demo] report: starting" in out
+    again = json.loads((run / "demo.json").read_text())
+    assert again["reused_stages"] == list(ORDER[:-1])  # their stage times are the first run's
+    assert again["pipeline_minutes"] == pipeline_minutes(again["stage_seconds"], parallel=False)
+    assert "from stage times" in readme_tables({"test": again})
+
+
+def test_pipeline_minutes_follows_the_two_process_schedule():
+    """stage1 -> stage2 -> sft -> report in one process, judge -> vq -> baseline in the other;
+    a stage waits for what it reads (baseline for stage2, report for baseline)."""
+    minutes = {"judge": 1, "stage1": 10, "stage2": 2, "vq": 5, "sft": 7, "baseline": 20,
+               "report": 1}  # fmt: skip
+    seconds = {stage: 60 * m for stage, m in minutes.items()}
+    assert pipeline_minutes(seconds) == 10 + 2 + 20 + 1  # baseline starts after stage2
+    assert pipeline_minutes(seconds, parallel=False) == sum(minutes.values())
+    seconds["baseline"] = 60  # now sft is the longer branch
+    assert pipeline_minutes(seconds) == 10 + 2 + 7 + 1
+    del seconds["vq"]
+    assert pipeline_minutes(seconds) is None
 
 
 def test_demo_second_process_runs_the_background_chain(tmp_path, capsys):
