@@ -260,9 +260,9 @@ class _Chat:
 
     # --- exchanges
     def opening(self, photos: int, seasons: str = "other") -> None:
-        """The user names a trip; the assistant shares its own photo of that place in another
-        season (`seasons`: see OPENING_SEASONS) and, with `photos` == 2, the same activity
-        somewhere else."""
+        """The user names a trip; the assistant shares its own photo of that place, by default
+        in another season (`seasons`: see OPENING_SEASONS), and, with `photos` == 2, the same
+        activity somewhere else."""
         rng, w, t = self.rng, self.w, self.t
         place = rng.choice(SCHEMA["place"])
         season = rng.choice(SCHEMA["season"])
