@@ -204,8 +204,8 @@ def test_request_kinds_weigh_what_the_user_asks_for():
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_opening_season_changes_only_the_openings_season(lang):
     """The default ("other") is today's chat; "same" pins the opening photo to the season the user
-    named and "unnamed" drops the user's season word, everything after the opening's user turn
-    the same random draws; an unknown choice is refused."""
+    named (as many photos); "unnamed" drops the user's season word and changes nothing else; an
+    unknown choice is refused."""
     season_words = WORDS[lang]["season"]
 
     def chat(seed, **kw):

@@ -189,8 +189,9 @@ def make_dialogue(
 
     request_kinds: what the user's requests ask for, drawn uniformly from this list (repeat a
     kind to weigh it); default every kind once ("activity", "place_season", "place_time").
-    opening_season: one of OPENING_SEASONS; every choice draws the same random numbers, so the
-    dialogues differ only in the opening's season (and, with "unnamed", the user's words)."""
+    opening_season: one of OPENING_SEASONS; "unnamed" gives the default chat but for the user's
+    first words; "same" the same numbers of photos and turns, its pictures drawn from the
+    opening's season on."""
     if max_images < 1:
         raise ValueError(f"make_dialogue: max_images must be >= 1, got {max_images}")
     words(lang)  # fails early on an unknown language
