@@ -267,8 +267,8 @@ class _Chat:
         rng, w, t = self.rng, self.w, self.t
         place = rng.choice(SCHEMA["place"])
         season = rng.choice(SCHEMA["season"])
-        mine = rng.choice([s for s in SCHEMA["season"] if s != season])
-        mine = season if seasons == "same" else mine
+        mine = rng.choice([s for s in SCHEMA["season"] if s != season])  # drawn for every
+        mine = season if seasons == "same" else mine  # choice: the same random stream
         templates = t["opening_unnamed"] if seasons == "unnamed" else t["opening"]
         user_text = rng.choice(templates).format(
             place=w["place_name"][place], season=w["season"][season]

@@ -126,9 +126,11 @@ def world_chats(
                 images.append(record)
             chats.append({"id": f"{chat['id']}-{language}", "messages": chat["messages"]})
     key = ["world", seed, split, num_dialogues, lang]
-    key += [] if request_kinds is None else [list(request_kinds)]
-    key = json.dumps(key + ([] if opening_season == "other" else [opening_season]))
-    return ChatData(chats, images, _hash(key.encode()))
+    if request_kinds is not None:
+        key.append(list(request_kinds))
+    if opening_season != "other":  # the default keeps the key (and cache) it always had
+        key.append(opening_season)
+    return ChatData(chats, images, _hash(json.dumps(key).encode()))
 
 
 def _mixed_share(n: int, language: str) -> int:
