@@ -44,7 +44,7 @@ from svq.eval.ordering import default_fill, group_ablation, prefix_curve, replac
 from svq.train.attribute_loss import AttributeReadout, attribute_loss
 
 LR = 2e-3
-BATCH, SIZE = 32, 32  # --batch, --size
+BATCH, SIZE, BF16 = 32, 32, False  # --batch, --size, --bf16
 IDENTITY = ("hair_colour", "hair_style", "skin_tone", "shirt_colour", "hat", "glasses")
 SCENE = ("place", "season", "time_of_day")
 
@@ -232,13 +232,16 @@ def train(name: str, steps: int) -> tuple[StyledVAEVQ, dict]:
         images = render_tensor(batch, SIZE)
         start = time.perf_counter()
         model.encoder.head.noise_gain = noise_gain(step, steps, opts.get("noise"))
-        out = model(images)
-        loss = F.mse_loss(out.recon, images)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
+            out = model(images)
+        loss = F.mse_loss(out.recon.float(), images)
         if opts.get("l1"):
             loss = loss + opts["l1"] * F.l1_loss(out.recon, images)
         if attr is not None:
             labels = torch.tensor([r.labels() for r in batch])
-            loss = loss + opts["attr"] * attribute_loss(attr(out.features), labels)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
+                logits = attr(out.features)
+            loss = loss + opts["attr"] * attribute_loss([z.float() for z in logits], labels)
         if not torch.isfinite(loss):
             raise RuntimeError(f"{name}: loss is {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
@@ -341,9 +344,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32, help="picture side (the judge's too)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--results", default="tokenizer_ablation", help="results/NAME.json")
+    parser.add_argument(
+        "--bf16", action="store_true", help="train under bf16 autocast (weights stay fp32)"
+    )
     args = parser.parse_args()
-    global BATCH, SIZE
-    BATCH, SIZE = args.batch, args.size
+    global BATCH, SIZE, BF16
+    BATCH, SIZE, BF16 = args.batch, args.size, args.bf16
     torch.set_num_threads(1)
     judge = load_judge(shipped_judge(SIZE))
     results = {}
@@ -358,7 +364,8 @@ def main() -> None:
                 "commit": commit(),
                 "setting": f"{SIZE} px chat world (train seed 0; {args.val} validation pictures, "
                 f"seed 1), batch {BATCH}, {args.steps} steps, MSE, AdamW (0.9, 0.99) wd 0, lr {LR} "
-                "one-cycle 5% warm-up, clip 1, torch.manual_seed(0), one thread; k-means "
+                "one-cycle 5% warm-up, clip 1, torch.manual_seed(0), one thread, "
+                f"{'bf16 autocast' if BF16 else 'fp32'} training; k-means "
                 f"K={args.codes} on {args.feature_images} training pictures' features, 30 "
                 "iterations, no decoder fine-tune; train_s excludes rendering",
                 "results": results,
