@@ -19,6 +19,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -86,10 +87,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     builders = {
-        "conv32-map (stage 1, quick), batch 32": lambda: tokenizer_step("conv32-map", 32),
-        "conv64-ordered (stage 1, standard), batch 16": lambda: tokenizer_step("conv64-ordered", 16),
-        "conv64-map, batch 16": lambda: tokenizer_step("conv64-map", 16),
-        "spatial VQ (quick), batch 16": lambda: vq_step(16),
+        "conv32-map (stage 1, quick), batch 32": partial(tokenizer_step, "conv32-map", 32),
+        "conv64-ordered (stage 1, standard), batch 16": partial(
+            tokenizer_step, "conv64-ordered", 16
+        ),
+        "conv64-map, batch 16": partial(tokenizer_step, "conv64-map", 16),
+        "spatial VQ (quick), batch 16": partial(vq_step, 16),
         f"demo LLM, {LLM_BATCH} x {LLM_LENGTH} tokens": llm_step,
     }
     steps = {}
