@@ -89,3 +89,17 @@ def test_the_loss_goes_down_and_a_zero_rate_keeps_it(tmp_path):
 def test_a_non_finite_loss_stops_the_run(tmp_path):
     with pytest.raises(common.NonFiniteLossError, match="step 1"):
         run(tmp_path, loss_scale=float("nan"))
+
+
+def test_stages_in_one_process_take_their_own_precision(tmp_path):
+    """`svq demo` runs stages one after another in one process: a bf16 stage after an fp32 one
+    (and back) gets the precision it asked for, not an error."""
+    for bf16 in (False, True, False):
+        accelerator = common.make_accelerator(ToyOptions(output_dir=str(tmp_path), bf16=bf16))
+        assert accelerator.mixed_precision == ("bf16" if bf16 else "no")
+        model = accelerator.prepare(torch.nn.Linear(3, 1))
+        dtype = model(torch.randn(2, 3)).dtype  # autocast inside, outputs converted to fp32
+        assert dtype == torch.float32
+        with accelerator.autocast():
+            inner = torch.nn.functional.linear(torch.randn(2, 3), torch.randn(1, 3)).dtype
+        assert inner == (torch.bfloat16 if bf16 else torch.float32)

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import torch
 import yaml
 from accelerate import Accelerator, DataLoaderConfiguration, skip_first_batches
+from accelerate.state import AcceleratorState
 from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
 from torch import nn
 from transformers import HfArgumentParser, get_scheduler
@@ -138,7 +139,12 @@ def check_training_options(o: Any, positive: Sequence[str] = ()) -> None:
 
 def make_accelerator(o: Any, **kwargs: Any) -> Accelerator:
     """The Accelerator of a run from its TrainingArguments-named options (use_cpu, bf16/fp16,
-    gradient_accumulation_steps, report_to, output_dir, seed); kwargs go to Accelerator."""
+    gradient_accumulation_steps, report_to, output_dir, seed); kwargs go to Accelerator.
+
+    One process may run several stages one after another (`svq demo`), each with its own
+    precision: accelerate keeps the first stage's in a process-wide state and refuses a
+    change, so that state is dropped first (the process group, `PartialState`, stays)."""
+    AcceleratorState._reset_state()
     return Accelerator(
         # On a machine without GPU accelerate needs cpu=True to form a process group (gloo)
         # from torchrun's variables; without it each process would train alone.
