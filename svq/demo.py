@@ -20,10 +20,9 @@ Each stage's wall time goes to RUN/timings/<stage>.json; the run's record (figur
 commit, machine, wall times) to RUN/demo.json, and with `--record PATH` there too.
 
 Two cores: `judge`, `vq` and `baseline` run in a second process while `stage1`, `stage2`
-and `sft` run in this one (each stage uses one thread, or its budget's `threads: N` where the
-other process would sit idle; a stage waits for the stages it reads, `NEEDS`). A stage is
-finished when its folder holds its summary; re-running skips finished stages, and stage 1
-resumes from its last checkpoint.
+and `sft` run in this one (each stage uses one thread; a stage waits for the stages it reads,
+`NEEDS`). A stage is finished when its folder holds its summary; re-running skips finished
+stages, and stage 1 resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -153,31 +152,20 @@ def run_report(run: Path, options: dict[str, Any]) -> dict:
     return build_report(run, **options)
 
 
-def stage_threads(options: dict[str, Any], where: str) -> tuple[int, dict[str, Any]]:
-    """A stage's budget options -> (its torch threads: `threads`, default 1; the rest, for the
-    stage). `where` names the stage in the error."""
-    options = dict(options)
-    threads = options.pop("threads", 1)
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"{where}: threads must be an integer >= 1, got {threads!r}")
-    return threads, options
-
-
 def done(run: Path, stage: str) -> bool:
     return (run / DONE[stage]).is_file()
 
 
 def run_stage(run: Path, budget: str, stage: str) -> None:
-    """Run one stage in this process (one torch thread, or the budget's `threads`), unless it
-    is finished."""
+    """Run one stage in this process (one torch thread), unless it is finished."""
     import torch
 
     if done(run, stage):
         print(f"[demo] {stage}: finished before, skipped", flush=True)
         return
-    threads, options = stage_threads(load_budget(budget)[stage], f"demo_{budget}.yaml {stage}")
-    torch.set_num_threads(threads)  # 2 cores: one thread per stage, two stages at once
+    torch.set_num_threads(1)  # a 2-core machine: one thread per stage, two stages at once
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # not every checkpoint file
+    options = load_budget(budget)[stage]
     print(f"[demo] {stage}: starting", flush=True)
     start = time.perf_counter()
     if stage == "judge":

@@ -127,29 +127,6 @@ def test_demo_second_process_runs_the_background_chain(tmp_path, capsys):
         wait_for(run, ("vq",), process)
 
 
-def test_demo_stage_threads(tmp_path, monkeypatch):
-    """A stage's `threads` sets its torch threads (not passed to its script); 1 by default; a
-    bad value is a clear error naming the stage."""
-    import torch
-
-    from svq import demo
-
-    assert demo.stage_threads({"max_steps": 5}, "x") == (1, {"max_steps": 5})
-    assert demo.stage_threads({"threads": 2, "max_steps": 5}, "x") == (2, {"max_steps": 5})
-    for bad in (0, "2", 1.5, True):
-        with pytest.raises(ValueError, match=r"demo_test.yaml judge: threads must be"):
-            demo.stage_threads({"threads": bad}, "demo_test.yaml judge")
-    before = torch.get_num_threads()
-    monkeypatch.setattr(
-        demo, "load_budget", lambda budget: {"judge": {"shipped": 32, "threads": 2}}
-    )
-    try:
-        demo.run_stage(tmp_path, "test", "judge")  # the shipped judge takes no "threads" option
-        assert torch.get_num_threads() == 2 and demo.done(tmp_path, "judge")
-    finally:
-        torch.set_num_threads(before)
-
-
 def test_demo_bad_budget_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--out", str(tmp_path), "--budget", "huge"])
@@ -161,7 +138,7 @@ def test_demo_bad_budget_is_a_clear_error(tmp_path, capsys):
 def test_demo_budgets_parse_for_every_stage(tmp_path):
     """Every budget's options are accepted by the stage's own parser (a typo in a budget file
     would otherwise surface minutes into a demo)."""
-    from svq.demo import SCRIPT_TRAINERS, script_argv, stage_threads
+    from svq.demo import SCRIPT_TRAINERS, script_argv
     from svq.eval.judge import shipped_judge
     from svq.train import common, trainer
     from svq.train.judge import JudgeOptions
@@ -176,10 +153,9 @@ def test_demo_budgets_parse_for_every_stage(tmp_path):
             JudgeOptions(output_dir=str(tmp_path), **table["judge"])
         for stage, name in SCRIPT_TRAINERS.items():
             _, cls = trainer(name)
-            _, stage_options = stage_threads(table[stage], stage)
-            options = common.parse_options(cls, script_argv(stage, stage_options, tmp_path))
+            options = common.parse_options(cls, script_argv(stage, table[stage], tmp_path))
             assert options.output_dir == str(tmp_path / stage)
-            for key, value in stage_options.items():
+            for key, value in table[stage].items():
                 if key != "config":
                     assert getattr(options, key) == value, (budget, stage, key)
         assert set(inspect.signature(build_report).parameters) >= set(table["report"])
