@@ -103,3 +103,17 @@ def test_stages_in_one_process_take_their_own_precision(tmp_path):
         with accelerator.autocast():
             inner = torch.nn.functional.linear(torch.randn(2, 3), torch.randn(1, 3)).dtype
         assert inner == (torch.bfloat16 if bf16 else torch.float32)
+
+
+def test_bf16_on_a_cpu_without_it_warns(tmp_path, monkeypatch, caplog):
+    """Emulated bf16 is slower than fp32: a run asking for it on such a CPU says so (and runs)."""
+    for native, warned in ((True, False), (False, True)):
+        monkeypatch.setattr(common, "native_cpu_bf16", lambda native=native: native)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="train"):
+            common.make_accelerator(ToyOptions(output_dir=str(tmp_path), bf16=True, use_cpu=True))
+        assert ("without native bf16" in caplog.text) == warned
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="train"):
+        common.make_accelerator(ToyOptions(output_dir=str(tmp_path), use_cpu=True))  # fp32
+    assert "bf16" not in caplog.text

@@ -137,6 +137,12 @@ def check_training_options(o: Any, positive: Sequence[str] = ()) -> None:
         raise ValueError("choose one of bf16 and fp16")
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX / AVX512-BF16); elsewhere autocast
+    emulates it, slower than fp32."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def make_accelerator(o: Any, **kwargs: Any) -> Accelerator:
     """The Accelerator of a run from its TrainingArguments-named options (use_cpu, bf16/fp16,
     gradient_accumulation_steps, report_to, output_dir, seed); kwargs go to Accelerator.
@@ -145,10 +151,16 @@ def make_accelerator(o: Any, **kwargs: Any) -> Accelerator:
     precision: accelerate keeps the first stage's in a process-wide state and refuses a
     change, so that state is dropped first (the process group, `PartialState`, stays)."""
     AcceleratorState._reset_state()
+    cpu = o.use_cpu or not torch.accelerator.is_available()
+    if o.bf16 and cpu and not native_cpu_bf16():
+        logging.getLogger("train").warning(
+            "bf16 on a CPU without native bf16: autocast is emulated and slower than fp32 "
+            "(the same run in fp32: bf16 false)"
+        )
     return Accelerator(
         # On a machine without GPU accelerate needs cpu=True to form a process group (gloo)
         # from torchrun's variables; without it each process would train alone.
-        cpu=o.use_cpu or not torch.accelerator.is_available(),
+        cpu=cpu,
         gradient_accumulation_plugin=GradientAccumulationPlugin(
             num_steps=o.gradient_accumulation_steps, sync_with_dataloader=False
         ),
