@@ -17,6 +17,9 @@ weight decay, lr 2e-3 one-cycle (5% warm-up), gradient clip 1, one thread. Then,
   the judge on the first 6 tokens' decodes, and the PSNR cost of swapping each block of 6
   tokens with another image's.
 
+`--bf16` trains under bf16 autocast on the CPU (weights, optimiser and loss stay fp32; the
+evaluation runs in fp32).
+
 Results go to benchmarks/results/NAME.json (one file per invocation, `--results`); run two
 invocations side by side to use both cores.
 """
@@ -236,7 +239,7 @@ def train(name: str, steps: int) -> tuple[StyledVAEVQ, dict]:
             out = model(images)
         loss = F.mse_loss(out.recon.float(), images)
         if opts.get("l1"):
-            loss = loss + opts["l1"] * F.l1_loss(out.recon, images)
+            loss = loss + opts["l1"] * F.l1_loss(out.recon.float(), images)
         if attr is not None:
             labels = torch.tensor([r.labels() for r in batch])
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
