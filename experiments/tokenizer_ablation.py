@@ -6,8 +6,9 @@
 
 Every variant sees identical chat-world pictures (training seed 0, the same order), starts
 from torch.manual_seed(0) and trains with one recipe: MSE on pixels, AdamW (0.9, 0.99), no
-weight decay, lr 2e-3 one-cycle (5% warm-up), gradient clip 1, one thread. Then, in eval mode
-(the EMA weights where the variant keeps one), on held-out validation pictures (world seed 1):
+weight decay, lr 2e-3 one-cycle (5% warm-up; `--lr`), gradient clip 1, one thread. Then, in
+eval mode (the EMA weights where the variant keeps one), on held-out validation pictures (world
+seed 1):
 
 - PSNR from the continuous features, and from the ids of a k-means codebook fitted on the
   features of the first `--feature_images` training pictures (per position and shared, K
@@ -46,8 +47,7 @@ from svq.eval.judge import load_judge, shipped_judge
 from svq.eval.ordering import default_fill, group_ablation, prefix_curve, replace_tokens
 from svq.train.attribute_loss import AttributeReadout, attribute_loss
 
-LR = 2e-3
-BATCH, SIZE, BF16 = 32, 32, False  # --batch, --size, --bf16
+BATCH, SIZE, BF16, LR = 32, 32, False, 2e-3  # --batch, --size, --bf16, --lr
 IDENTITY = ("hair_colour", "hair_style", "skin_tone", "shirt_colour", "hat", "glasses")
 SCENE = ("place", "season", "time_of_day")
 
@@ -350,9 +350,10 @@ def main() -> None:
     parser.add_argument(
         "--bf16", action="store_true", help="train under bf16 autocast (weights stay fp32)"
     )
+    parser.add_argument("--lr", type=float, default=2e-3, help="the one-cycle peak")
     args = parser.parse_args()
-    global BATCH, SIZE, BF16
-    BATCH, SIZE, BF16 = args.batch, args.size, args.bf16
+    global BATCH, SIZE, BF16, LR
+    BATCH, SIZE, BF16, LR = args.batch, args.size, args.bf16, args.lr
     torch.set_num_threads(1)
     judge = load_judge(shipped_judge(SIZE))
     results = {}
