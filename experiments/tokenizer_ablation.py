@@ -237,13 +237,12 @@ def train(name: str, steps: int) -> tuple[StyledVAEVQ, dict]:
         model.encoder.head.noise_gain = noise_gain(step, steps, opts.get("noise"))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
             out = model(images)
+            logits = attr(out.features) if attr is not None else None
         loss = F.mse_loss(out.recon.float(), images)
         if opts.get("l1"):
             loss = loss + opts["l1"] * F.l1_loss(out.recon.float(), images)
         if attr is not None:
             labels = torch.tensor([r.labels() for r in batch])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
-                logits = attr(out.features)
             loss = loss + opts["attr"] * attribute_loss([z.float() for z in logits], labels)
         if not torch.isfinite(loss):
             raise RuntimeError(f"{name}: loss is {loss.item()} at step {step}")

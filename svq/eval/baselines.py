@@ -61,15 +61,13 @@ def principal_axes(centred: torch.Tensor, rtol: float = 1e-6) -> torch.Tensor:
     (N x N) and covariance (D x D) matrices (faster than the SVD at the report's shapes, a few
     thousand pictures of thousands of pixels). Directions of no variance (singular value <=
     rtol x the largest: the centring's, and any past the rank) are left out, so R <= min(N, D)."""
-    n, d = centred.shape
-    if n <= d:
-        values, u = torch.linalg.eigh(centred @ centred.T)  # ascending
-        values, u = values.flip(0), u.flip(1)
-        keep = values > values[0].clamp_min(0) * rtol**2
-        return (u[:, keep].T @ centred) / values[keep].sqrt()[:, None]
-    values, v = torch.linalg.eigh(centred.T @ centred)
-    values, v = values.flip(0), v.flip(1)
-    return v[:, values > values[0].clamp_min(0) * rtol**2].T
+    gram = centred.shape[0] <= centred.shape[1]
+    values, vectors = torch.linalg.eigh(centred @ centred.T if gram else centred.T @ centred)
+    values, vectors = values.flip(0), vectors.flip(1)  # eigh gives them ascending
+    keep = values > values[0].clamp_min(0) * rtol**2  # the squared singular values
+    if gram:  # the right singular vectors from the left ones: v = x^T u / s
+        return (vectors[:, keep].T @ centred) / values[keep].sqrt()[:, None]
+    return vectors[:, keep].T
 
 
 class PixelPCA:
