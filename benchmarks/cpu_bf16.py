@@ -10,7 +10,9 @@ the stage-1 tokenizers at their picture size and batch, the quick demo's spatial
 "demo" LLM on a batch of token sequences the length of the chat world's dialogues. All models
 step in turn (round robin), so a load change on this shared machine hits them alike; the figure
 is the median step and the fp32 / bf16 ratio. Whether the CPU computes bf16 natively (AMX,
-AVX512-BF16) is recorded: without it, bf16 is emulated and slower. Writes results/cpu_bf16.json.
+AVX512-BF16) is recorded: without it, bf16 is emulated and slower. Beside them, the time to draw
+the quick stage 1's batch of pictures (its loader's work, the same in either precision).
+Writes results/cpu_bf16.json.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from common import print_table, write_results
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from svq import StyledVAEVQ, SVQConfig
+from svq.data.render import render_tensor
+from svq.data.sampler import world_record
 from svq.llm.tiny import PRESETS as LLM_PRESETS
 from svq.spatial_vq import SpatialVQ, SpatialVQConfig
 
@@ -110,7 +114,13 @@ def main() -> None:
         fp32, bf16 = (statistics.median(times[name, mode]) for mode in (False, True))
         rows.append({"model": name, "fp32_s": round(fp32, 4), "bf16_s": round(bf16, 4),
                      "speedup": round(fp32 / bf16, 2)})  # fmt: skip
+    draw = []
+    for step in range(args.steps):
+        start = time.perf_counter()
+        render_tensor([world_record(0, "train", step * 32 + j) for j in range(32)], 32)
+        draw.append(time.perf_counter() - start)
     print_table(rows, ["model", "fp32_s", "bf16_s", "speedup"])
+    print(f"drawing 32 pictures at 32 px: {statistics.median(draw):.4f} s")
     native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     path = write_results(
         "cpu_bf16",
@@ -120,6 +130,7 @@ def main() -> None:
             "turn; step = forward, loss, backward, clip 1, AdamW; bf16 = torch.autocast on "
             "the CPU (fp32 weights, optimiser and loss)",
             "rows": rows,
+            "draw_32_pictures_32px_s": round(statistics.median(draw), 4),
         },
     )
     print(f"native bf16: {native}; wrote {path}")
