@@ -57,6 +57,22 @@ VARIANTS: dict[str, dict[str, object]] = {
     # the same pair on another seed (initial weights and chat order; the same chats)
     "open-same-seed1": {"max_steps": 1200, "opening_season": "same", "seed": 1},
     "steps1200-seed1": {"max_steps": 1200, "seed": 1},
+    # the standard demo's SFT since it trains under bf16 (1,600 steps), and beside it the same
+    # with one-turn "what is in this photo?" -> caption chats mixed in (svq.llm.describe_data):
+    # a photo question labels one attribute, a caption all of them
+    "bf16-1600": {"max_steps": 1600, "opening_season": "same", "bf16": True},
+    "describe1000": {
+        "max_steps": 1600,
+        "opening_season": "same",
+        "bf16": True,
+        "describe_photos": 1000,
+    },
+    "describe3000": {
+        "max_steps": 1600,
+        "opening_season": "same",
+        "bf16": True,
+        "describe_photos": 3000,
+    },
     # the serial baseline (pictures as the spatial VQ's ids), as the standard demo trains it
     "baseline1200": {"max_steps": 1200, "image_tokenizer": "spatial"},
     "baseline-img0.1": {

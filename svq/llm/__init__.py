@@ -21,6 +21,7 @@ Parts (one job per file):
     pretrain_data  language pre-training: world text, captions followed by their pictures
     sft_data       chat SFT data: world / JSONL chats, the image cache, SFTDataset
                    (imported on its own: `from svq.llm import sft_data`)
+    describe_data  one-turn chats about the chats' own pictures: photo -> its caption
 """
 
 from .chat import SVQChat, SVQChatConfig, SVQChatOutput

@@ -14,6 +14,8 @@ Data (`svq.llm.sft_data`): the chat world's train dialogues ("world") or a JSONL
 every picture is encoded once into a cache (OUTPUT_DIR/image_cache unless `cache_dir`).
 Assistant pictures are targets (36 ids: LM labels; spatial ids: VQ-head labels), user pictures
 are understood (features through the projector); labels on assistant turns only.
+`describe_photos` > 0 mixes in that many one-turn chats about the chats' own pictures ("what is
+in this photo?" -> its caption; `svq.llm.describe_data`): every attribute a label, not one.
 
 Loss (the chat model's `forward`, weighted by its config from these options) = lm_loss_weight * LM
 cross-entropy (text and image tokens; image-span tokens weigh image_token_loss_weight against
@@ -58,6 +60,7 @@ from svq.data.dialogues import OPENING_SEASONS
 from svq.eval.chat_eval import evaluate_chat
 from svq.eval.judge import load_judge
 from svq.llm import LoraOptions, SVQChat, collate
+from svq.llm.describe_data import with_described_photos
 from svq.llm.pretrain_data import PretrainDataset, text_chats
 from svq.llm.sft_data import SFTDataset, encode_images, load_chats
 from svq.llm.tiny import chat_world_corpus, tiny_llm, train_tokenizer
@@ -113,6 +116,9 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
     # world only: the opening's seasons, "other" (the motivating chat), "same" or "unnamed"
     # (svq.data.dialogues.OPENING_SEASONS); the held-out chats keep "other"
     opening_season: str = "other"
+    # one-turn chats "what is in this photo?" -> its caption, from the chats' own pictures,
+    # mixed into the training chats (svq.llm.describe_data); -1: one per picture
+    describe_photos: int = 0
     cache_dir: str | None = None  # image cache; default OUTPUT_DIR/image_cache
     max_length: int = 1024  # longer chats are left out (counted in the log)
     dataloader_num_workers: int = 0
@@ -153,6 +159,8 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
         if self.opening_season not in OPENING_SEASONS:
             raise ValueError(f"opening_season must be one of {OPENING_SEASONS}, got "
                              f"{self.opening_season!r}")  # fmt: skip
+        if self.describe_photos < -1:
+            raise ValueError(f"describe_photos must be >= -1, got {self.describe_photos}")
         if self.num_val_dialogues < 0:
             raise ValueError(f"num_val_dialogues must be >= 0, got {self.num_val_dialogues}")
 
@@ -317,6 +325,7 @@ def main(o: SFTOptions) -> dict:
         o.train_data, seed=o.world_seed, split="train", num_dialogues=o.num_train_dialogues,
         lang=o.lang, request_kinds=o.request_kinds, opening_season=o.opening_season,
     )  # fmt: skip
+    data = with_described_photos(data, o.describe_photos, o.lang, o.seed)
     cache_dir = Path(o.cache_dir) if o.cache_dir else out / "image_cache"
     with accelerator.main_process_first():
         images = encode_images(

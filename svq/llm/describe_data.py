@@ -1,0 +1,64 @@
+"""Described photos: one-turn chats that teach the LLM to read a picture's features.
+
+    data = load_chats("world", num_dialogues=2000)
+    data = with_described_photos(data, count=1000, lang="en", seed=0)
+
+Each added chat: the user shares one of the chats' own pictures and asks what is in it; the
+assistant answers with the picture's caption (`svq.data.caption`: every judged attribute, in the
+world's words). A photo question inside a dialogue labels one attribute of one picture; a
+caption labels all of them: the feature-alignment data of LLaVA's first stage, here mixed into
+the SFT. The pictures are the chats' own, so the image cache (keyed by the pictures) is shared
+and no picture is encoded twice. Only world pictures (records) have captions; a chat file's
+pictures are left out.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from svq.data import WorldRecord, caption
+
+from .sft_data import IMAGE_INDEX, ChatData
+
+# what the user asks, per language
+DESCRIBE_PROMPTS = {"en": "What is in this photo?", "zh": "这张照片里有什么？"}
+
+
+def described_photo(index: int, record: WorldRecord, lang: str) -> dict:
+    """One chat: the user's photo (picture `index` of the image table) and the question, the
+    assistant's caption of `record` in `lang`."""
+    if lang not in DESCRIBE_PROMPTS:
+        raise ValueError(f"lang must be one of {sorted(DESCRIBE_PROMPTS)}, got {lang!r}")
+    photo = {"type": "image", IMAGE_INDEX: index}
+    question = {"type": "text", "text": DESCRIBE_PROMPTS[lang]}
+    return {
+        "id": f"describe-{index}-{lang}",
+        "messages": [
+            {"role": "user", "content": [photo, question]},
+            {"role": "assistant", "content": caption(record, lang)},
+        ],
+    }
+
+
+def with_described_photos(data: ChatData, count: int, lang: str = "en", seed: int = 0) -> ChatData:
+    """`data` with `count` described-photo chats added after its own (-1: one per world
+    picture; 0: `data` itself). The pictures are drawn without replacement in a seeded order;
+    lang "en", "zh" or "mixed" (every fourth in Chinese, as the world's mixed chats)."""
+    if count == 0:
+        return data
+    if lang not in ("en", "zh", "mixed"):
+        raise ValueError(f"lang must be 'en', 'zh' or 'mixed', got {lang!r}")
+    pictures = [k for k, r in enumerate(data.images) if isinstance(r, WorldRecord)]
+    if count < -1 or count > len(pictures):
+        raise ValueError(
+            f"describe count must be -1 or 0..{len(pictures)} (the chats' world pictures), "
+            f"got {count}"
+        )
+    random.Random(seed).shuffle(pictures)
+    chosen = pictures if count == -1 else pictures[:count]
+    added = []
+    for n, k in enumerate(chosen):
+        language = lang if lang != "mixed" else ("zh" if n % 4 == 3 else "en")
+        added.append(described_photo(k, data.images[k], language))
+    return replace(data, chats=[*data.chats, *added])

@@ -1,0 +1,62 @@
+"""svq.llm.describe_data and the SFT's `describe_photos`: each added chat shows one of the
+chats' own pictures as features and labels its caption only; the pictures are drawn without
+replacement; the image cache is shared; a run records the larger training set."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from test_llm_sft import options, parts, run  # noqa: F401  (parts: the module's fixture)
+
+from svq.data import caption
+from svq.llm import IGNORE_INDEX
+from svq.llm import sft_data as sd
+from svq.llm.describe_data import DESCRIBE_PROMPTS, with_described_photos
+from svq.train import llm_sft
+
+
+def test_described_photos_read_a_picture_and_label_its_caption(parts):  # noqa: F811
+    chat = llm_sft.build_model(options(Path("unused"), parts))
+    data = sd.world_chats(0, "train", 3, "en")
+    described = with_described_photos(data, 5, "en", seed=0)
+    assert described.chats[:3] == data.chats and len(described.chats) == 8
+    assert described.images is data.images and described.fingerprint == data.fingerprint
+    images = sd.encode_images(described, chat.svq, chat.spatial, None)
+    dataset = sd.SFTDataset(described, images, chat.tokenizer, chat.vocab)
+    shown = []
+    for row, item in zip(described.chats[3:], dataset.items[3:], strict=True):
+        k = row["messages"][0]["content"][0][sd.IMAGE_INDEX]
+        shown.append(k)
+        assert item.code_ids.shape[0] == 0  # nothing written: the picture is read
+        assert torch.equal(item.image_features[0], images.features[k])
+        labelled = chat.tokenizer.decode(item.input_ids[item.labels != IGNORE_INDEX])
+        assert caption(data.images[k], "en") in labelled
+        assert DESCRIBE_PROMPTS["en"] not in labelled  # the question is not a label
+    assert len(set(shown)) == 5  # without replacement
+    assert shown != [c["messages"][0]["content"][0][sd.IMAGE_INDEX]
+                     for c in with_described_photos(data, 5, "en", seed=1).chats[3:]]  # fmt: skip
+
+
+def test_every_picture_and_mixed_languages_and_bad_counts():
+    data = sd.world_chats(0, "train", 2, "en")
+    every = with_described_photos(data, -1, "mixed", seed=0)
+    added = every.chats[len(data.chats) :]
+    assert len(added) == len(data.images)
+    prompts = [m["messages"][0]["content"][1]["text"] for m in added]
+    assert prompts.count(DESCRIBE_PROMPTS["zh"]) == len(added) // 4
+    assert with_described_photos(data, 0) is data
+    with pytest.raises(ValueError, match=r"describe count must be -1 or 0\.\."):
+        with_described_photos(data, len(data.images) + 1)
+    with pytest.raises(ValueError, match="lang must be"):
+        with_described_photos(data, 1, "fr")
+
+
+def test_a_run_with_described_photos_trains_on_them(tmp_path, parts):  # noqa: F811
+    run(tmp_path / "run", parts, "--describe_photos", "4", "--max_steps", "1",
+        "--num_val_dialogues", "0")  # fmt: skip
+    resolved = yaml.safe_load((tmp_path / "run" / "options.yaml").read_text())
+    assert resolved["describe_photos"] == 4
+    assert resolved["resolved"]["train_dialogues"] == 8 + 4  # llm_sft_tiny's 8 chats + 4
+    with pytest.raises(ValueError, match="describe_photos must be >= -1"):
+        options(tmp_path / "bad", parts, "--describe_photos", "-2")
