@@ -7,8 +7,8 @@ dialogues and judge; each variant changes a few `svq/train/llm_sft.py` options. 
         --variants base lr3e-3
 
 Writes (and merges into) benchmarks/results/NAME.json: per variant its options, train and wall
-seconds, and the chat figures of its final evaluation (`svq/train/llm_sft.scores`), with the
-commit and machine it ran on.
+seconds, the chat figures of its final evaluation (`svq/train/llm_sft.scores`) and its
+understanding per question, with the commit and machine it ran on.
 """
 
 from __future__ import annotations
@@ -151,6 +151,9 @@ def main() -> None:
             **{k: summary[k] for k in ("steps", "train_seconds", "wall_seconds", "lm_loss")},
             "pretrain_seconds": summary.get("pretrain_seconds"),
             "figures": summary["validation"],
+            "understanding_per_question": json.loads(
+                (args.out / name / "chat_eval.json").read_text()
+            )["understanding"]["per_question"],
         }
         print(name, json.dumps(record["variants"][name]["figures"]), flush=True)
     record["run"] = str(args.run)
