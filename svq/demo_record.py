@@ -4,7 +4,8 @@ commit, machine and wall time per stage that produced them.
     record = demo_record(Path("runs/demo"), "quick", minutes=12.3)
     # svq demo --record benchmarks/results/demo_quick.json  writes it there too
 
-The figures come from RUN/report/report.json (the eval suite) and each stage's wall time from
+The figures come from RUN/report/report.json (the eval suite), stage 2's before and after its
+decoder fine-tune from RUN/stage2/summary.json, and each stage's wall time from
 RUN/timings/<stage>.json (written by `svq demo` when a stage finishes).
 """
 
@@ -47,7 +48,7 @@ def chat_figures(chat: dict) -> dict[str, Any]:
         "diversity": chat.get("diversity"),
         "understanding": {
             k: understanding.get(k)
-            for k in ("accuracy", "ci", "blind_majority", "blind_majority_ci", "n")
+            for k in ("accuracy", "ci", "blind_majority", "blind_majority_ci", "n", "per_question")
         },
         "image_token_validity": chat.get("image_token_validity"),
         "replies": {
@@ -101,6 +102,23 @@ def report_figures(report: dict) -> dict[str, Any]:
     }
 
 
+def stage2_validation(run: Path) -> dict[str, dict[str, float]] | None:
+    """PSNR on stage 2's own validation pictures, continuous and from the ids, before and after
+    its decoder fine-tune (RUN/stage2/summary.json); None without it."""
+    path = run / "stage2" / "summary.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    return {
+        when: {
+            "psnr_continuous": _get(summary, when, "continuous_psnr"),
+            "psnr_ids": _get(summary, when, "quantized_psnr"),
+        }
+        for when in ("before", "after")
+        if summary.get(when)
+    }
+
+
 def stage_seconds(run: Path) -> dict[str, float]:
     """Wall seconds of each stage that ran in this run folder (RUN/timings/<stage>.json)."""
     folder = run / "timings"
@@ -129,6 +147,7 @@ def demo_record(
         "reused_stages": list(reused or []),
         "stage_seconds": stage_seconds(run),
         "figures": report_figures(report),
+        "stage2_validation": stage2_validation(run),
         "settings": options,
     }
 

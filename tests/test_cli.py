@@ -74,6 +74,10 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
     assert set(result["stage_seconds"]) == set(ORDER) and result["settings"]["stage1"]
     assert result["reused_stages"] == [] and result["pipeline_minutes"] is not None
     assert result["figures"]["judge_gate"]["passed"] is False
+    stage2 = result["stage2_validation"]  # stage 2's own pictures, around its fine-tune
+    assert set(stage2) == {"before", "after"} and stage2["after"]["psnr_ids"] > 0
+    questions = result["figures"]["chat"]["understanding"]["per_question"]
+    assert questions and all(0 <= q["accuracy"] <= 1 for q in questions.values())
     tables = readme_tables({"test": result})  # what the README's tables are made of
     assert "| PSNR from the 36 ids / continuous |" in tables and "FAILED" in tables
     assert len(result["commit"] or "0" * 40) == 40 and result["machine"]["cpu_count"] >= 1
