@@ -36,7 +36,8 @@ def sources(report: dict, seed: int = 0) -> dict[str, dict[str, float | int]]:
         if dialogue.id != transcript["id"]:
             raise ValueError(f"transcript {transcript['id']} is not dialogue {dialogue.id}")
         persona = {n: getattr(dialogue.persona, n) for n in IDENTITY_ATTRIBUTES}
-        for m, message in enumerate(dialogue.messages[:-1]):
+        talk = [m for m in dialogue.messages if m["role"] != "system"]  # as the transcript
+        for m, message in enumerate(talk[:-1]):
             if message["role"] != "user" or isinstance(message["content"], str):
                 continue
             photos = [p for p in message["content"] if p["type"] == "image"]
