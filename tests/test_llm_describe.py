@@ -2,6 +2,7 @@
 chats' own pictures as features and labels its caption only; the pictures are drawn without
 replacement; the image cache is shared; a run records the larger training set."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,9 @@ def test_every_picture_and_mixed_languages_and_bad_counts():
         with_described_photos(data, len(data.images) + 1)
     with pytest.raises(ValueError, match="lang must be"):
         with_described_photos(data, 1, "fr")
+    files = replace(data, images=[Path("me.png")] * len(data.images))  # a chat file's pictures
+    with pytest.raises(ValueError, match="need world pictures"):
+        with_described_photos(files, -1)
 
 
 def test_a_run_with_described_photos_trains_on_them(tmp_path, parts):  # noqa: F811

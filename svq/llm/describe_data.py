@@ -50,6 +50,10 @@ def with_described_photos(data: ChatData, count: int, lang: str = "en", seed: in
     if lang not in ("en", "zh", "mixed"):
         raise ValueError(f"lang must be 'en', 'zh' or 'mixed', got {lang!r}")
     pictures = [k for k, r in enumerate(data.images) if isinstance(r, WorldRecord)]
+    if not pictures:
+        raise ValueError(
+            "described photos need world pictures (their captions); these chats have none"
+        )
     if count < -1 or count > len(pictures):
         raise ValueError(
             f"describe count must be -1 or 0..{len(pictures)} (the chats' world pictures), "
