@@ -158,6 +158,16 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
         {"decoder_channels": [128, 64, 64, 32]},
         {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
     ),
+    # token-made maps at finer resolutions of conv32-map's decoder too (conv_input_levels):
+    # 4x4 and 8x8 / up to 16x16 / up to 32x32
+    **{
+        f"conv32-map +maps{levels}": (
+            "conv32-map",
+            {"conv_input_levels": levels},
+            {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+        )
+        for levels in (2, 3, 4)
+    },
     # 64 px (--size 64 --batch 16)
     "small": ("small", {}, {}),
     "conv64": ("conv64", {}, {}),
@@ -178,6 +188,18 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
         {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
     ),
     "conv64-map +attr36": ("conv64-map", {}, {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 36}),
+    # token-made maps at 4x4, 8x8 and 16x16, on conv64-map (8-dim tokens) and on conv64-ordered
+    # (32-dim tokens, whose start map is otherwise the constant)
+    "conv64-map +maps3": (
+        "conv64-map",
+        {"conv_input_levels": 3},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+    ),
+    "conv64-ordered +maps3": (
+        "conv64-ordered",
+        {"conv_input": "all", "conv_input_levels": 3},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6},
+    ),
     "conv64 +prefix +nested0.2 +attr6 +noise0.3": (
         "conv64",
         {

@@ -142,10 +142,11 @@ class SVQConvDecoder(nn.Module):
     tokens 0 .. l*k+k-1 instead (the later ones zeroed in an N*E-wide vector), so the first
     tokens reach every resolution. With `conv_input` "first" / "all" the constant gets a map
     made from the first group's / every token (a zero-initialised Linear to C0 x 4 x 4): the
-    per-channel FiLM cannot say *where*, this can. With `conv_skip` every coarser resolution
-    also paints (a 1x1 conv to pixels, upsampled and summed: StyleGAN2's skip generator), so
-    the coarse blocks get a direct gradient. Output is unbounded, like the transformer
-    decoder's.
+    per-channel FiLM cannot say *where*, this can; `conv_input_levels` > 1 adds such a map at
+    the next resolutions too (8x8, 16x16, ...), after their upsample. With `conv_skip` every
+    coarser resolution also paints (a 1x1 conv to pixels, upsampled and summed: StyleGAN2's
+    skip generator), so the coarse blocks get a direct gradient. Output is unbounded, like the
+    transformer decoder's.
     """
 
     def __init__(self, config: SVQConfig):
@@ -157,11 +158,15 @@ class SVQConvDecoder(nn.Module):
         cond_dim = (config.num_tokens if self.prefix else k) * config.token_dim
         self.const = nn.Parameter(0.1 * torch.randn(channels[0], 4, 4))
         self.input_tokens = {"const": 0, "first": k, "all": config.num_tokens}[config.conv_input]
-        self.to_input = None
+        self.to_input = None  # the 4x4 map: a zero-initialised Linear to C0 x 4 x 4
+        self.finer_inputs = None  # conv_input_levels > 1: the same at 8x8, 16x16, ...
         if self.input_tokens:
-            self.to_input = nn.Linear(self.input_tokens * config.token_dim, channels[0] * 16)
-            nn.init.zeros_(self.to_input.weight)
-            nn.init.zeros_(self.to_input.bias)
+            reads = self.input_tokens * config.token_dim
+            self.to_input = zero_linear(reads, channels[0] * 16)
+            self.finer_inputs = nn.ModuleList(
+                zero_linear(reads, channels[level] * 16 * 4**level)
+                for level in range(1, config.conv_input_levels)
+            )
         self.levels = nn.ModuleList(
             nn.ModuleList(FiLMResBlock(c, cond_dim) for _ in range(blocks))
             for c, blocks in zip(channels, config.decoder_level_blocks, strict=True)
@@ -183,9 +188,7 @@ class SVQConvDecoder(nn.Module):
         else:
             groups = rearrange(features, "b (l k) e -> b l (k e)", k=self.k)  # (B, L, k*E)
         x = self.const.expand(features.shape[0], -1, -1, -1)  # (B, C0, 4, 4)
-        if self.to_input is not None:
-            read = features[:, : self.input_tokens].flatten(1)  # (B, n*E)
-            x = x + self.to_input(read).view_as(x)
+        read = features[:, : self.input_tokens].flatten(1)  # (B, n*E)
         index, painted = 0, None
         for level, blocks in enumerate(self.levels):
             if level > 0:
@@ -193,6 +196,9 @@ class SVQConvDecoder(nn.Module):
                     paint = self.skips[level - 1](F.silu(x))
                     painted = paint if painted is None else paint + upsample2(painted)
                 x = self.ups[level - 1](x)  # (B, C_level, 2H, 2W)
+            if self.to_input is not None and level < 1 + len(self.finer_inputs):
+                to_map = self.finer_inputs[level - 1] if level else self.to_input
+                x = x + to_map(read).view_as(x)  # (B, C_level, S, S)
             for block in blocks:
                 cond = groups[:, index]  # (B, k*E)
                 if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
@@ -202,6 +208,14 @@ class SVQConvDecoder(nn.Module):
                 index += 1
         out = self.to_pixels(F.silu(x))
         return out if painted is None else out + upsample2(painted)
+
+
+def zero_linear(in_features: int, out_features: int) -> nn.Linear:
+    """A Linear whose weight and bias start at zero (its branch starts silent)."""
+    linear = nn.Linear(in_features, out_features)
+    nn.init.zeros_(linear.weight)
+    nn.init.zeros_(linear.bias)
+    return linear
 
 
 def upsample2(x: torch.Tensor) -> torch.Tensor:

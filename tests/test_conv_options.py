@@ -267,6 +267,51 @@ def test_conv_input_makes_the_start_map_from_the_tokens(tmp_path, conv_input):
         SVQConfig.from_preset("tiny-conv", conv_input="grid")
 
 
+def test_conv_input_levels_add_token_made_maps_at_finer_resolutions(tmp_path):
+    """conv_input_levels L: resolutions 8x8 .. (L-1 of them) get a zero-initialised Linear map
+    of the same tokens after their upsample. At init the model decodes exactly as with the start
+    map alone (whose parameter names are unchanged); trained weights move exactly the level they
+    belong to; save -> reload keeps them."""
+    single = build("tiny-conv", conv_input="all").eval()
+    assert len(single.decoder.finer_inputs) == 0
+    single.decoder.to_input.weight.data.normal_(0, 0.1)
+    randomise_films(single)
+    model = build("tiny-conv", conv_input="all", conv_input_levels=3).eval()
+    missing = model.load_state_dict(single.state_dict(), strict=False).missing_keys
+    assert missing == [f"decoder.finer_inputs.{i}.{p}" for i in (0, 1) for p in ("weight", "bias")]
+    widths = [linear.out_features for linear in model.decoder.finer_inputs]
+    assert widths == [64 * 8 * 8, 32 * 16 * 16]  # tiny-conv: widths 64-64-32-16
+    features = torch.randn(2, 36, 16)
+    with torch.no_grad():
+        assert torch.equal(model.decode(features), single.decode(features))
+        inputs = {level: [] for level in (1, 2, 3)}
+        for level, store in inputs.items():
+            model.decoder.levels[level][0].register_forward_hook(
+                lambda m, i, o, store=store: store.append(i[0])
+            )
+        model.decoder.finer_inputs[1].weight.normal_(0, 0.1)  # the 16x16 map only
+        model.decode(features)
+        assert torch.equal(inputs[1][0], single_level_input(single, features, 1))
+        assert not torch.equal(inputs[2][0], single_level_input(single, features, 2))
+        model.save_pretrained(tmp_path)
+        again = StyledVAEVQ.from_pretrained(tmp_path).eval()
+        assert again.config.conv_input_levels == 3
+        assert torch.equal(again.decode(features), model.decode(features))
+    with pytest.raises(ValueError, match="conv_input_levels 2 needs conv_input"):
+        SVQConfig.from_preset("tiny-conv", conv_input_levels=2)
+    with pytest.raises(ValueError, match="conv_input_levels 5 exceeds the decoder's 4"):
+        SVQConfig.from_preset("tiny-conv", conv_input="all", conv_input_levels=5)
+
+
+def single_level_input(model: StyledVAEVQ, features: torch.Tensor, level: int) -> torch.Tensor:
+    """What the first FiLM block of `level` receives in `model` (a forward hook's record)."""
+    seen = []
+    handle = model.decoder.levels[level][0].register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    model.decode(features)
+    handle.remove()
+    return seen[0]
+
+
 def test_conv_skip_paints_at_every_resolution(tmp_path):
     """conv_skip: the output is the finest level's pixels plus the upsampled sum of a 1x1
     conv's pixels at every coarser level; off (the default) the model is unchanged."""

@@ -206,7 +206,10 @@ class SVQChat(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             head_config = ProjectorConfig(
-                in_dim=svq.config.token_dim, out_dim=width, **(projector or {})
+                in_dim=svq.config.token_dim,
+                out_dim=width,
+                num_tokens=svq.config.num_tokens,
+                **(projector or {}),
             )
             proj = ImageProjector(head_config)
             head = None
