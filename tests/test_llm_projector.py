@@ -22,7 +22,7 @@ def rows_moved_by(projector: ImageProjector, features: torch.Tensor, token: int)
 
 def test_token_reads_map_each_token_on_its_own():
     projector = ImageProjector(ProjectorConfig(in_dim=8, out_dim=16, num_tokens=6))
-    assert projector.config.reads == "token"
+    assert projector.config.reads == "token" and projector.mix is None
     features = torch.randn(3, 6, 8)
     assert projector(features).shape == (3, 6, 16)
     moved = rows_moved_by(projector, features, 2)
@@ -30,14 +30,15 @@ def test_token_reads_map_each_token_on_its_own():
     assert projector(features[0, 0]).shape == (16,)  # any leading shape
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3])
-def test_all_reads_make_every_embedding_from_every_token(tmp_path, depth):
+@pytest.mark.parametrize(("depth", "mix_dim"), [(1, None), (2, None), (2, 20), (3, 4)])
+def test_all_reads_make_every_embedding_from_every_token(tmp_path, depth, mix_dim):
     config = ProjectorConfig(in_dim=8, out_dim=16, hidden_dim=12, num_tokens=6, depth=depth,
-                             reads="all")  # fmt: skip
+                             reads="all", mix_dim=mix_dim)  # fmt: skip
     projector = ImageProjector(config).eval()
-    first = projector.mlp[0]
-    width = 16 if depth == 1 else 12
-    assert (first.in_features, first.out_features) == (6 * 8, 6 * width)
+    width = mix_dim or 8
+    assert (projector.mix.in_features, projector.mix.out_features) == (6 * 8, 6 * width)
+    assert projector.mlp[0].in_features == width
+    assert len(projector.mlp) == 2 * depth - 1
     features = torch.randn(3, 6, 8)
     out = projector(features)
     assert out.shape == (3, 6, 16)
@@ -65,6 +66,6 @@ def test_chat_builds_a_joint_projector_for_its_tokenizer():
     chat = SVQChat.build(tiny_llm(tok), svq, spatial_model(), tokenizer=tok, vq_head=SMALL_HEAD,
                          projector={"reads": "all"})  # fmt: skip
     n, e = svq.config.num_tokens, svq.config.token_dim
-    assert chat.projector.config.num_tokens == n and chat.projector.mlp[0].in_features == n * e
+    assert chat.projector.config.num_tokens == n and chat.projector.mix.in_features == n * e
     width = chat.llm.get_input_embeddings().weight.shape[1]
     assert chat.projector(torch.randn(2, n, e)).shape == (2, n, width)
