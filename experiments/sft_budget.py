@@ -61,6 +61,13 @@ VARIANTS: dict[str, dict[str, object]] = {
     # with one-turn "what is in this photo?" -> caption chats mixed in (svq.llm.describe_data):
     # a photo question labels one attribute, a caption all of them
     "bf16-1600": {"max_steps": 1600, "opening_season": "same", "bf16": True},
+    # the projector mixes the tokens before its per-token MLP (ProjectorConfig reads "all")
+    "joint-1600": {
+        "max_steps": 1600,
+        "opening_season": "same",
+        "bf16": True,
+        "projector": {"reads": "all"},
+    },
     "describe1000": {
         "max_steps": 1600,
         "opening_season": "same",
@@ -102,6 +109,8 @@ def command(run: Path, out: Path, name: str, num_val: int) -> list[str]:
     }
     args = [sys.executable, "-m", "svq.train.llm_sft", "llm_sft_world"]
     for key, value in options.items():
+        if isinstance(value, dict):  # a JSON option (e.g. projector)
+            value = json.dumps(value)
         args += [f"--{key}", *map(str, value if isinstance(value, list) else [value])]
     return args
 

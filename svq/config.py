@@ -472,5 +472,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 17.91, 88%, 64% and 0.03 dB; with 16-dim tokens 19.98 / 18.83, with 32 19.97 / 18.22
     # (docs/RESULTS_stage1.md).
     "conv64-map": {**CONV64, **ORDERED, "conv_input": "all", "token_dim": 8},
+    # conv64-map whose tokens also write a map at 8x8 and 16x16 (conv_input_levels 3).
+    "conv64-maps3": {**CONV64, **ORDERED, **MAPS3, "token_dim": 8},
 }
 SVQConfig.presets = PRESETS
