@@ -349,9 +349,6 @@ ORDERED: dict[str, Any] = {
     "conv_reads": "prefix",
 }
 
-# Token-made maps at 4x4, 8x8 and 16x16 in the conv decoder (the `-maps3` presets).
-MAPS3: dict[str, Any] = {"conv_input": "all", "conv_input_levels": 3}
-
 PRESETS: dict[str, dict[str, Any]] = {
     # The reference model (seed 000, "modelV2"): 2.12B encoder, 224M decoder.
     "base": {},
@@ -454,11 +451,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 6-token block worth >= 0.59 dB (conv32-ordered: 21.38 / 20.15, 1.23 dB gap, its last
     # blocks ~0.06 dB), for 0.94x its step (docs/RESULTS_stage1.md).
     "conv32-map": {**CONV32, **ORDERED, "conv_input": "all", "token_dim": 8},
-    # conv32-map whose tokens also write a map at 8x8 and 16x16 (conv_input_levels 3), after
-    # the upsample there: at 1,500 bf16 steps with the attribute loss 22.48 dB continuous, 21.55
-    # from per-position ids (K = 256, before any fine-tune), the character from the ids 70%,
-    # against conv32-map's 21.87 / 21.18 / 66%, for 1.06x its step (docs/RESULTS_stage1.md).
-    "conv32-maps3": {**CONV32, **ORDERED, **MAPS3, "token_dim": 8},
     "conv64": CONV64,
     # conv64 made to order its tokens as conv32-ordered, the standard demo's tokenizer. At
     # 2,400 steps x 16 with the attribute loss: 19.11 dB continuous, 17.91 from per-position
@@ -472,7 +464,5 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 17.91, 88%, 64% and 0.03 dB; with 16-dim tokens 19.98 / 18.83, with 32 19.97 / 18.22
     # (docs/RESULTS_stage1.md).
     "conv64-map": {**CONV64, **ORDERED, "conv_input": "all", "token_dim": 8},
-    # conv64-map whose tokens also write a map at 8x8 and 16x16 (conv_input_levels 3).
-    "conv64-maps3": {**CONV64, **ORDERED, **MAPS3, "token_dim": 8},
 }
 SVQConfig.presets = PRESETS

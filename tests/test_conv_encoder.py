@@ -138,22 +138,3 @@ def test_map_presets_add_the_input_map_and_narrower_tokens(tmp_path):
     assert out.features.shape == (2, 36, 8) and out.recon.shape == (2, 3, 32, 32)
     assert model.decoder.to_input.in_features == 36 * 8
     assert_round_trip(model, tmp_path / "m", x)
-
-
-def test_maps3_presets_add_only_the_finer_token_maps(tmp_path):
-    """conv32-maps3 / conv64-maps3 are the -map presets with token-made maps at 8x8 and 16x16
-    too, and nothing else; conv32-maps3 builds, decodes its own shapes and survives save ->
-    reload."""
-    for size in (32, 64):
-        mapped = SVQConfig.from_preset(f"conv{size}-map")
-        maps3 = SVQConfig.from_preset(f"conv{size}-maps3")
-        changed = {k for k, v in maps3.to_dict().items() if mapped.to_dict().get(k) != v}
-        assert changed == {"conv_input_levels"} and maps3.conv_input_levels == 3
-    model = build("conv32-maps3").eval()
-    x = images(2, 32)
-    with torch.no_grad():
-        out = model(x)
-    assert out.features.shape == (2, 36, 8) and out.recon.shape == (2, 3, 32, 32)
-    widths = [linear.out_features for linear in model.decoder.finer_inputs]
-    assert widths == [64 * 8 * 8, 32 * 16 * 16]  # conv32: widths 128-64-32-16
-    assert_round_trip(model, tmp_path / "m", x)
