@@ -16,7 +16,10 @@ seed 1):
 - the shipped judge's accuracy (of the picture size) per attribute on both reconstructions;
 - the prefix curve (first k tokens, the rest the learned drop token or the mean feature), with
   the judge on the first 6 tokens' decodes, and the PSNR cost of swapping each block of 6
-  tokens with another image's.
+  tokens with another image's;
+- where the person and the scene live: with each block of 6 tokens taken from another
+  picture, how often the judge reads the other picture's value (over the pictures where the
+  two differ), averaged over the identity attributes and over place / season / time of day.
 
 `--bf16` trains under bf16 autocast on the CPU (weights, optimiser and loss stay fp32; the
 evaluation runs in fp32).
@@ -44,8 +47,14 @@ from svq.data.render import render_tensor
 from svq.data.sampler import world_record
 from svq.data.schema import SCHEMA
 from svq.eval.judge import load_judge, shipped_judge
-from svq.eval.ordering import default_fill, group_ablation, prefix_curve, replace_tokens
-from svq.train.attribute_loss import AttributeReadout, attribute_loss
+from svq.eval.ordering import (
+    default_fill,
+    group_ablation,
+    prefix_curve,
+    replace_tokens,
+    swapped,
+)
+from svq.train.attribute_loss import AttributeReadout, attribute_loss, attribute_spans
 
 BATCH, SIZE, BF16, LR = 32, 32, False, 2e-3  # --batch, --size, --bf16, --lr
 IDENTITY = ("hair_colour", "hair_style", "skin_tone", "shirt_colour", "hat", "glasses")
@@ -55,7 +64,8 @@ SCENE = ("place", "season", "time_of_day")
 #   noise: (start_ratio, ramp_ratio) of the head's noise schedule (noise_scale from the config)
 #   l1: weight of an L1 term beside the MSE
 #   ema: decay of an EMA of the weights (evaluated instead of the raw weights)
-#   attr: weight of the auxiliary attribute loss; attr_tokens: the prefix its head reads
+#   attr: weight of the auxiliary attribute loss; attr_tokens: the prefix its head reads;
+#   attr_identity: > 0, the identity attributes read the next this many tokens instead
 VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "tiny": ("tiny", {}, {}),
     "conv32": ("conv32", {}, {}),
@@ -168,6 +178,14 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
         )
         for levels in (2, 3, 4)
     },
+    # the person's attributes read from tokens 6-11 of their own (the scene's from 0-5)
+    "conv32-map +attr6 +identity6": (
+        "conv32-map",
+        {},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6, "attr_identity": 6},
+    ),
+    # conv32-map's own recipe (= "conv32-ordered +attr6 +input_all +dim8"), the control of the above
+    "conv32-map +attr6": ("conv32-map", {}, {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6}),
     # 64 px (--size 64 --batch 16)
     "small": ("small", {}, {}),
     "conv64": ("conv64", {}, {}),
@@ -238,7 +256,8 @@ def train(name: str, steps: int) -> tuple[StyledVAEVQ, dict]:
     attr = None
     if opts.get("attr"):
         classes = [len(values) for values in SCHEMA.values()]
-        attr = AttributeReadout(opts["attr_tokens"], cfg.token_dim, classes)
+        spans = attribute_spans(opts["attr_tokens"], opts.get("attr_identity", 0))
+        attr = AttributeReadout(opts["attr_tokens"], cfg.token_dim, classes, spans)
     params = list(model.parameters()) + (list(attr.parameters()) if attr else [])
     optimizer = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.99), weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -355,7 +374,32 @@ def evaluate(model: StyledVAEVQ, args: argparse.Namespace, judge) -> dict:
     swaps = group_ablation(model, images, groups=blocks, mode="swap", features=features)
     result["block_swap_drop_db"] = {f"{r['start']}-{r['end']}": round(r["drop_db"], 2)
                                     for r in swaps}  # fmt: skip
+    result["block_transfer"] = block_transfer(model, judge, features, labels, blocks)
     return result
+
+
+@torch.no_grad()
+def block_transfer(model, judge, features, labels, blocks) -> dict:
+    """Per block: with its tokens from the next picture (a donor), the share of pictures whose
+    decode the judge reads as the donor's value, over the pictures where the two differ; the
+    mean over the identity attributes and over the scene's place / season / time of day."""
+    donor = labels.roll(1, dims=0)
+    index = {name: a for a, name in enumerate(SCHEMA)}
+    out = {}
+    for start, end in blocks:
+        read = judge.predict(
+            decode_all(model, replace_tokens(features, start, end, swapped(features))).clamp(-1, 1)
+        )
+        share = {}
+        for name in (*IDENTITY, *SCENE):
+            a = index[name]
+            differ = donor[:, a] != labels[:, a]
+            share[name] = (read[differ, a] == donor[differ, a]).float().mean().item()
+        out[f"{start}-{end}"] = {
+            "identity_follows_donor": round(sum(share[a] for a in IDENTITY) / len(IDENTITY), 3),
+            "scene_follows_donor": round(sum(share[a] for a in SCENE) / len(SCENE), 3),
+        }
+    return out
 
 
 def main() -> None:

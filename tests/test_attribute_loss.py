@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from conftest import killed_after_checkpoint
 from test_stage1 import options, params, run
 
-from svq.data.schema import SCHEMA
+from svq.data.schema import IDENTITY_ATTRIBUTES, SCHEMA
 from svq.train import common
-from svq.train.attribute_loss import AttributeReadout, attribute_loss
+from svq.train.attribute_loss import AttributeReadout, attribute_loss, attribute_spans
 
 CLASSES = [len(values) for values in SCHEMA.values()]
 
@@ -32,17 +32,45 @@ def test_readout_reads_only_its_prefix_and_the_loss_is_the_mean_cross_entropy():
         AttributeReadout(0, 16, CLASSES)
 
 
+def test_identity_tokens_give_the_person_a_group_of_its_own():
+    """attribute_spans(6, 4): scene attributes read tokens 0-5, identity attributes 6-9; the
+    gradient of an identity head reaches only tokens 6-9, a scene head's only 0-5."""
+    spans = attribute_spans(6, 4)
+    assert spans == [(6, 10) if a in IDENTITY_ATTRIBUTES else (0, 6) for a in SCHEMA]
+    assert attribute_spans(6) == [(0, 6)] * len(SCHEMA)
+    torch.manual_seed(0)
+    readout = AttributeReadout(6, 16, CLASSES, spans)
+    assert readout.tokens == 10
+    for a, name in enumerate(SCHEMA):
+        features = torch.randn(3, 36, 16, requires_grad=True)
+        readout(features)[a].sum().backward()
+        touched = features.grad.abs().sum((0, 2)).nonzero().flatten().tolist()
+        assert touched == (list(range(6, 10)) if name in IDENTITY_ATTRIBUTES else list(range(6)))
+    with pytest.raises(ValueError, match="needs 10 tokens"):
+        readout(torch.randn(2, 8, 16))
+    with pytest.raises(ValueError, match="one token range"):
+        AttributeReadout(6, 16, CLASSES, spans[:-1])
+    with pytest.raises(ValueError, match="identity_tokens >= 0"):
+        attribute_spans(6, -1)
+
+
 def test_options_need_the_world_and_enough_tokens(tmp_path):
     with pytest.raises(ValueError, match="needs labelled pictures"):
         options(tmp_path, "--attribute_loss_weight", "0.1", "--train_data", str(tmp_path))
     with pytest.raises(ValueError, match="attribute_loss_weight must be >= 0"):
         options(tmp_path, "--attribute_loss_weight", "-1")
-    with pytest.raises(ValueError, match="attribute_loss_tokens 40 > the model's 36 tokens"):
+    with pytest.raises(ValueError, match="attribute_identity_tokens = 40 > the model's 36 tokens"):
         run(tmp_path / "run", "--attribute_loss_weight", "0.1", "--attribute_loss_tokens", "40")
+    with pytest.raises(ValueError, match="attribute_identity_tokens = 40 > the model's 36 tokens"):
+        run(tmp_path / "run2", "--attribute_loss_weight", "0.1", "--attribute_identity_tokens",
+            "34")  # fmt: skip
+    with pytest.raises(ValueError, match="attribute_identity_tokens must be >= 0"):
+        options(tmp_path, "--attribute_identity_tokens", "-2")
 
 
 FLAGS = ("--max_steps", "4", "--save_steps", "2", "--validation_data", "none",
-         "--attribute_loss_weight", "0.5", "--attribute_loss_tokens", "12")  # fmt: skip
+         "--attribute_loss_weight", "0.5", "--attribute_loss_tokens", "12",
+         "--attribute_identity_tokens", "6")  # fmt: skip
 
 
 def test_stage1_with_the_attribute_loss_logs_it_and_resumes_exactly(tmp_path, monkeypatch):

@@ -6,6 +6,9 @@ glasses). This loss asks a *linear* read-out of the first `tokens` features to n
 attribute of the picture, so those tokens must carry each attribute, linearly, and early; the
 decoder then has it to paint. It needs labelled pictures (the chat world's records); real
 image folders would use captions instead. Training only: the read-out is not released.
+
+`attribute_spans` can give the identity attributes (hair, skin, shirt, hat, glasses) tokens of
+their own after the scene's, so the person is asked of a group the scene is not asked of.
 """
 
 from __future__ import annotations
@@ -16,24 +19,54 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from svq.data.schema import IDENTITY_ATTRIBUTES, SCHEMA
+
+
+def attribute_spans(tokens: int, identity_tokens: int = 0) -> list[tuple[int, int]]:
+    """Each attribute's token range [start, end), in SCHEMA order: the first `tokens` for
+    every attribute, or with `identity_tokens` > 0 the identity attributes' own next ones,
+    [tokens, tokens + identity_tokens), and the scene attributes the first `tokens`."""
+    if tokens < 1 or identity_tokens < 0:
+        raise ValueError(f"need tokens >= 1 and identity_tokens >= 0, got {tokens}, "
+                         f"{identity_tokens}")  # fmt: skip
+    own = (tokens, tokens + identity_tokens)
+    return [own if identity_tokens and a in IDENTITY_ATTRIBUTES else (0, tokens) for a in SCHEMA]
+
 
 class AttributeReadout(nn.Module):
-    """Linear heads from the first `tokens` features, one per attribute.
+    """Linear heads from the first `tokens` features (or per attribute from `spans`, its token
+    range [start, end)), one per attribute.
 
     features (B, N, E) -> logits: one (B, C_a) tensor per attribute a, C_a = classes[a].
     """
 
-    def __init__(self, tokens: int, token_dim: int, classes: Sequence[int]):
+    def __init__(
+        self,
+        tokens: int,
+        token_dim: int,
+        classes: Sequence[int],
+        spans: Sequence[tuple[int, int]] | None = None,
+    ):
         super().__init__()
         if tokens < 1 or not classes or min(classes) < 2:
             raise ValueError(f"need tokens >= 1 and >= 2 classes per attribute, got {tokens}, "
                              f"{list(classes)}")  # fmt: skip
-        self.tokens = tokens
-        self.heads = nn.ModuleList(nn.Linear(tokens * token_dim, c) for c in classes)
+        spans = [(0, tokens)] * len(classes) if spans is None else [tuple(s) for s in spans]
+        if len(spans) != len(classes) or any(not 0 <= a < b for a, b in spans):
+            raise ValueError(f"need one token range [start, end) per attribute, got {spans}")
+        self.tokens = max(end for _, end in spans)  # the features it needs
+        self.spans = spans
+        self.heads = nn.ModuleList(nn.Linear((b - a) * token_dim, c)
+                                   for (a, b), c in zip(spans, classes, strict=True))  # fmt: skip
 
     def forward(self, features: torch.Tensor) -> list[torch.Tensor]:
-        flat = features[:, : self.tokens].flatten(1).float()  # (B, tokens * E)
-        return [head(flat) for head in self.heads]
+        if features.shape[1] < self.tokens:
+            raise ValueError(f"the read-out needs {self.tokens} tokens, got "
+                             f"{tuple(features.shape)}")  # fmt: skip
+        flats = {
+            span: features[:, span[0] : span[1]].flatten(1).float() for span in set(self.spans)
+        }
+        return [head(flats[span]) for head, span in zip(self.heads, self.spans, strict=True)]
 
 
 def attribute_loss(logits: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ from svq.eval.ordering import default_fill, encode_all, token_report
 from svq.images import save_grid
 from svq.spatial_vq import SpatialVQ
 from svq.train import common
-from svq.train.attribute_loss import AttributeReadout, attribute_loss
+from svq.train.attribute_loss import AttributeReadout, attribute_loss, attribute_spans
 from svq.train.image_data import train_loader, validation_images
 from svq.train.loop import Stage, train_loop
 from svq.train.losses import code_loss, load_lpips, reconstruction_loss
@@ -60,6 +60,8 @@ class Stage1Options(ImageTrainingOptions):
     # a linear read-out of the picture's attribute record from the first attribute_loss_tokens
     # features, cross-entropy averaged over the attributes, times this weight
     attribute_loss_tokens: int = 6
+    attribute_identity_tokens: int = 0  # > 0: the identity attributes are read from the next
+    # this many tokens instead (after the first attribute_loss_tokens, the scene's)
     spatial_vq_path: str | None = None  # a trained SpatialVQ (svq/train/vq.py's OUTPUT_DIR/model):
     # the decoder predicts its grid (target "spatial_vq", grid and codebook size taken from it)
     # with cross-entropy against its ids instead of the pixel losses
@@ -75,6 +77,10 @@ class Stage1Options(ImageTrainingOptions):
         self.check_pixel_loss()
         if self.attribute_loss_weight < 0 or self.attribute_loss_tokens < 1:
             raise ValueError("attribute_loss_weight must be >= 0 and attribute_loss_tokens >= 1")
+        if self.attribute_identity_tokens < 0:
+            raise ValueError(
+                f"attribute_identity_tokens must be >= 0, got {self.attribute_identity_tokens}"
+            )
         if self.attribute_loss_weight > 0 and self.train_data != "world":
             raise ValueError(
                 f"attribute_loss_weight needs labelled pictures (train_data 'world'), got "
@@ -193,11 +199,13 @@ def main(o: Stage1Options) -> dict:
         lpips.to(accelerator.device)
     readout = None
     if o.attribute_loss_weight > 0:
-        if o.attribute_loss_tokens > config.num_tokens:
-            raise ValueError(f"attribute_loss_tokens {o.attribute_loss_tokens} > the model's "
-                             f"{config.num_tokens} tokens")  # fmt: skip
+        read = o.attribute_loss_tokens + o.attribute_identity_tokens
+        if read > config.num_tokens:
+            raise ValueError(f"attribute_loss_tokens + attribute_identity_tokens = {read} > the "
+                             f"model's {config.num_tokens} tokens")  # fmt: skip
         classes = [len(values) for values in SCHEMA.values()]
-        readout = AttributeReadout(o.attribute_loss_tokens, config.token_dim, classes)
+        spans = attribute_spans(o.attribute_loss_tokens, o.attribute_identity_tokens)
+        readout = AttributeReadout(o.attribute_loss_tokens, config.token_dim, classes, spans)
 
     # --- optimiser and schedule
     optimizer = common.adamw(model, o, StyledVAEVQ.NO_DECAY)
