@@ -66,6 +66,8 @@ def test_options_need_the_world_and_enough_tokens(tmp_path):
             "34")  # fmt: skip
     with pytest.raises(ValueError, match="attribute_identity_tokens must be >= 0"):
         options(tmp_path, "--attribute_identity_tokens", "-2")
+    with pytest.raises(ValueError, match="attribute_identity_tokens needs the attribute loss"):
+        options(tmp_path, "--attribute_identity_tokens", "6")
 
 
 FLAGS = ("--max_steps", "4", "--save_steps", "2", "--validation_data", "none",

@@ -81,6 +81,9 @@ class Stage1Options(ImageTrainingOptions):
             raise ValueError(
                 f"attribute_identity_tokens must be >= 0, got {self.attribute_identity_tokens}"
             )
+        if self.attribute_identity_tokens and not self.attribute_loss_weight:
+            raise ValueError("attribute_identity_tokens needs the attribute loss "
+                             "(attribute_loss_weight > 0)")  # fmt: skip
         if self.attribute_loss_weight > 0 and self.train_data != "world":
             raise ValueError(
                 f"attribute_loss_weight needs labelled pictures (train_data 'world'), got "
