@@ -187,6 +187,11 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
     # conv32-map's own recipe (= "conv32-ordered +attr6 +input_all +dim8"), the control of the above
     "conv32-map +attr6": ("conv32-map", {}, {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6}),
     # 64 px (--size 64 --batch 16)
+    "conv64-ordered +attr6 +identity6": (
+        "conv64-ordered",
+        {},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6, "attr_identity": 6},
+    ),
     "small": ("small", {}, {}),
     "conv64": ("conv64", {}, {}),
     "conv64 +attr6": ("conv64", {}, {"attr": 0.1, "attr_tokens": 6}),
