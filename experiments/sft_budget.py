@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from svq.demo import flags
 from svq.provenance import REPO, provenance
 
 # Each variant: options of svq/train/llm_sft.py over the standard demo's SFT stage.
@@ -107,12 +108,7 @@ def command(run: Path, out: Path, name: str, num_val: int) -> list[str]:
         "report_to": "none",
         "overwrite_output_dir": True,
     }
-    args = [sys.executable, "-m", "svq.train.llm_sft", "llm_sft_world"]
-    for key, value in options.items():
-        if isinstance(value, dict):  # a JSON option (e.g. projector)
-            value = json.dumps(value)
-        args += [f"--{key}", *map(str, value if isinstance(value, list) else [value])]
-    return args
+    return [sys.executable, "-m", "svq.train.llm_sft", "llm_sft_world", *flags(options)]
 
 
 def main() -> None:

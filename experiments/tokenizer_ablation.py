@@ -45,6 +45,7 @@ from svq import StyledVAEVQ, SVQConfig
 from svq.codebook import Codebook
 from svq.data.render import render_tensor
 from svq.data.sampler import world_record
+from svq.data.schema import IDENTITY_ATTRIBUTES as IDENTITY
 from svq.data.schema import SCHEMA
 from svq.eval.judge import load_judge, shipped_judge
 from svq.eval.ordering import (
@@ -57,7 +58,6 @@ from svq.eval.ordering import (
 from svq.train.attribute_loss import AttributeReadout, attribute_loss, attribute_spans
 
 BATCH, SIZE, BF16, LR = 32, 32, False, 2e-3  # --batch, --size, --bf16, --lr
-IDENTITY = ("hair_colour", "hair_style", "skin_tone", "shirt_colour", "hat", "glasses")
 SCENE = ("place", "season", "time_of_day")
 
 # name -> (preset, config overrides, training options)

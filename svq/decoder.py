@@ -188,7 +188,9 @@ class SVQConvDecoder(nn.Module):
         else:
             groups = rearrange(features, "b (l k) e -> b l (k e)", k=self.k)  # (B, L, k*E)
         x = self.const.expand(features.shape[0], -1, -1, -1)  # (B, C0, 4, 4)
-        read = features[:, : self.input_tokens].flatten(1)  # (B, n*E)
+        read = None  # (B, n*E): what the token-made maps read
+        if self.to_input is not None:
+            read = features[:, : self.input_tokens].flatten(1)
         index, painted = 0, None
         for level, blocks in enumerate(self.levels):
             if level > 0:
