@@ -6,17 +6,20 @@ transcripts, picture files, and the judge's gate refusing an untrained judge."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from test_llm_tiny import build_chat
 
-from svq.data import IDENTITY_ATTRIBUTES, SCHEMA
+from svq.data import IDENTITY_ATTRIBUTES, SCHEMA, render
 from svq.data.dialogues import PHRASES
 from svq.eval.chat_eval import (
     answer_phrases,
     answer_value,
     eval_dialogues,
     evaluate_chat,
+    last_assistant_ids,
+    persona_reference,
     question_topic,
     requested,
     score_answer,
@@ -238,3 +241,44 @@ def test_evaluate_chat_on_a_tiny_model(tmp_path):
     assert cut["image_token_validity"] == 0.0  # every span begun, none finished
     assert cut["generation_following"] is None and cut["identity_consistency"] is None
     assert not (tmp_path / "c" / "chat_eval.json").exists()
+
+
+def test_pinned_identity_comes_from_the_dialogue_or_a_reference_of_the_persona(tmp_path):
+    chat = build_chat(spatial=False)
+    chat.config.image_decoder = "svq"
+    seen = []  # (prompt, pins, reply) of every generated turn
+    generate = chat.generate
+
+    def spy(prompts, pinned_ids=None, **kwargs):
+        replies = generate(prompts, pinned_ids=pinned_ids, **kwargs)
+        seen.extend(zip(prompts, pinned_ids, replies, strict=True))
+        return replies
+
+    chat.generate = spy
+    bias = {"sequence_bias": {(chat.vocab.boi_id,): 100.0}}
+    report = evaluate_chat(chat, None, num_dialogues=2, seed=0, out_dir=tmp_path,
+                           max_new_tokens=38, pin_identity=range(6, 12), **bias)  # fmt: skip
+    pins = report["identity_pins"]
+    assert pins["positions"] == list(range(6, 12))
+    assert pins["from"]["reference"] == 2 and pins["from"]["dialogue"] == len(seen) - 2
+    dialogues = eval_dialogues(2, seed=0)
+    size = chat.svq.config.image_size
+    for prompt, pinned, reply in seen:
+        assert pinned[:6].eq(-1).all() and pinned[12:].eq(-1).all()
+        (picture,) = [p for p in reply["content"] if p["type"] == "image"]
+        assert torch.equal(picture["ids"][6:12], pinned[6:12])  # the pins were written
+        earlier = last_assistant_ids(prompt)
+        if earlier is not None:
+            assert torch.equal(pinned[6:12], earlier[6:12])
+    firsts = [pin for prompt, pin, _ in seen if last_assistant_ids(prompt) is None]
+    for dialogue, pin in zip(dialogues, firsts, strict=True):  # turns in dialogue order
+        reference = persona_reference(dialogue, seed=0)  # the persona, in a scene of its own
+        assert reference.identity == dialogue.persona
+        assert (tmp_path / f"images/{dialogue.id}-reference.png").is_file()
+        pixels = torch.from_numpy(np.array(render(reference, size), dtype=np.float32))
+        ids = chat.svq.tokenize(pixels.permute(2, 0, 1)[None] / 127.5 - 1)[0]
+        assert torch.equal(pin[6:12], ids[6:12])
+    chat.generate = generate
+    without = evaluate_chat(chat, None, num_dialogues=1, seed=0, out_dir=tmp_path / "n",
+                            max_new_tokens=38, save_json=False, **bias)  # fmt: skip
+    assert without["identity_pins"] is None

@@ -9,8 +9,10 @@ from svq.llm import (
     ImageSpanLogitsProcessor,
     ImageSpanSampler,
     ImageVocabulary,
+    PinnedCodes,
     VQHead,
     VQHeadConfig,
+    pins_from,
     span_state,
 )
 
@@ -214,3 +216,48 @@ def test_generate_samples_pictures_and_keeps_the_greedy_text():
     assert len(pictures) > 1  # sampled: the pictures differ between seeds
     with pytest.raises(ValueError, match="pictures only"):
         chat.generate([conversation], image_temperature=1.0, do_sample=True)
+
+
+@pytest.mark.parametrize("per_position", [False, True])
+def test_pinned_codes_force_only_the_pinned_positions(per_position):
+    vocab = _vocab(per_position=per_position, num_codes=4)
+    pins = pins_from(torch.arange(N) % 4, range(6, 12))  # positions 6-11 pinned
+    assert pins[:6].eq(-1).all() and pins[12:].eq(-1).all() and pins[6:12].tolist() == [
+        2, 3, 0, 1, 2, 3
+    ]  # fmt: skip
+    written = [vocab.code_offset] * 6  # six codes written: position 6 is next
+    rows = torch.tensor([[1, 10, *written], [1, 2, *[3] * 6], [0, 1, 10, *written[:5]]])
+    size = vocab.code_offset + vocab.num_code_tokens + 5
+    scores = torch.randn(3, size)
+    out = PinnedCodes(vocab, pins.repeat(3, 1))(rows, scores)
+    block = 6 * 4 if per_position else 0
+    token = vocab.code_offset + block + 2
+    assert torch.isfinite(out[0]).nonzero().squeeze(1).tolist() == [token]
+    assert out[0, token] == scores[0, token]
+    assert torch.equal(out[1], scores[1])  # text: untouched
+    assert torch.equal(out[2], scores[2])  # position 5 is next: free
+    for bad in (torch.zeros(2, N - 1), torch.full((1, N), 4), torch.full((1, N), -2)):
+        with pytest.raises(ValueError):
+            PinnedCodes(vocab, bad)
+    with pytest.raises(ValueError, match="outside"):
+        pins_from(torch.zeros(N), [N])
+
+
+def test_generate_keeps_the_pinned_positions_and_writes_the_rest():
+    chat = build_chat(num_codes=8, per_position=True, spatial=False)
+    conversation = [{"role": "user", "content": "Show me a photo of you skiing."}]
+    kwargs = {"max_new_tokens": 60, "sequence_bias": {(chat.vocab.boi_id,): 8.0}}
+    free = chat.generate([conversation], image_decoder="svq", **kwargs)[0]
+    ids = next(p["ids"] for p in free["content"] if p["type"] == "image")
+    reference = (ids + 3) % 8  # another picture's codes everywhere
+    pins = pins_from(reference, range(6, 12))
+    replies = chat.generate(
+        [conversation, conversation], image_decoder="svq", pinned_ids=[pins, None], **kwargs
+    )
+    pinned = next(p["ids"] for p in replies[0]["content"] if p["type"] == "image")
+    assert torch.equal(pinned[6:12], reference[6:12])
+    assert torch.equal(pinned[:6], ids[:6])  # written before the pins: as without them
+    unpinned = next(p["ids"] for p in replies[1]["content"] if p["type"] == "image")
+    assert torch.equal(unpinned, ids)  # the row without pins is untouched
+    with pytest.raises(ValueError, match="entries"):
+        chat.generate([conversation], pinned_ids=[pins, pins])

@@ -31,6 +31,12 @@ into figures with chance levels, controls and 95% bootstrap intervals over dialo
 - image_token_validity: complete image spans (`<boi>`, 36 codes, `<eoi>`) / spans begun.
 - judge: its gate (`svq.eval.gate`) at the chat's picture size; judged figures only if it passed.
 
+`pin_identity` (positions, e.g. range(6, 12) for a tokenizer trained with the person on tokens
+6-11) measures identity supplied rather than recalled: every generated picture gets those
+codes (`llm.PinnedCodes`) from the last assistant picture in its prompt, or, in a dialogue's
+first assistant turn, from a reference picture of the persona (`persona_reference`: its look in
+a scene drawn for the reference alone, never one of the dialogue's photos).
+
 Generated and shown pictures are written to OUT_DIR/images/ and the result, with every
 transcript (paths relative to OUT_DIR), to OUT_DIR/chat_eval.json.
 """
@@ -39,6 +45,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -50,11 +57,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from svq.data import IDENTITY_ATTRIBUTES, SCHEMA, Identity, render
+from svq.data import IDENTITY_ATTRIBUTES, SCHEMA, Identity, WorldRecord, render
 from svq.data.captions import words
 from svq.data.dialogues import PHRASES
 from svq.data.grammar import parse_reply, stated_values
+from svq.data.sampler import sample_layout, sample_scene
 from svq.data.writer import iter_split
+from svq.llm.logits import pins_from
 from svq.progress import progress_bar
 
 from .chat_scores import FOLLOWED, Answer, DialogueRecord, Reply, Request, chat_scores
@@ -94,6 +103,24 @@ def eval_dialogues(
         persona = Identity(**chat["persona"]["identity"])
         out.append(EvalDialogue(chat["id"], lang, chat["messages"], persona))
     return out
+
+
+def persona_reference(dialogue: EvalDialogue, seed: int) -> WorldRecord:
+    """A reference photo of the dialogue's persona: its look in a scene and layout drawn for
+    the reference alone (from `seed` and the dialogue's id)."""
+    rng = random.Random(f"svq-persona-reference/{seed}/{dialogue.id}")
+    return WorldRecord(dialogue.persona, sample_scene(rng), sample_layout(rng))
+
+
+def last_assistant_ids(messages: Sequence[dict[str, Any]]) -> torch.Tensor | None:
+    """The ids of the last assistant picture among resolved `messages`, or None."""
+    for message in reversed(messages):
+        if message["role"] != "assistant" or isinstance(message["content"], str):
+            continue
+        for part in reversed(message["content"]):
+            if part["type"] == "image" and part.get("ids") is not None:
+                return part["ids"]
+    return None
 
 
 def _image_parts(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -314,13 +341,15 @@ def evaluate_chat(
     save_json: bool = True,
     progress: bool = False,
     gate: GateResult | None = None,
+    pin_identity: Sequence[int] | None = None,
     **generate_kwargs: Any,
 ) -> dict[str, Any]:
     """Score `chat` (an `llm.SVQChat`) on `num_dialogues` held-out chat-world dialogues; see
     the module docstring. judge None, or a judge that fails its gate (`svq.eval.gate`, computed
     at the chat's picture size unless `gate` is given): no judged scores (following, identity
     and the judged part of diversity are None; "judge" says why). max_new_tokens default: room
-    for two pictures and text. generate_kwargs go to `chat.generate` (e.g. sequence_bias)."""
+    for two pictures and text. pin_identity: see the module docstring (svq pictures only).
+    generate_kwargs go to `chat.generate` (e.g. sequence_bias)."""
     if num_dialogues < 1:
         raise ValueError(f"num_dialogues must be >= 1, got {num_dialogues}")
     out_dir = Path(out_dir)
@@ -358,13 +387,16 @@ def evaluate_chat(
         jobs += [
             (d, m, resolved[:m]) for m, msg in enumerate(messages) if msg["role"] == "assistant"
         ]
+    pins, sources = _identity_pins(chat, dialogues, jobs, pin_identity, seed, size, out_dir)
     replies = []
     batches = range(0, len(jobs), batch_size)
     for start in progress_bar(batches, desc="chat eval", disable=not progress):
         prompts = [prompt for _, _, prompt in jobs[start : start + batch_size]]
+        pinned = {"pinned_ids": pins[start : start + batch_size]} if pins else {}
         replies += chat.generate(
-            prompts, max_new_tokens=max_new_tokens, image_decoder=image_decoder, **generate_kwargs
-        )
+            prompts, max_new_tokens=max_new_tokens, image_decoder=image_decoder,
+            **pinned, **generate_kwargs,
+        )  # fmt: skip
 
     # Score and write.
     gate = _gate(judge, gate, size)
@@ -427,12 +459,45 @@ def evaluate_chat(
         **chat_scores(records, judged=scorer is not None, seed=seed),
         "image_token_validity": complete / begun if begun else None,
         "image_decoder": image_decoder or chat.config.image_decoder,
+        "identity_pins": sources,
         "transcripts": _transcripts(dialogues, shown, answers),
     }
     if save_json:
         (out_dir / REPORT).write_text(json.dumps(report, indent=2, ensure_ascii=False))
     chat.train(was_training)
     return report
+
+
+def _identity_pins(
+    chat: Any,
+    dialogues: Sequence[EvalDialogue],
+    jobs: Sequence[tuple[int, int, list[dict[str, Any]]]],
+    positions: Sequence[int] | None,
+    seed: int,
+    size: int,
+    out_dir: Path,
+) -> tuple[list[torch.Tensor] | None, dict[str, Any] | None]:
+    """Per job, the (N,) pins of `pin_identity` (module docstring), and where they came from;
+    (None, None) without positions. Reference pictures go to out_dir/images/."""
+    if positions is None:
+        return None, None
+    if chat.config.image_tokenizer != "svq":
+        raise ValueError("pin_identity pins svq codes: the chat writes spatial VQ grids")
+    positions = list(positions)
+    references: dict[int, torch.Tensor] = {}
+    pins, counts = [], {"dialogue": 0, "reference": 0}
+    for d, _, prompt in jobs:
+        ids = last_assistant_ids(prompt)
+        counts["dialogue" if ids is not None else "reference"] += 1
+        if ids is None:
+            if d not in references:
+                picture = render(persona_reference(dialogues[d], seed), size)
+                picture.save(out_dir / f"images/{dialogues[d].id}-reference.png")
+                pixels = _pil_to_tensor(picture).unsqueeze(0).to(chat.device)
+                references[d] = chat.svq.tokenize(pixels)[0]
+            ids = references[d]
+        pins.append(pins_from(ids.cpu(), positions))
+    return pins, {"positions": positions, "from": counts}
 
 
 def _transcripts(

@@ -13,7 +13,8 @@ Parts (one job per file):
     projector      ImageProjector: features (B, 36, E) -> embeddings at the <image> tokens
     vq_head        VQHead: hidden states at 36 code tokens -> spatial VQ logits (B, h*w, K)
     logits         ImageSpanLogitsProcessor: exactly 36 codes between <boi> and <eoi>;
-                   ImageSpanSampler: sampled pictures, greedy text
+                   ImageSpanSampler: sampled pictures, greedy text;
+                   PinnedCodes: chosen positions fixed (e.g. a reference's person tokens)
     conversation   messages -> input_ids, labels, image positions, VQ targets; batching
     chat           SVQChat: everything together, chat / forward / save / load
     loading        load_llm (strict weights), load_tokenizer (tokenizer.json as saved)
@@ -37,7 +38,13 @@ from .conversation import (
 )
 from .embeddings import embeddings_tied, extend_llm, init_new_rows, resize_embeddings
 from .loading import load_llm, load_tokenizer
-from .logits import ImageSpanLogitsProcessor, ImageSpanSampler, span_state
+from .logits import (
+    ImageSpanLogitsProcessor,
+    ImageSpanSampler,
+    PinnedCodes,
+    pins_from,
+    span_state,
+)
 from .lora import LoraOptions, apply_lora, lora_config
 from .projector import ImageProjector, ProjectorConfig, inject_image_embeds
 from .vocabulary import BOI, EOI, IMAGE, ImageVocabulary, code_token_names
@@ -55,6 +62,7 @@ __all__ = [
     "ImageSpanSampler",
     "ImageVocabulary",
     "LoraOptions",
+    "PinnedCodes",
     "ProjectorConfig",
     "ReplyPart",
     "SVQChat",
@@ -73,6 +81,7 @@ __all__ = [
     "load_llm",
     "load_tokenizer",
     "lora_config",
+    "pins_from",
     "resize_embeddings",
     "span_state",
     "split_reply",

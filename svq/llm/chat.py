@@ -42,7 +42,7 @@ from .conversation import (
 )
 from .embeddings import extend_llm
 from .loading import load_llm, load_tokenizer
-from .logits import ImageSpanLogitsProcessor, ImageSpanSampler
+from .logits import ImageSpanLogitsProcessor, ImageSpanSampler, PinnedCodes
 from .lora import BaseWeights, LoraOptions, apply_lora, load_adapter, save_adapter
 from .projector import ImageProjector, ProjectorConfig, inject_image_embeds
 from .vocabulary import ImageVocabulary
@@ -418,6 +418,7 @@ class SVQChat(nn.Module):
         image_temperature: float | None = None,
         image_top_k: int | None = None,
         image_top_p: float | None = None,
+        pinned_ids: Sequence[torch.Tensor | None] | None = None,
         **generate_kwargs: Any,
     ) -> list[dict[str, Any]]:
         """The assistant's next message for each conversation (one batched `generate`).
@@ -428,12 +429,24 @@ class SVQChat(nn.Module):
         generate_kwargs go to `model.generate` (temperature, top_p, top_k, ...): they sample
         every token. image_temperature (> 0) samples the pictures' codes only, cut to
         image_top_k / image_top_p, and keeps the text greedy (`ImageSpanSampler`).
+        pinned_ids: per conversation, None or (N,) codes that fix positions of every picture
+        it writes (-1: free; `pins_from(reference_ids, positions)`), the rest written around
+        them (`PinnedCodes`): e.g. the person's tokens of a reference picture keep the look.
         """
         route = image_decoder or self.config.image_decoder
         items = [self.encode(messages, add_generation_prompt=True) for messages in conversations]
         pad = self.pad_token_id
         batch = collate(items, pad, padding_side="left").to(self.device)
         processors = LogitsProcessorList([ImageSpanLogitsProcessor(self.vocab)])
+        if pinned_ids is not None:
+            if len(pinned_ids) != len(conversations):
+                raise ValueError(f"pinned_ids: {len(pinned_ids)} entries for "
+                                 f"{len(conversations)} conversations")  # fmt: skip
+            free = torch.full((self.vocab.num_positions,), -1, dtype=torch.long)
+            rows = [free if p is None else torch.as_tensor(p).long().cpu() for p in pinned_ids]
+            if any(r.shape != free.shape for r in rows):
+                raise ValueError(f"pinned_ids: each entry is None or ({free.numel()},) codes")
+            processors.append(PinnedCodes(self.vocab, torch.stack(rows)))
         if image_temperature is not None:
             if do_sample or generate_kwargs.keys() & {"temperature", "top_k", "top_p"}:
                 raise ValueError("image_temperature samples the pictures only: no do_sample, "

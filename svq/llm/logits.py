@@ -7,9 +7,14 @@ recomputed from `input_ids` at every step (no memory between calls), so it works
 cache, greedy or sampled decoding, batches, and a prompt that ends in `<boi>` (which asks for
 an image). `generate` runs custom processors before its temperature / top-k / top-p warpers, so
 those only ever see allowed tokens.
+
+`PinnedCodes` fixes chosen positions of every picture a row writes to given codes (e.g. the
+person's tokens of a reference picture), the rest written freely around them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from transformers import LogitsProcessor
@@ -108,3 +113,53 @@ class ImageSpanSampler(LogitsProcessor):
         best = scores.argmax(-1, keepdim=True)
         greedy = torch.full_like(scores, -float("inf")).scatter(-1, best, 0.0)
         return torch.where(inside.unsqueeze(1), out, greedy)
+
+
+def pins_from(ids: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:
+    """ids: (N,) a picture's codebook ids -> (N,) pins: its code at `positions`, -1 (free)
+    elsewhere."""
+    ids = torch.as_tensor(ids).long()
+    if ids.ndim != 1:
+        raise ValueError(f"expected one picture's ids (N,), got shape {tuple(ids.shape)}")
+    positions = list(positions)
+    if any(not 0 <= p < ids.numel() for p in positions):
+        raise ValueError(f"pinned positions {positions} outside [0, {ids.numel()})")
+    pins = torch.full_like(ids, -1)
+    pins[positions] = ids[positions]
+    return pins
+
+
+class PinnedCodes(LogitsProcessor):
+    """Pins codes inside every image span a row writes: where `pins[b, p]` >= 0, position p of
+    row b's pictures can only be that code; -1 leaves the position free. Run after
+    `ImageSpanLogitsProcessor` (and before `ImageSpanSampler`); the model then writes the
+    other positions conditioned on the pinned ones.
+
+    pins: (B, N) long, a code id in [0, K) or -1, one row per sequence of the batch.
+    """
+
+    def __init__(self, vocab: ImageVocabulary, pins: torch.Tensor):
+        pins = torch.as_tensor(pins).long()
+        if pins.ndim != 2 or pins.shape[1] != vocab.num_positions:
+            raise ValueError(
+                f"pins must have shape (B, {vocab.num_positions}), got {tuple(pins.shape)}"
+            )
+        if bool(((pins < -1) | (pins >= vocab.num_codes)).any()):
+            raise ValueError(f"pins must be code ids in [0, {vocab.num_codes}) or -1 (free)")
+        self.vocab, self.pins = vocab, pins
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """input_ids: (B, T) the sequences so far; scores: (B, V) next-token logits."""
+        if input_ids.shape[0] != self.pins.shape[0]:
+            raise ValueError(
+                f"{self.pins.shape[0]} rows of pins for a batch of {input_ids.shape[0]}"
+            )
+        v, n = self.vocab, self.vocab.num_positions
+        inside, written = span_state(input_ids.to(scores.device), v)
+        at = written.clamp(max=n - 1)  # (B,) the position written next
+        pin = self.pins.to(scores.device).gather(1, at.unsqueeze(1)).squeeze(1)  # (B,)
+        active = inside & (written < n) & (pin >= 0)
+        block = at * v.num_codes if v.per_position else torch.zeros_like(at)
+        token = (v.code_offset + block + pin.clamp_min(0)).unsqueeze(1)  # (B, 1)
+        only = torch.full_like(scores, -float("inf")).scatter(1, token, scores.gather(1, token))
+        return torch.where(active.unsqueeze(1), only, scores)
