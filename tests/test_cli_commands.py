@@ -172,6 +172,22 @@ def test_chat_command_reads_a_saved_model(tmp_path, monkeypatch, capsys):
     assert "not a saved SVQChat" in capsys.readouterr().err
 
 
+def test_chat_command_pins_the_reference_pictures_tokens(tmp_path, monkeypatch, photos, capsys):
+    chat = build_chat()
+    chat.save_pretrained(tmp_path / "chat")
+    seen = {}
+    monkeypatch.setattr("svq.commands.chat.converse", lambda *a, **kw: seen.update(kw))
+    model = ["chat", "--model", str(tmp_path / "chat")]
+    assert main([*model, "--reference", photos[0], "--pin-tokens", "6", "12"]) == 0
+    (pins,) = seen["pinned_ids"]
+    ids = chat.image_ids(photos[0])
+    assert torch.equal(pins[6:12], ids[6:12]) and pins[:6].eq(-1).all() and pins[12:].eq(-1).all()
+    with pytest.raises(SystemExit, match="go together"):
+        main([*model, "--reference", photos[0]])
+    assert main([*model, "--reference", str(tmp_path / "gone.png"), "--pin-tokens", "6", "12"]) == 2
+    assert "gone.png" in capsys.readouterr().err
+
+
 def test_train_command_runs_a_stage(tmp_path, capsys):
     out = tmp_path / "s1"
     assert main(["train", "stage1", "svq/configs/stage1_tiny.yaml", "--output_dir", str(out),

@@ -7,6 +7,10 @@ their paths printed.
     assistant> I went in winter and went skiing!
       [picture: chat/reply_1_0.png; view: chat/reply_1_0_view.png]
     /reset starts a new conversation, /quit (or end of input) leaves.
+
+With --reference PICTURE --pin-tokens START STOP every picture it writes keeps the reference's
+codes at positions START..STOP-1 (for a tokenizer trained with the person on those tokens, e.g.
+the standard demo's 6 12: the reference's look, in the scene the talk asks for).
 """
 
 from __future__ import annotations
@@ -102,6 +106,13 @@ def run(args: argparse.Namespace) -> int:
         sampling = {"do_sample": True, "temperature": args.temperature}
     elif args.image_temperature > 0:
         sampling = {"image_temperature": args.image_temperature, "image_top_k": args.image_top_k}
+    if (args.reference is None) != (args.pin_tokens is None):
+        raise SystemExit("svq chat: --reference and --pin-tokens go together")
+    if args.reference is not None:
+        from svq.llm import pins_from
+
+        ids = chat.image_ids(args.reference)  # errors name the file
+        sampling["pinned_ids"] = [pins_from(ids, range(*args.pin_tokens))]
     converse(
         chat, sys.stdin, sys.stdout, Path(args.out), args.system,
         max_new_tokens=args.max_new_tokens, **sampling,
@@ -127,5 +138,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "docs/RESULTS_sft.md)",
     )  # fmt: skip
     p.add_argument("--image-top-k", type=int, default=None, help="with --image-temperature")
+    p.add_argument("--reference", help="a picture whose --pin-tokens every picture keeps")
+    p.add_argument(
+        "--pin-tokens", type=int, nargs=2, metavar=("START", "STOP"),
+        help="token positions START..STOP-1 taken from --reference (e.g. 6 12: the person)",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.set_defaults(run=run)

@@ -493,8 +493,7 @@ def _identity_pins(
             if d not in references:
                 picture = render(persona_reference(dialogues[d], seed), size)
                 picture.save(out_dir / f"images/{dialogues[d].id}-reference.png")
-                pixels = _pil_to_tensor(picture).unsqueeze(0).to(chat.device)
-                references[d] = chat.svq.tokenize(pixels)[0]
+                references[d] = chat.image_ids(picture)
             ids = references[d]
         pins.append(pins_from(ids.cpu(), positions))
     return pins, {"positions": positions, "from": counts}

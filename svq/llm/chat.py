@@ -302,6 +302,12 @@ class SVQChat(nn.Module):
             return self.svq.tokenize(pixels)[0].cpu()
         return self.svq.encode(pixels)[0].float().cpu()
 
+    @torch.no_grad()
+    def image_ids(self, image: Any) -> torch.Tensor:
+        """(N,) codebook ids of one picture (a PIL image or a path): e.g. a reference whose
+        person tokens `generate(pinned_ids=[pins_from(ids, positions)])` keeps."""
+        return self._fetch({"image": image}, "ids")
+
     def encode(
         self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = False, **kw: Any
     ):
