@@ -99,6 +99,7 @@ def report_figures(report: dict) -> dict[str, Any]:
         },
         "chat": chat_figures(chat) if chat.get("status") == "ok" else None,
         "chat_baseline": chat_figures(chat["baseline"]) if chat.get("baseline") else None,
+        "chat_pinned": chat_figures(chat["pinned"]) if chat.get("pinned") else None,
     }
 
 
@@ -222,6 +223,15 @@ def readme_tables(records: dict[str, dict]) -> str:
                 cells.append(cell(figures[b][route] or {}))
         return f"| {label} | " + " | ".join(cells) + " |\n"
 
+    def pinned_row(label: str, cell) -> str:  # the svq route pinned; the baseline has no pins
+        cells = []
+        for b in budgets:
+            pinned = figures[b].get("chat_pinned")
+            cells += [cell(pinned) if pinned else "—", "—"]
+        if not any(figures[b].get("chat_pinned") for b in budgets):
+            return ""  # no recorded run measured it
+        return f"| {label} | " + " | ".join(cells) + " |\n"
+
     f = lambda c: c.get("following") or {}  # noqa: E731
     said = lambda c, k: (c.get("replies") or {}).get(k)  # noqa: E731
     chat = chat_header + "".join([
@@ -235,6 +245,11 @@ def readme_tables(records: dict[str, dict]) -> str:
                  lambda c: _pct(c.get("identity_within_dialogue"))),
         chat_row("identity vs the persona, control-corrected",
                  lambda c: _pct(c.get("identity_vs_persona"))),
+        pinned_row("&nbsp;&nbsp;the person's tokens pinned to a reference: within / vs persona",
+                   lambda c: f"{_pct(c.get('identity_within_dialogue'))} / "
+                             f"{_pct(c.get('identity_vs_persona'))}"),
+        pinned_row("&nbsp;&nbsp;the person's tokens pinned: following",
+                   lambda c: _pct(f(c), "mean")),
         chat_row("distinct id sequences / pictures",
                  lambda c: _pct(c.get("diversity"), "distinct_id_sequences")),
         chat_row("understanding", lambda c: _pct(c.get("understanding"), "accuracy")),

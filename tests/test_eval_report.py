@@ -240,6 +240,42 @@ def test_chat_can_be_evaluated_afresh(tmp_path, monkeypatch):
     assert (run / "report" / "chat" / "chat_eval.json").is_file()
 
 
+def test_the_chat_pinned_to_a_reference_goes_beside_the_model(tmp_path, monkeypatch):
+    """chat_pin_identity: RUN/sft/model evaluated again with those tokens pinned (faked here;
+    evaluate_chat's pins are tested in test_eval_chat.py), as the "pinned" route of the chat
+    section, its HTML table and the README's rows."""
+    import svq.eval.chat_eval
+    import svq.llm.chat
+    from svq.demo_record import readme_tables, report_figures
+
+    run = tiny_run(tmp_path / "run")
+    (run / "sft" / "model").mkdir(parents=True, exist_ok=True)
+    calls = []
+
+    def fake_evaluate(chat, judge, *, num_dialogues, seed, out_dir, pin_identity=None, **_):
+        calls.append(list(pin_identity))
+        identity = {"within_dialogue": {"value": 0.9}, "vs_persona": {"value": 0.8}}
+        return {"dialogues": num_dialogues, "identity_consistency": identity,
+                "understanding": {"accuracy": 0.5}, "transcripts": []}  # fmt: skip
+
+    monkeypatch.setattr(svq.eval.chat_eval, "evaluate_chat", fake_evaluate)
+    monkeypatch.setattr(svq.llm.chat.SVQChat, "from_pretrained", classmethod(lambda cls, d: "chat"))
+    report = build_report(run, chat_dialogues=3, chat_pin_identity=[6, 12], **FAST)
+    chat = report["sections"]["chat"]
+    assert calls == [list(range(6, 12))] and report["settings"]["chat_pin_identity"] == [6, 12]
+    assert chat["pinned"]["dialogues"] == 3 and "transcripts" not in chat["pinned"]
+    assert (run / "report" / "chat_pinned" / "chat_eval.json").is_file()
+    assert "<th>model, person&#x27;s tokens pinned</th>" in render_chat(chat, run / "report")
+    record = {"commit": None, "wall_minutes": 1, "figures": report_figures(report)}
+    assert "pinned to a reference: within / vs persona | 90.0% / 80.0% | — |" in readme_tables(
+        {"test": record}
+    )
+    record["figures"]["chat_pinned"] = None  # no record measured it: no pinned rows
+    assert "pinned" not in readme_tables({"test": record})
+    with pytest.raises(ValueError, match="START, STOP"):
+        build_report(run, chat_pin_identity=[6], **FAST)
+
+
 def test_a_quick_judge_trained_into_the_run_is_reported(tmp_path):
     from svq.train.judge import train
 

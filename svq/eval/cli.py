@@ -134,6 +134,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--num_dialogues", type=int, default=8, help="with --rerun_chat")
     p.add_argument(
+        "--pin_identity", type=int, nargs=2, metavar=("START", "STOP"),
+        help="evaluate RUN/sft/model again with tokens START..STOP-1 pinned to a reference "
+        "(the person's tokens of a tokenizer trained with attribute_identity_tokens)",
+    )  # fmt: skip
+    p.add_argument(
         "--baseline_fit_images", type=int, default=3000,
         help="train pictures the PCA baselines are fitted on (0: no trivial baselines)",
     )  # fmt: skip
@@ -306,6 +311,7 @@ def _all(args: argparse.Namespace) -> int:
         inception=args.inception or "auto",
         rerun_chat=args.rerun_chat,
         chat_dialogues=args.num_dialogues,
+        chat_pin_identity=args.pin_identity,
         baseline_fit_images=args.baseline_fit_images,
         strict=args.strict,
     )

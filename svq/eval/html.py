@@ -315,6 +315,8 @@ def spatial_vq(s: dict, folder: Path) -> str:
 
 def _chat_routes(s: dict) -> dict[str, dict]:
     routes = {"model": s}
+    if s.get("pinned"):
+        routes["model, person's tokens pinned"] = s["pinned"]
     if s.get("baseline"):
         routes["baseline"] = s["baseline"]
     return routes

@@ -29,7 +29,7 @@ import json
 import math
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -364,11 +364,14 @@ def chat_section(
     rerun: bool = False,
     num_dialogues: int = 8,
     seed: int = 0,
+    pin_identity: Sequence[int] | None = None,
 ) -> dict:
     """RUN/sft/chat_eval.json (written by the SFT stage), or with `rerun` a fresh
     `chat_eval.evaluate_chat` of RUN/sft/model into out/chat/. Image paths in the transcripts
     stay relative to `base_dir`, the folder of the JSON. The scores of RUN/baseline (the same
-    LLM writing the spatial VQ's grid serially) go beside them as "baseline" when present."""
+    LLM writing the spatial VQ's grid serially) go beside them as "baseline" when present.
+    pin_identity (positions): RUN/sft/model is evaluated again with those tokens pinned
+    (`evaluate_chat(pin_identity=...)`, into out/chat_pinned/), its scores as "pinned"."""
     source = run / "sft" / "chat_eval.json"
     if rerun:
         source = run_chat_eval(run / "sft" / "model", judge, out / "chat", num_dialogues, seed)
@@ -382,6 +385,11 @@ def chat_section(
     if "baseline" not in data and baseline.is_file():
         data["baseline"] = {k: v for k, v in _read_json(baseline).items() if k != "transcripts"}
         data["baseline"]["source"] = str(baseline)
+    if pin_identity is not None:
+        path = run_chat_eval(run / "sft" / "model", judge, out / "chat_pinned", num_dialogues,
+                             seed, pin_identity=pin_identity)  # fmt: skip
+        data["pinned"] = {k: v for k, v in _read_json(path).items() if k != "transcripts"}
+        data["pinned"]["source"] = str(path)
     return {"status": "ok", "source": str(source), "base_dir": str(source.parent), **data}
 
 
@@ -393,10 +401,12 @@ def run_chat_eval(
     seed: int = 0,
     lang: str = "en",
     image_decoder: str | None = None,
+    pin_identity: Sequence[int] | None = None,
 ) -> Path:
     """Load an SVQChat folder, run `svq.eval.chat_eval.evaluate_chat` (without a judge: no judged
     scores), write out/chat_eval.json and its pictures in out/images/. `image_decoder`: how
-    written pictures become pixels ("vq_head", "svq"; default: the model's own)."""
+    written pictures become pixels ("vq_head", "svq"; default: the model's own);
+    `pin_identity`: token positions pinned (evaluate_chat)."""
     try:
         from .chat_eval import evaluate_chat
     except ImportError as error:
@@ -411,7 +421,7 @@ def run_chat_eval(
     out.mkdir(parents=True, exist_ok=True)
     result = evaluate_chat(
         chat, judge, num_dialogues=num_dialogues, seed=seed, out_dir=out, lang=lang,
-        image_decoder=image_decoder,
+        image_decoder=image_decoder, pin_identity=pin_identity,
     )  # fmt: skip
     path = out / "chat_eval.json"
     path.write_text(json.dumps(jsonable(result), indent=1) + "\n")
@@ -513,6 +523,7 @@ def build_report(
     inception: Any = "auto",
     rerun_chat: bool = False,
     chat_dialogues: int = 8,
+    chat_pin_identity: Sequence[int] | None = None,
     baseline_fit_images: int = 3000,
     strict: bool = False,
 ) -> dict:
@@ -523,12 +534,16 @@ def build_report(
     reconstruction, ordering and codebook; probe_images: train-split pictures the linear
     probes are fitted on (0: no probes); judge_path: default RUN/judge; lpips / inception:
     "auto" (default places), a path (inception), or None (skip); rerun_chat: evaluate
-    RUN/sft/model afresh instead of reading RUN/sft/chat_eval.json; baseline_fit_images:
+    RUN/sft/model afresh instead of reading RUN/sft/chat_eval.json; chat_pin_identity: [START,
+    STOP] token positions (the person's, for a tokenizer trained with them) with which
+    RUN/sft/model is evaluated again, pinned to a reference (`chat_section`); baseline_fit_images:
     train-split pictures the PCA baselines are fitted on (0: no baselines); strict: a failing
     section raises instead of being recorded as an error. The judge scores nothing unless it
     passes its gate (`svq.eval.gate`) at the tokenizer's picture size (section "judge").
     """
     started = time.perf_counter()
+    if chat_pin_identity is not None and len(chat_pin_identity) != 2:
+        raise ValueError(f"chat_pin_identity is [START, STOP], got {chat_pin_identity}")
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"run folder {run} does not exist")
@@ -602,10 +617,16 @@ def build_report(
     section("codebook", codebook)
     section("baselines", baselines)
     section("spatial_vq", lambda: spatial_vq_section(run, out, num_images, split, seed))
+    pins = None if chat_pin_identity is None else range(*chat_pin_identity)
     section(
         "chat",
         lambda: chat_section(
-            run, out, loaded_judge, rerun=rerun_chat, num_dialogues=chat_dialogues
+            run,
+            out,
+            loaded_judge,
+            rerun=rerun_chat,
+            num_dialogues=chat_dialogues,
+            pin_identity=pins,
         ),
     )
     sections = {"summary": summary_section(sections), **sections}
@@ -617,6 +638,7 @@ def build_report(
             "split": split,
             "seed": seed,
             "probe_images": probe_images,
+            "chat_pin_identity": chat_pin_identity,
             "judge": judge_note,
             "judge_gate": None if gate is None else gate.reason,
         },
