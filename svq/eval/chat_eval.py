@@ -392,7 +392,7 @@ def evaluate_chat(
     batches = range(0, len(jobs), batch_size)
     for start in progress_bar(batches, desc="chat eval", disable=not progress):
         prompts = [prompt for _, _, prompt in jobs[start : start + batch_size]]
-        pinned = {"pinned_ids": pins[start : start + batch_size]} if pins else {}
+        pinned = {"pinned_ids": pins[start : start + batch_size]} if pins is not None else {}
         replies += chat.generate(
             prompts, max_new_tokens=max_new_tokens, image_decoder=image_decoder,
             **pinned, **generate_kwargs,
