@@ -55,7 +55,12 @@ from svq.eval.ordering import (
     replace_tokens,
     swapped,
 )
-from svq.train.attribute_loss import AttributeReadout, attribute_loss, attribute_spans
+from svq.train.attribute_loss import (
+    AttributeReadout,
+    attribute_loss,
+    attribute_spans,
+    swap_identity,
+)
 
 BATCH, SIZE, BF16, LR = 32, 32, False, 2e-3  # --batch, --size, --bf16, --lr
 SCENE = ("place", "season", "time_of_day")
@@ -66,6 +71,9 @@ SCENE = ("place", "season", "time_of_day")
 #   ema: decay of an EMA of the weights (evaluated instead of the raw weights)
 #   attr: weight of the auxiliary attribute loss; attr_tokens: the prefix its head reads;
 #   attr_identity: > 0, the identity attributes read the next this many tokens instead
+#   attr_swap: > 0, that many pictures per step take another's identity tokens, are decoded and
+#     encoded again, and the read-out must name the donor's person (stage 1's
+#     attribute_swap_images)
 VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "tiny": ("tiny", {}, {}),
     "conv32": ("conv32", {}, {}),
@@ -184,6 +192,12 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
         {},
         {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6, "attr_identity": 6},
     ),
+    # ... and the person's tokens swapped between pictures: the swap must carry the person
+    "conv32-map +attr6 +identity6 +swap8": (
+        "conv32-map",
+        {},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6, "attr_identity": 6, "attr_swap": 8},
+    ),
     # conv32-map's own recipe (= "conv32-ordered +attr6 +input_all +dim8"), the control of the above
     "conv32-map +attr6": ("conv32-map", {}, {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6}),
     # 64 px (--size 64 --batch 16)
@@ -191,6 +205,11 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
         "conv64-ordered",
         {},
         {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6, "attr_identity": 6},
+    ),
+    "conv64-ordered +attr6 +identity6 +swap4": (
+        "conv64-ordered",
+        {},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6, "attr_identity": 6, "attr_swap": 4},
     ),
     "small": ("small", {}, {}),
     "conv64": ("conv64", {}, {}),
@@ -290,6 +309,12 @@ def train(name: str, steps: int) -> tuple[StyledVAEVQ, dict]:
         if attr is not None:
             labels = torch.tensor([r.labels() for r in batch])
             loss = loss + opts["attr"] * attribute_loss([z.float() for z in logits], labels)
+        if opts.get("attr_swap"):
+            span = (opts["attr_tokens"], opts["attr_tokens"] + opts["attr_identity"])
+            mixed, mixed_labels = swap_identity(out.features, labels, span, opts["attr_swap"])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
+                seen = attr(model.encode(model.decode(mixed)))
+            loss = loss + opts["attr"] * attribute_loss([z.float() for z in seen], mixed_labels)
         if not torch.isfinite(loss):
             raise RuntimeError(f"{name}: loss is {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)

@@ -9,7 +9,12 @@ from test_stage1 import options, params, run
 
 from svq.data.schema import IDENTITY_ATTRIBUTES, SCHEMA
 from svq.train import common
-from svq.train.attribute_loss import AttributeReadout, attribute_loss, attribute_spans
+from svq.train.attribute_loss import (
+    AttributeReadout,
+    attribute_loss,
+    attribute_spans,
+    swap_identity,
+)
 
 CLASSES = [len(values) for values in SCHEMA.values()]
 
@@ -54,6 +59,21 @@ def test_identity_tokens_give_the_person_a_group_of_its_own():
         attribute_spans(6, -1)
 
 
+def test_swap_identity_gives_the_donors_person_tokens_and_labels():
+    features = torch.arange(4.0).view(4, 1, 1).expand(4, 36, 2)  # picture i: every value i
+    labels = torch.arange(4).view(4, 1).expand(4, len(SCHEMA))
+    mixed, mixed_labels = swap_identity(features, labels, (6, 12), count=3)
+    assert mixed.shape == (3, 36, 2) and mixed_labels.shape == (3, len(SCHEMA))
+    donors = [3, 0, 1]  # the picture before each, cyclically
+    for i, donor in enumerate(donors):
+        assert mixed[i, 6:12].eq(donor).all()
+        assert mixed[i, :6].eq(i).all() and mixed[i, 12:].eq(i).all()
+        for a, name in enumerate(SCHEMA):
+            assert mixed_labels[i, a] == (donor if name in IDENTITY_ATTRIBUTES else i)
+    with pytest.raises(ValueError, match="count"):
+        swap_identity(features, labels, (6, 12), count=5)
+
+
 def test_options_need_the_world_and_enough_tokens(tmp_path):
     with pytest.raises(ValueError, match="needs labelled pictures"):
         options(tmp_path, "--attribute_loss_weight", "0.1", "--train_data", str(tmp_path))
@@ -68,6 +88,10 @@ def test_options_need_the_world_and_enough_tokens(tmp_path):
         options(tmp_path, "--attribute_identity_tokens", "-2")
     with pytest.raises(ValueError, match="attribute_identity_tokens needs the attribute loss"):
         options(tmp_path, "--attribute_identity_tokens", "6")
+    with pytest.raises(ValueError, match="needs attribute_identity_tokens"):
+        options(tmp_path, "--attribute_loss_weight", "0.1", "--attribute_swap_images", "4")
+    with pytest.raises(ValueError, match="attribute_swap_images must be >= 0"):
+        options(tmp_path, "--attribute_swap_images", "-1")
 
 
 FLAGS = ("--max_steps", "4", "--save_steps", "2", "--validation_data", "none",
@@ -87,3 +111,10 @@ def test_stage1_with_the_attribute_loss_logs_it_and_resumes_exactly(tmp_path, mo
     assert a.keys() == b.keys() and not any("heads" in k for k in a)  # the read-out stays out
     assert all(torch.equal(a[k], b[k]) for k in a)  # its state was checkpointed and restored
     assert common.checkpoints(tmp_path / "resumed")[-1][0] == 4
+
+
+def test_stage1_with_swapped_person_tokens_optimises_the_swap_term(tmp_path):
+    summary = run(tmp_path / "swap", *FLAGS, "--attribute_swap_images", "2")
+    train = summary["train"]
+    assert train["train/swap"] > 0
+    assert train["train/loss"] > train["train/mse"] + 0.5 * train["train/swap"]  # both terms in

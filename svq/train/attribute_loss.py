@@ -9,6 +9,9 @@ image folders would use captions instead. Training only: the read-out is not rel
 
 `attribute_spans` can give the identity attributes (hair, skin, shirt, hat, glasses) tokens of
 their own after the scene's, so the person is asked of a group the scene is not asked of.
+`swap_identity` goes further: it builds pictures' tokens with another picture's person group,
+whose decodes, encoded again, must read as the donor's person in the recipient's scene (stage 1's
+`attribute_swap_images`), so the other tokens cannot carry the person to the picture.
 """
 
 from __future__ import annotations
@@ -76,3 +79,21 @@ def attribute_loss(logits: Sequence[torch.Tensor], labels: torch.Tensor) -> torc
         raise ValueError(f"labels {tuple(labels.shape)} do not match the read-out's "
                          f"{len(logits)} attributes")  # fmt: skip
     return sum(F.cross_entropy(lg, labels[:, a]) for a, lg in enumerate(logits)) / len(logits)
+
+
+def swap_identity(
+    features: torch.Tensor, labels: torch.Tensor, span: tuple[int, int], count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Composites of the first `count` pictures with the person tokens `span` [start, end) of the
+    picture before each (cyclically): features (B, N, E), labels (B, A) in SCHEMA order ->
+    (count, N, E) features, (count, A) labels: the identity attributes the donor's, the rest
+    the recipient's."""
+    b = features.shape[0]
+    if b < 2 or not 1 <= count <= b:
+        raise ValueError(f"need a batch of >= 2 and 1 <= count <= {b}, got {b}, {count}")
+    start, end = span
+    donor = features.roll(1, 0)[:count]
+    mixed = torch.cat([features[:count, :start], donor[:, start:end], features[:count, end:]], 1)
+    person = torch.tensor([a in IDENTITY_ATTRIBUTES for a in SCHEMA], device=labels.device)
+    mixed_labels = torch.where(person, labels.roll(1, 0)[:count], labels[:count])
+    return mixed, mixed_labels

@@ -33,7 +33,12 @@ from svq.eval.ordering import default_fill, encode_all, token_report
 from svq.images import save_grid
 from svq.spatial_vq import SpatialVQ
 from svq.train import common
-from svq.train.attribute_loss import AttributeReadout, attribute_loss, attribute_spans
+from svq.train.attribute_loss import (
+    AttributeReadout,
+    attribute_loss,
+    attribute_spans,
+    swap_identity,
+)
 from svq.train.image_data import train_loader, validation_images
 from svq.train.loop import Stage, train_loop
 from svq.train.losses import code_loss, load_lpips, reconstruction_loss
@@ -62,6 +67,9 @@ class Stage1Options(ImageTrainingOptions):
     attribute_loss_tokens: int = 6
     attribute_identity_tokens: int = 0  # > 0: the identity attributes are read from the next
     # this many tokens instead (after the first attribute_loss_tokens, the scene's)
+    attribute_swap_images: int = 0  # > 0 (with identity tokens): per step, this many pictures'
+    # tokens take the person group of another picture, are decoded and encoded again, and the
+    # read-out must name the donor's person and the recipient's scene (attribute_loss.swap_identity)
     spatial_vq_path: str | None = None  # a trained SpatialVQ (svq/train/vq.py's OUTPUT_DIR/model):
     # the decoder predicts its grid (target "spatial_vq", grid and codebook size taken from it)
     # with cross-entropy against its ids instead of the pixel losses
@@ -81,6 +89,16 @@ class Stage1Options(ImageTrainingOptions):
             raise ValueError(
                 f"attribute_identity_tokens must be >= 0, got {self.attribute_identity_tokens}"
             )
+        if self.attribute_swap_images < 0:
+            raise ValueError(
+                f"attribute_swap_images must be >= 0, got {self.attribute_swap_images}"
+            )
+        if self.attribute_swap_images and not self.attribute_identity_tokens:
+            raise ValueError("attribute_swap_images swaps the person's tokens: it needs "
+                             "attribute_identity_tokens > 0")  # fmt: skip
+        if self.attribute_swap_images > self.per_device_train_batch_size:
+            raise ValueError(f"attribute_swap_images {self.attribute_swap_images} > the batch "
+                             f"{self.per_device_train_batch_size}")  # fmt: skip
         if self.attribute_identity_tokens and not self.attribute_loss_weight:
             raise ValueError("attribute_identity_tokens needs the attribute loss "
                              "(attribute_loss_weight > 0)")  # fmt: skip
@@ -185,6 +203,8 @@ def main(o: Stage1Options) -> dict:
             f"model target {config.target!r} with spatial_vq_path {o.spatial_vq_path!r}: target "
             "'spatial_vq' needs --spatial_vq_path and the path needs that target"
         )
+    if spatial is not None and o.attribute_swap_images:
+        raise ValueError("attribute_swap_images decodes pictures: not with target 'spatial_vq'")
     if spatial is not None:
         model.attach_spatial_vq(spatial.to(accelerator.device))  # checks the sizes
     if o.gradient_checkpointing:
@@ -254,6 +274,16 @@ def main(o: Stage1Options) -> dict:
             labels = batch.labels.to(accelerator.device)
             terms["attributes"] = attribute_loss(readout(output.features), labels)
             terms["loss"] = terms["loss"] + o.attribute_loss_weight * terms["attributes"]
+        if o.attribute_swap_images:
+            start = o.attribute_loss_tokens
+            span = (start, start + o.attribute_identity_tokens)
+            mixed, mixed_labels = swap_identity(
+                output.features, labels, span, min(o.attribute_swap_images, images.shape[0])
+            )
+            with accelerator.autocast():
+                seen = raw_model.encode(raw_model.decoder(mixed))  # decoded, encoded again
+            terms["swap"] = attribute_loss(readout(seen), mixed_labels)
+            terms["loss"] = terms["loss"] + o.attribute_loss_weight * terms["swap"]
         return terms
 
     def set_noise(step: int) -> None:
