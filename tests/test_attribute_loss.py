@@ -90,6 +90,13 @@ def test_options_need_the_world_and_enough_tokens(tmp_path):
         options(tmp_path, "--attribute_identity_tokens", "6")
     with pytest.raises(ValueError, match="needs attribute_identity_tokens"):
         options(tmp_path, "--attribute_loss_weight", "0.1", "--attribute_swap_images", "4")
+    swap = ("--attribute_loss_weight", "0.1", "--attribute_identity_tokens", "6")
+    with pytest.raises(ValueError, match="needs a batch of >= 2"):
+        options(tmp_path, *swap, "--attribute_swap_images", "1",
+                "--per_device_train_batch_size", "1")  # fmt: skip
+    with pytest.raises(ValueError, match="needs a batch of >= 2"):
+        options(tmp_path, *swap, "--attribute_swap_images", "9",
+                "--per_device_train_batch_size", "8")  # fmt: skip
     with pytest.raises(ValueError, match="attribute_swap_images must be >= 0"):
         options(tmp_path, "--attribute_swap_images", "-1")
 

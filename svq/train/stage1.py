@@ -96,9 +96,11 @@ class Stage1Options(ImageTrainingOptions):
         if self.attribute_swap_images and not self.attribute_identity_tokens:
             raise ValueError("attribute_swap_images swaps the person's tokens: it needs "
                              "attribute_identity_tokens > 0")  # fmt: skip
-        if self.attribute_swap_images > self.per_device_train_batch_size:
-            raise ValueError(f"attribute_swap_images {self.attribute_swap_images} > the batch "
-                             f"{self.per_device_train_batch_size}")  # fmt: skip
+        if self.attribute_swap_images and not (
+            2 <= self.per_device_train_batch_size >= self.attribute_swap_images
+        ):
+            raise ValueError(f"attribute_swap_images {self.attribute_swap_images} needs a batch of "
+                             f">= 2 and >= it, got {self.per_device_train_batch_size}")  # fmt: skip
         if self.attribute_identity_tokens and not self.attribute_loss_weight:
             raise ValueError("attribute_identity_tokens needs the attribute loss "
                              "(attribute_loss_weight > 0)")  # fmt: skip
