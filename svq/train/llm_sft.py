@@ -98,6 +98,9 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
     projector: dict | str | None = None  # ProjectorConfig fields (JSON on the command line)
     vq_head: dict | str | None = None  # VQHeadConfig fields (width, depth, heads, ...)
     image_tokenizer: str = "svq"  # "svq" (36 tokens + VQ head) or "spatial" (baseline: h*w ids)
+    # how the saved chat paints the ids it writes, its evaluation included: "vq_head" (the VQ
+    # head's spatial grid; the default with a spatial VQ) or "svq" (the tokenizer's own decoder)
+    image_decoder: str | None = None
     gradient_checkpointing: bool = False
     # --- language pre-training (before SFT; svq.llm.pretrain_data): every token a label
     pretrain_steps: int = 0  # 0: none
@@ -147,6 +150,13 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
             raise ValueError(f"mode must be 'full' or 'lora', got {self.mode!r}")
         if self.image_tokenizer not in ("svq", "spatial"):
             raise ValueError(f"image_tokenizer must be 'svq' or 'spatial': {self.image_tokenizer}")
+        if self.image_decoder not in (None, "vq_head", "svq"):
+            raise ValueError(
+                f"image_decoder must be 'vq_head' or 'svq', got {self.image_decoder!r}"
+            )
+        if self.image_decoder is not None and self.image_tokenizer == "spatial":
+            raise ValueError("image_decoder is the svq route's: the spatial baseline paints its "
+                             "own grid")  # fmt: skip
         if self.image_tokenizer == "spatial" and self.spatial_vq_path is None:
             raise ValueError("image_tokenizer 'spatial' needs spatial_vq_path")
         common.check_training_options(self)
@@ -181,7 +191,7 @@ def build_model(o: SFTOptions) -> SVQChat:
     if o.image_tokenizer == "spatial":
         kwargs["image_tokenizer"] = "spatial"
     else:
-        kwargs["vq_head"] = o.vq_head
+        kwargs["vq_head"], kwargs["image_decoder"] = o.vq_head, o.image_decoder
     if o.llm == "tiny":
         tokenizer = train_tokenizer(chat_world_corpus(o.tiny_corpus_dialogues, o.seed))
         llm = tiny_llm(tokenizer, o.tiny_preset, o.seed)
