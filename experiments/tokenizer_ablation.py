@@ -206,11 +206,6 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
         {},
         {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6, "attr_identity": 6},
     ),
-    "conv64-ordered +attr6 +identity6 +swap4": (
-        "conv64-ordered",
-        {},
-        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6, "attr_identity": 6, "attr_swap": 4},
-    ),
     "small": ("small", {}, {}),
     "conv64": ("conv64", {}, {}),
     "conv64 +attr6": ("conv64", {}, {"attr": 0.1, "attr_tokens": 6}),

@@ -27,7 +27,7 @@ import torch
 from accelerate.utils import set_seed
 
 from svq import StyledVAEVQ, SVQConfig
-from svq.data.schema import SCHEMA
+from svq.data.schema import IDENTITY_ATTRIBUTES, SCHEMA
 from svq.eval.metrics import psnr, ssim
 from svq.eval.ordering import default_fill, encode_all, token_report
 from svq.images import save_grid
@@ -96,8 +96,8 @@ class Stage1Options(ImageTrainingOptions):
         if self.attribute_swap_images and not self.attribute_identity_tokens:
             raise ValueError("attribute_swap_images swaps the person's tokens: it needs "
                              "attribute_identity_tokens > 0")  # fmt: skip
-        if self.attribute_swap_images and not (
-            2 <= self.per_device_train_batch_size >= self.attribute_swap_images
+        if self.attribute_swap_images and self.per_device_train_batch_size < max(
+            2, self.attribute_swap_images
         ):
             raise ValueError(f"attribute_swap_images {self.attribute_swap_images} needs a batch of "
                              f">= 2 and >= it, got {self.per_device_train_batch_size}")  # fmt: skip
@@ -230,6 +230,7 @@ def main(o: Stage1Options) -> dict:
                              f"model's {config.num_tokens} tokens")  # fmt: skip
         classes = [len(values) for values in SCHEMA.values()]
         spans = attribute_spans(o.attribute_loss_tokens, o.attribute_identity_tokens)
+        person = spans[list(SCHEMA).index(IDENTITY_ATTRIBUTES[0])]  # the identity tokens' range
         readout = AttributeReadout(o.attribute_loss_tokens, config.token_dim, classes, spans)
 
     # --- optimiser and schedule
@@ -277,10 +278,8 @@ def main(o: Stage1Options) -> dict:
             terms["attributes"] = attribute_loss(readout(output.features), labels)
             terms["loss"] = terms["loss"] + o.attribute_loss_weight * terms["attributes"]
         if o.attribute_swap_images:
-            start = o.attribute_loss_tokens
-            span = (start, start + o.attribute_identity_tokens)
             mixed, mixed_labels = swap_identity(
-                output.features, labels, span, min(o.attribute_swap_images, images.shape[0])
+                output.features, labels, person, min(o.attribute_swap_images, images.shape[0])
             )
             with accelerator.autocast():
                 seen = raw_model.encode(raw_model.decoder(mixed))  # decoded, encoded again
