@@ -228,3 +228,32 @@ def test_opening_season_changes_only_the_openings_season(lang):
         assert len(same.images) == len(other.images)
     with pytest.raises(ValueError, match="opening_season must be one of"):
         chat(0, opening_season="spring")
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_when_first_moves_the_season_before_the_activity(lang):
+    """`when_first` changes the words of the answers to requests only: the same pictures and
+    turns; in English the season and time of day come before the activity, in Chinese (where
+    they always come first) nothing changes."""
+
+    def chat(seed, **kw):
+        rng = random.Random(seed)
+        return make_dialogue(rng, sample_identity(rng), sample_identity(rng), lang=lang, **kw)
+
+    changed = 0
+    for seed in range(30):
+        plain, first = chat(seed), chat(seed, when_first=True)
+        assert first.images == plain.images and len(first.messages) == len(plain.messages)
+        for a, b in zip(plain.messages, first.messages, strict=True):
+            if a == b:
+                continue
+            assert lang == "en" and a["role"] == "assistant"
+            text_a, text_b = a["content"][0]["text"], b["content"][0]["text"]
+            scene = a["content"][1]["attributes"]
+            activity = WORDS[lang]["activity"][scene["activity"]]
+            season = WORDS[lang]["season"][scene["season"]]
+            assert text_a.index(activity) < text_a.index(season)
+            assert text_b.index(season) < text_b.index(activity)
+            assert sorted(text_a.replace(",", "")) == sorted(text_b.replace(",", ""))
+            changed += 1
+    assert changed > 10 if lang == "en" else changed == 0

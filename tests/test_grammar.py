@@ -14,11 +14,14 @@ from svq.eval.chat_scores import DialogueRecord, Reply, Request, reply_scores
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
-def test_every_reply_of_the_world_parses_to_what_it_says(lang):
+@pytest.mark.parametrize("when_first", [False, True])
+def test_every_reply_of_the_world_parses_to_what_it_says(lang, when_first):
     rng = random.Random(1)
     here = 0
     for _ in range(60):
-        dialogue = make_dialogue(rng, sample_identity(rng), sample_identity(rng), lang=lang)
+        dialogue = make_dialogue(
+            rng, sample_identity(rng), sample_identity(rng), lang=lang, when_first=when_first
+        )
         for message in dialogue.messages:
             if message["role"] != "assistant":
                 continue
@@ -46,7 +49,14 @@ def test_garbled_partial_and_empty_replies():
     assert parse_reply("Yes! Here I am skiing on a beach") is None  # cut short
     assert parse_reply(good + " And") is None
     assert parse_reply("  ") == [] and stated_values(None) == {}
-    assert len(sentences("en")) == len(sentences("zh")) > 500
+    first = "Yes! Here I am at sunset in winter, skiing on a beach."  # the season first
+    assert stated_values(parse_reply(first)) == stated_values(parse_reply(good))
+    assert parse_reply("Yes! Here I am at sunset in winter skiing on a beach.") is None
+    # English answers a request in two orders, Chinese in one (its season always comes first)
+    assert len(sentences("en")) - len(sentences("zh")) == len(
+        [s for s in sentences("zh").values() if s.form == "here"]
+    )
+    assert len(sentences("zh")) > 500
 
 
 PINS = [{"place": "beach", "season": "winter"}, {"place": "city", "season": "summer"}]

@@ -164,6 +164,10 @@ def test_cache_is_reused_and_invalidated_when_a_tokenizer_changes(tmp_path, part
     paths = {sd.cache_path(tmp_path, sd.world_chats(0, "train", 3, "en", opening_season=o))
              for o in ("other", "same", "unnamed")}  # fmt: skip
     assert len(paths) == 3 and sd.cache_path(tmp_path, data) in paths  # "other": the default
+    worded = sd.world_chats(0, "train", 3, "en", when_first=True)  # other words, same pictures
+    assert worded.chats != data.chats and sd.cache_path(tmp_path, worded) == sd.cache_path(
+        tmp_path, data
+    )
     assert len(list(tmp_path.glob("images-*.safetensors"))) == 1
 
 

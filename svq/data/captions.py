@@ -81,9 +81,11 @@ def describe_identity(identity: Identity, lang: str = "en") -> str:
     return ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def describe_scene(scene: Scene, lang: str = "en") -> str:
+def describe_scene(scene: Scene, lang: str = "en", when_first: bool = False) -> str:
     """What, where and when, e.g. 'skiing on Huangshan's granite peaks above a sea of clouds
-    on a winter day'."""
+    on a winter day'; `when_first`: the season and time of day first, 'on a winter day,
+    skiing on Huangshan's granite peaks above a sea of clouds' (Chinese always puts them
+    first)."""
     w = words(lang)
     when = w["time_of_day"][scene.time_of_day].format(
         s=w["season"][scene.season], sa=w["season_a"][scene.season]
@@ -91,7 +93,8 @@ def describe_scene(scene: Scene, lang: str = "en") -> str:
     clouds = w["sea_of_clouds"][scene.sea_of_clouds]
     if lang == "zh":
         return f"{when}{w['place'][scene.place]}{w['activity'][scene.activity]}{clouds}"
-    return f"{w['activity'][scene.activity]} {w['place'][scene.place]}{clouds} {when}"
+    what = f"{w['activity'][scene.activity]} {w['place'][scene.place]}{clouds}"
+    return f"{when}, {what}" if when_first else f"{what} {when}"
 
 
 def caption(record: WorldRecord, lang: str = "en") -> str:

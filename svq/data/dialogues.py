@@ -183,6 +183,7 @@ def make_dialogue(
     lang: str = "en",
     request_kinds: Sequence[str] | None = None,
     opening_season: str = "other",
+    when_first: bool = False,
 ) -> Dialogue:
     """A dialogue with 1-3 photos of `persona` shared by the assistant and 0-2 photos of
     `user` shared by the user, never more than `max_images` in all (>= 1).
@@ -191,7 +192,9 @@ def make_dialogue(
     kind to weigh it); default every kind once ("activity", "place_season", "place_time").
     opening_season: one of OPENING_SEASONS; "unnamed" gives the default chat but for the user's
     first words; "same" the same numbers of photos and turns, its pictures drawn from the
-    opening's season on."""
+    opening's season on.
+    when_first: the answers to requests state the season and time of day before the activity
+    ("Yes! Here I am on a summer day, swimming on a beach."); the same pictures and turns."""
     if max_images < 1:
         raise ValueError(f"make_dialogue: max_images must be >= 1, got {max_images}")
     words(lang)  # fails early on an unknown language
@@ -207,7 +210,7 @@ def make_dialogue(
                          f"got {opening_season!r}")  # fmt: skip
     n_assistant = rng.randint(1, min(MAX_ASSISTANT_PHOTOS, max_images))
     n_user = rng.randint(0, min(MAX_USER_PHOTOS, max_images - n_assistant))
-    chat = _Chat(rng, lang, persona, user, rng.choice(NAMES[lang]), kinds)
+    chat = _Chat(rng, lang, persona, user, rng.choice(NAMES[lang]), kinds, when_first)
     first_pair = n_assistant >= 2 and rng.random() < 0.6  # the motivating chat shares two
     chat.opening(2 if first_pair else 1, opening_season)
     rest = ["request"] * (n_assistant - (2 if first_pair else 1)) + ["user_photo"] * n_user
@@ -228,8 +231,10 @@ class _Chat:
         user: Identity,
         name: str,
         request_kinds: Sequence[str],
+        when_first: bool = False,
     ):
         self.rng, self.lang, self.request_kinds = rng, lang, request_kinds
+        self.when_first = when_first
         self.t = PHRASES[lang]
         self.w = words(lang)
         self.dialogue = Dialogue(name, persona, user, lang)
@@ -336,9 +341,8 @@ class _Chat:
         self._say(
             "user", " ".join(s for s in (remark, ask) if s) if self.lang == "en" else remark + ask
         )
-        self._say(
-            "assistant", t["here"].format(scene=describe_scene(photo.scene, self.lang)), photo
-        )
+        scene = describe_scene(photo.scene, self.lang, self.when_first)
+        self._say("assistant", t["here"].format(scene=scene), photo)
 
     def user_photo(self) -> None:
         """The user shares a photo of themself and asks about it; the answer is the truth."""

@@ -25,7 +25,8 @@ from .schema import SCHEMA, Scene
 
 # The forms of assistant sentences: the opening reply (season and activity of its photo), the
 # second opening photo ("also": activity and place), the answer to a request ("here": the whole
-# scene) and the answers to questions about the user's photo ("answer:<topic>").
+# scene, the activity or the season and time of day first) and the answers to questions about
+# the user's photo ("answer:<topic>").
 SCENE_FORMS = ("opening_reply", "also", "here")
 
 
@@ -60,8 +61,8 @@ def sentences(lang: str = "en") -> dict[str, Sentence]:
     for activity, place in itertools.product(SCHEMA["activity"], SCHEMA["place"]):
         text = t["also"].format(activity=w["activity"][activity], place=w["place_name"][place])
         add("also", text, activity=activity, place=place)
-    for scene in _scenes():
-        text = t["here"].format(scene=describe_scene(scene, lang))
+    for scene, when_first in itertools.product(_scenes(), (False, True)):
+        text = t["here"].format(scene=describe_scene(scene, lang, when_first))
         add("here", text, **{k: v for k, v in vars(scene).items() if k != "sea_of_clouds"})
     answers = t["answers"]
     for topic, table in answers.items():

@@ -119,6 +119,10 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
     # world only: the opening's seasons, "other" (the motivating chat), "same" or "unnamed"
     # (svq.data.dialogues.OPENING_SEASONS); the held-out chats keep "other"
     opening_season: str = "other"
+    # world only: requests answered with the season and time of day before the activity
+    # ("Yes! Here I am on a summer day, swimming on a beach."); the held-out chats keep the
+    # activity first
+    when_first: bool = False
     # one-turn chats "what is in this photo?" -> its caption, from the chats' own pictures,
     # mixed into the training chats (svq.llm.describe_data); -1: one per picture
     describe_photos: int = 0
@@ -334,6 +338,7 @@ def main(o: SFTOptions) -> dict:
     data = load_chats(
         o.train_data, seed=o.world_seed, split="train", num_dialogues=o.num_train_dialogues,
         lang=o.lang, request_kinds=o.request_kinds, opening_season=o.opening_season,
+        when_first=o.when_first,
     )  # fmt: skip
     data = with_described_photos(data, o.describe_photos, o.lang, o.seed)
     cache_dir = Path(o.cache_dir) if o.cache_dir else out / "image_cache"
