@@ -1,6 +1,7 @@
-"""svq.llm.describe_data and the SFT's `describe_photos`: each added chat shows one of the
-chats' own pictures as features and labels its caption only; the pictures are drawn without
-replacement; the image cache is shared; a run records the larger training set."""
+"""svq.llm.describe_data and the SFT's `describe_photos` / `describe_per_step`: each added chat
+shows one of the chats' own pictures as features and labels its caption only; the pictures are
+drawn without replacement; the image cache is shared; a run records the larger training set, or
+trains on a second batch of captions each step."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -8,12 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 from test_llm_sft import options, parts, run  # noqa: F401  (parts: the module's fixture)
 
 from svq.data import caption
 from svq.llm import IGNORE_INDEX
 from svq.llm import sft_data as sd
-from svq.llm.describe_data import DESCRIBE_PROMPTS, with_described_photos
+from svq.llm.describe_data import DESCRIBE_PROMPTS, described_photos, with_described_photos
 from svq.train import llm_sft
 
 
@@ -47,7 +49,7 @@ def test_every_picture_and_mixed_languages_and_bad_counts():
     prompts = [m["messages"][0]["content"][1]["text"] for m in added]
     assert prompts.count(DESCRIBE_PROMPTS["zh"]) == len(added) // 4
     assert with_described_photos(data, 0) is data
-    with pytest.raises(ValueError, match=r"describe count must be -1 or 0\.\."):
+    with pytest.raises(ValueError, match=r"describe count must be -1 or 1\.\."):
         with_described_photos(data, len(data.images) + 1)
     with pytest.raises(ValueError, match="lang must be"):
         with_described_photos(data, 1, "fr")
@@ -64,3 +66,29 @@ def test_a_run_with_described_photos_trains_on_them(tmp_path, parts):  # noqa: F
     assert resolved["resolved"]["train_dialogues"] == 8 + 4  # llm_sft_tiny's 8 chats + 4
     with pytest.raises(ValueError, match="describe_photos must be >= -1"):
         options(tmp_path / "bad", parts, "--describe_photos", "-2")
+
+
+def test_described_photos_added_to_each_step(tmp_path, parts):  # noqa: F811
+    """`describe_per_step`: a second batch of captions each step, the dialogues unchanged: with
+    its loss weighted 0 the weights are the plain run's bit for bit; weighted 1 they move."""
+    data = sd.world_chats(0, "train", 2, "en")
+    only = described_photos(data, -1, "en", seed=0)
+    assert only.images is data.images and len(only.chats) == len(data.images)
+    assert only.chats == with_described_photos(data, -1, "en", seed=0).chats[len(data.chats) :]
+    with pytest.raises(ValueError, match=r"describe count must be -1 or 1\.\."):
+        described_photos(data, 0)
+
+    def trained(name, *extra):
+        summary = run(tmp_path / name, parts, "--max_steps", "2", "--num_val_dialogues", "0",
+                      *extra)  # fmt: skip
+        return summary, load_file(str(tmp_path / name / "model" / "llm" / "model.safetensors"))
+
+    plain, plain_weights = trained("plain")
+    zero, zero_weights = trained("zero", "--describe_per_step", "2", "--describe_loss_weight", "0")
+    added, added_weights = trained("added", "--describe_per_step", "2")
+    assert plain["describe_loss"] is None and zero["describe_loss"] > 0
+    assert added["dialogues_seen"] == plain["dialogues_seen"]
+    assert all(torch.equal(zero_weights[k], v) for k, v in plain_weights.items())
+    assert not all(torch.equal(added_weights[k], v) for k, v in plain_weights.items())
+    with pytest.raises(ValueError, match="describe_per_step and describe_loss_weight must be"):
+        options(tmp_path / "bad", parts, "--describe_per_step", "-1")

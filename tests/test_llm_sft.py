@@ -299,7 +299,8 @@ def test_two_cpu_processes_with_torchrun(tmp_path, parts):
     command = [str(torchrun), "--standalone", "--nproc_per_node", "2",
                str(ROOT / "svq" / "train" / "llm_sft.py"), TINY, "--output_dir", str(out),
                "--svq_path", str(parts["svq"]), "--spatial_vq_path", str(parts["spatial"]),
-               "--num_val_dialogues", "0", "--save_steps", "2"]  # fmt: skip
+               "--num_val_dialogues", "0", "--save_steps", "2",
+               "--describe_per_step", "1"]  # two forward passes a step under DDP  # fmt: skip
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=150)
     assert done.returncode == 0, done.stderr[-3000:]
     resolved = yaml.safe_load((out / "options.yaml").read_text())["resolved"]

@@ -106,6 +106,7 @@ class SVQChatOutput:
     # image-span tokens weighted by the config's image_token_loss_weight
     vq_loss: torch.Tensor | None  # () VQ head cross-entropy; None without targets or head
     logits: torch.Tensor | None  # (B, T, V); None with forward(..., full_logits=False)
+    extra_lm_loss: torch.Tensor | None = None  # () forward(..., extra=B2)'s LM loss on B2
 
 
 class SVQChat(nn.Module):
@@ -337,13 +338,20 @@ class SVQChat(nn.Module):
         weights = torch.where(span, w, 1.0).to(ce.dtype)
         return (weights * ce).sum() / weights.sum().clamp_min(1e-12)
 
-    def forward(self, batch: ConversationBatch, full_logits: bool = True) -> SVQChatOutput:
+    def forward(
+        self,
+        batch: ConversationBatch,
+        full_logits: bool = True,
+        extra: ConversationBatch | None = None,
+    ) -> SVQChatOutput:
         """The training pass: next-token loss on the labels, and the VQ head's loss on the
         written images that have spatial targets (LLM hidden states at their code tokens).
 
         full_logits False: the output layer runs only at the positions that predict a label
         (assistant tokens), not at all B x T (the same loss; with many code tokens in the
         vocabulary the output layer is most of a small LLM's step), and `logits` is None.
+        extra: a second batch (e.g. short chats of another kind) whose LM loss comes back as
+        `extra_lm_loss`, not in `loss`: one call, so one forward pass for DDP.
         """
         use_vq = self.vq_head is not None and batch.vq_targets is not None
         weighted = self.config.image_token_loss_weight != 1.0
@@ -380,7 +388,10 @@ class SVQChat(nn.Module):
         loss = self.config.lm_loss_weight * lm_loss
         if vq_loss is not None:
             loss = loss + self.config.vq_loss_weight * vq_loss
-        return SVQChatOutput(loss=loss, lm_loss=lm_loss, vq_loss=vq_loss, logits=logits)
+        extra_lm_loss = (
+            self.forward(extra, full_logits=False).lm_loss if extra is not None else None
+        )
+        return SVQChatOutput(loss, lm_loss, vq_loss, logits, extra_lm_loss)
 
     @torch.no_grad()
     def decode_images(

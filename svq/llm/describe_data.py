@@ -7,7 +7,9 @@ Each added chat: the user shares one of the chats' own pictures and asks what is
 assistant answers with the picture's caption (`svq.data.caption`: every judged attribute, in the
 world's words). A photo question inside a dialogue labels one attribute of one picture; a
 caption labels all of them: the feature-alignment data of LLaVA's first stage, here mixed into
-the SFT. The pictures are the chats' own, so the image cache (keyed by the pictures) is shared
+the SFT (`with_described_photos`, in place of dialogues at a fixed step count) or beside it
+(`described_photos`: a second batch each step, the dialogues' exposure unchanged). The
+pictures are the chats' own, so the image cache (keyed by the pictures) is shared
 and no picture is encoded twice. Only world pictures (records) have captions; a chat file's
 pictures are left out.
 """
@@ -47,6 +49,12 @@ def with_described_photos(data: ChatData, count: int, lang: str = "en", seed: in
     lang "en", "zh" or "mixed" (every fourth in Chinese, as the world's mixed chats)."""
     if count == 0:
         return data
+    return replace(data, chats=[*data.chats, *described_photos(data, count, lang, seed).chats])
+
+
+def described_photos(data: ChatData, count: int = -1, lang: str = "en", seed: int = 0) -> ChatData:
+    """Only the described-photo chats of `with_described_photos` (count >= 1 or -1), over the
+    same image table as `data` (its cache serves both): the SFT's `describe_per_step` batches."""
     if lang not in ("en", "zh", "mixed"):
         raise ValueError(f"lang must be 'en', 'zh' or 'mixed', got {lang!r}")
     pictures = [k for k, r in enumerate(data.images) if isinstance(r, WorldRecord)]
@@ -54,9 +62,9 @@ def with_described_photos(data: ChatData, count: int, lang: str = "en", seed: in
         raise ValueError(
             "described photos need world pictures (their captions); these chats have none"
         )
-    if count < -1 or count > len(pictures):
+    if count == 0 or count < -1 or count > len(pictures):
         raise ValueError(
-            f"describe count must be -1 or 0..{len(pictures)} (the chats' world pictures), "
+            f"describe count must be -1 or 1..{len(pictures)} (the chats' world pictures), "
             f"got {count}"
         )
     random.Random(seed).shuffle(pictures)
@@ -65,4 +73,4 @@ def with_described_photos(data: ChatData, count: int, lang: str = "en", seed: in
     for n, k in enumerate(chosen):
         language = lang if lang != "mixed" else ("zh" if n % 4 == 3 else "en")
         added.append(described_photo(k, data.images[k], language))
-    return replace(data, chats=[*data.chats, *added])
+    return replace(data, chats=added)

@@ -16,6 +16,9 @@ Assistant pictures are targets (36 ids: LM labels; spatial ids: VQ-head labels),
 are understood (features through the projector); labels on assistant turns only.
 `describe_photos` > 0 mixes in that many one-turn chats about the chats' own pictures ("what is
 in this photo?" -> its caption; `svq.llm.describe_data`): every attribute a label, not one.
+`describe_per_step` > 0 adds them instead: each step also trains on a second batch of that many
+(its LM loss weighted by `describe_loss_weight`, logged as `describe_loss`), the dialogues'
+exposure per step unchanged.
 
 Loss (the chat model's `forward`, weighted by its config from these options) = lm_loss_weight * LM
 cross-entropy (text and image tokens; image-span tokens weigh image_token_loss_weight against
@@ -44,6 +47,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -60,7 +64,7 @@ from svq.data.dialogues import OPENING_SEASONS
 from svq.eval.chat_eval import evaluate_chat
 from svq.eval.judge import load_judge
 from svq.llm import LoraOptions, SVQChat, collate
-from svq.llm.describe_data import with_described_photos
+from svq.llm.describe_data import described_photos, with_described_photos
 from svq.llm.pretrain_data import PretrainDataset, text_chats
 from svq.llm.sft_data import SFTDataset, encode_images, load_chats
 from svq.llm.tiny import chat_world_corpus, tiny_llm, train_tokenizer
@@ -126,6 +130,10 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
     # one-turn chats "what is in this photo?" -> its caption, from the chats' own pictures,
     # mixed into the training chats (svq.llm.describe_data); -1: one per picture
     describe_photos: int = 0
+    # the same chats added, not mixed: a second batch of this many each step, its LM loss
+    # weighted by describe_loss_weight (logged as describe_loss); 0: none
+    describe_per_step: int = 0
+    describe_loss_weight: float = 1.0
     cache_dir: str | None = None  # image cache; default OUTPUT_DIR/image_cache
     max_length: int = 1024  # longer chats are left out (counted in the log)
     dataloader_num_workers: int = 0
@@ -175,6 +183,9 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
                              f"{self.opening_season!r}")  # fmt: skip
         if self.describe_photos < -1:
             raise ValueError(f"describe_photos must be >= -1, got {self.describe_photos}")
+        if self.describe_per_step < 0 or self.describe_loss_weight < 0:
+            raise ValueError("describe_per_step and describe_loss_weight must be >= 0, got "
+                             f"{self.describe_per_step}, {self.describe_loss_weight}")  # fmt: skip
         if self.num_val_dialogues < 0:
             raise ValueError(f"num_val_dialogues must be >= 0, got {self.num_val_dialogues}")
 
@@ -348,6 +359,11 @@ def main(o: SFTOptions) -> dict:
         )
     dataset = SFTDataset(data, images, chat.tokenizer, chat.vocab, o.max_length, o.image_tokenizer)
     loader = shuffled_loader(dataset, o.per_device_train_batch_size, chat.pad_token_id, o.seed, o)
+    described = None  # the second batch of each step: captions of the chats' own pictures
+    if o.describe_per_step:
+        captions = SFTDataset(described_photos(data, -1, o.lang, o.seed), images, chat.tokenizer,
+                              chat.vocab, o.max_length, o.image_tokenizer)  # fmt: skip
+        described = shuffled_loader(captions, o.describe_per_step, chat.pad_token_id, o.seed, o)
 
     # --- optimiser and schedule
     trainable = [n for n, p in chat.named_parameters() if p.requires_grad]
@@ -355,6 +371,8 @@ def main(o: SFTOptions) -> dict:
     accum, world = o.gradient_accumulation_steps, accelerator.num_processes
     global_batch = o.per_device_train_batch_size * accum * world
     model, optimizer, loader = accelerator.prepare(chat, optimizer, loader)
+    if described is not None:
+        described = accelerator.prepare(described)
     pretrained = {}
     if o.pretrain_steps and resume is None:  # a resumed run's weights are past pre-training
         pretrained = pretrain(model, optimizer, accelerator, o, data, images)
@@ -375,8 +393,17 @@ def main(o: SFTOptions) -> dict:
 
     # --- loop
     def loss(batch: Any, step: int) -> dict[str, torch.Tensor]:
-        with accelerator.autocast():
-            return sft_loss(model(batch.to(accelerator.device), full_logits=False))
+        dialogues, captions = batch if described is not None else (batch, None)
+        device = accelerator.device
+        with accelerator.autocast():  # one call (one forward for DDP) with the captions
+            out = model(dialogues.to(device), full_logits=False,
+                        extra=captions.to(device) if captions is not None else None)  # fmt: skip
+        terms = sft_loss(out)
+        if out.extra_lm_loss is not None:
+            told = out.extra_lm_loss.float()
+            terms["loss"] = terms["loss"] + o.describe_loss_weight * told
+            terms["describe_loss"] = told
+        return terms
 
     def validate_at(step: int, final: bool) -> dict[str, Any] | None:
         periodic = o.eval_steps and step % o.eval_steps == 0 and not final  # final: below
@@ -389,13 +416,17 @@ def main(o: SFTOptions) -> dict:
     def lm_and_vq(logs: dict[str, float], prefix: str, speed: str) -> dict[str, str]:
         return {"lm": f"{logs[f'{prefix}/lm_loss']:.3f}", "vq": f"{logs[f'{prefix}/vq_loss']:.3f}"}
 
+    batches: Iterator[Any] = common.endless_batches(loader, state["step"] * accum)
+    if described is not None:  # pairs (dialogues, captions), both resumed at the same step
+        batches = zip(
+            batches, common.endless_batches(described, state["step"] * accum), strict=True
+        )
     result = train_loop(
         accelerator, o,
         Stage(loss=loss, validate=validate_at, seen="dialogues_seen", speed="dialogues_per_s",
               postfix=lm_and_vq),
         model=model, optimizer=optimizer, scheduler=scheduler,
-        batches=common.endless_batches(loader, state["step"] * accum), state=state,
-        max_steps=max_steps, global_batch=global_batch,
+        batches=batches, state=state, max_steps=max_steps, global_batch=global_batch,
     )  # fmt: skip
     logs, last_record = result.logs, result.record
 
@@ -413,6 +444,7 @@ def main(o: SFTOptions) -> dict:
             "wall_seconds": round(time.perf_counter() - started, 1),
             "lm_loss": logs.get("train/lm_loss"),
             "vq_loss": logs.get("train/vq_loss") if raw.vq_head is not None else None,
+            "describe_loss": logs.get("train/describe_loss"),
             "validation": last_record,
             **pretrained,
             "image_tokenizer": o.image_tokenizer,
