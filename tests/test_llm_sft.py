@@ -62,6 +62,21 @@ def run(out: Path, parts: dict[str, Path], *flags: str) -> dict:
 # --- data ----------------------------------------------------------------------------------
 
 
+def test_world_options_reach_the_training_chats(tmp_path, parts, monkeypatch):
+    """The SFT passes its world options (`when_first`, `opening_season`) to the chats it loads."""
+    seen = {}
+    real = llm_sft.load_chats
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(llm_sft, "load_chats", spy)
+    run(tmp_path / "run", parts, "--when_first", "true", "--opening_season", "same",
+        "--max_steps", "1", "--num_val_dialogues", "0")  # fmt: skip
+    assert seen["when_first"] is True and seen["opening_season"] == "same"
+
+
 def test_labels_cover_assistant_turns_only(parts):
     o = options(Path("unused"), parts)
     chat = llm_sft.build_model(o)
