@@ -77,6 +77,12 @@ def test_described_photos_added_to_each_step(tmp_path, parts):  # noqa: F811
     assert only.chats == with_described_photos(data, -1, "en", seed=0).chats[len(data.chats) :]
     with pytest.raises(ValueError, match=r"describe count must be -1 or 1\.\."):
         described_photos(data, 0)
+    # with the world's when_first the captions say the scene as the answers do: season first
+    first = described_photos(data, -1, "en", seed=0, when_first=True)
+    for plain, told in zip(only.chats, first.chats, strict=True):
+        record = data.images[plain["messages"][0]["content"][0][sd.IMAGE_INDEX]]
+        said = told["messages"][1]["content"]
+        assert said == caption(record, "en", when_first=True) != plain["messages"][1]["content"]
 
     def trained(name, *extra):
         summary = run(tmp_path / name, parts, "--max_steps", "2", "--num_val_dialogues", "0",

@@ -97,9 +97,11 @@ def describe_scene(scene: Scene, lang: str = "en", when_first: bool = False) -> 
     return f"{when}, {what}" if when_first else f"{what} {when}"
 
 
-def caption(record: WorldRecord, lang: str = "en") -> str:
-    """One sentence naming every judged attribute of the picture."""
-    person, scene = describe_identity(record.identity, lang), describe_scene(record.scene, lang)
+def caption(record: WorldRecord, lang: str = "en", when_first: bool = False) -> str:
+    """One sentence naming every judged attribute of the picture (`when_first`: its scene with
+    the season and time of day first, see `describe_scene`)."""
+    person = describe_identity(record.identity, lang)
+    scene = describe_scene(record.scene, lang, when_first)
     if lang == "zh":
         return f"一个{person}的人，{scene}。"
     return f"A person with {person}, {scene}."

@@ -27,9 +27,10 @@ from .sft_data import IMAGE_INDEX, ChatData
 DESCRIBE_PROMPTS = {"en": "What is in this photo?", "zh": "这张照片里有什么？"}
 
 
-def described_photo(index: int, record: WorldRecord, lang: str) -> dict:
+def described_photo(index: int, record: WorldRecord, lang: str, when_first: bool = False) -> dict:
     """One chat: the user's photo (picture `index` of the image table) and the question, the
-    assistant's caption of `record` in `lang`."""
+    assistant's caption of `record` in `lang` (`when_first`: the scene's season first, as the
+    chats' answers with the world option of that name)."""
     if lang not in DESCRIBE_PROMPTS:
         raise ValueError(f"lang must be one of {sorted(DESCRIBE_PROMPTS)}, got {lang!r}")
     photo = {"type": "image", IMAGE_INDEX: index}
@@ -38,21 +39,26 @@ def described_photo(index: int, record: WorldRecord, lang: str) -> dict:
         "id": f"describe-{index}-{lang}",
         "messages": [
             {"role": "user", "content": [photo, question]},
-            {"role": "assistant", "content": caption(record, lang)},
+            {"role": "assistant", "content": caption(record, lang, when_first)},
         ],
     }
 
 
-def with_described_photos(data: ChatData, count: int, lang: str = "en", seed: int = 0) -> ChatData:
+def with_described_photos(
+    data: ChatData, count: int, lang: str = "en", seed: int = 0, when_first: bool = False
+) -> ChatData:
     """`data` with `count` described-photo chats added after its own (-1: one per world
     picture; 0: `data` itself). The pictures are drawn without replacement in a seeded order;
     lang "en", "zh" or "mixed" (every fourth in Chinese, as the world's mixed chats)."""
     if count == 0:
         return data
-    return replace(data, chats=[*data.chats, *described_photos(data, count, lang, seed).chats])
+    added = described_photos(data, count, lang, seed, when_first).chats
+    return replace(data, chats=[*data.chats, *added])
 
 
-def described_photos(data: ChatData, count: int = -1, lang: str = "en", seed: int = 0) -> ChatData:
+def described_photos(
+    data: ChatData, count: int = -1, lang: str = "en", seed: int = 0, when_first: bool = False
+) -> ChatData:
     """Only the described-photo chats of `with_described_photos` (count >= 1 or -1), over the
     same image table as `data` (its cache serves both): the SFT's `describe_per_step` batches."""
     if lang not in ("en", "zh", "mixed"):
@@ -72,5 +78,5 @@ def described_photos(data: ChatData, count: int = -1, lang: str = "en", seed: in
     added = []
     for n, k in enumerate(chosen):
         language = lang if lang != "mixed" else ("zh" if n % 4 == 3 else "en")
-        added.append(described_photo(k, data.images[k], language))
+        added.append(described_photo(k, data.images[k], language, when_first))
     return replace(data, chats=added)

@@ -124,8 +124,8 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
     # (svq.data.dialogues.OPENING_SEASONS); the held-out chats keep "other"
     opening_season: str = "other"
     # world only: requests answered with the season and time of day before the activity
-    # ("Yes! Here I am on a summer day, swimming on a beach."); the held-out chats keep the
-    # activity first
+    # ("Yes! Here I am on a summer day, swimming on a beach."), and so the described photos'
+    # captions; the held-out chats keep the activity first
     when_first: bool = False
     # one-turn chats "what is in this photo?" -> its caption, from the chats' own pictures,
     # mixed into the training chats (svq.llm.describe_data); -1: one per picture
@@ -351,7 +351,7 @@ def main(o: SFTOptions) -> dict:
         lang=o.lang, request_kinds=o.request_kinds, opening_season=o.opening_season,
         when_first=o.when_first,
     )  # fmt: skip
-    data = with_described_photos(data, o.describe_photos, o.lang, o.seed)
+    data = with_described_photos(data, o.describe_photos, o.lang, o.seed, o.when_first)
     cache_dir = Path(o.cache_dir) if o.cache_dir else out / "image_cache"
     with accelerator.main_process_first():
         images = encode_images(
@@ -361,8 +361,9 @@ def main(o: SFTOptions) -> dict:
     loader = shuffled_loader(dataset, o.per_device_train_batch_size, chat.pad_token_id, o.seed, o)
     described = None  # the second batch of each step: captions of the chats' own pictures
     if o.describe_per_step:
-        captions = SFTDataset(described_photos(data, -1, o.lang, o.seed), images, chat.tokenizer,
-                              chat.vocab, o.max_length, o.image_tokenizer)  # fmt: skip
+        told = described_photos(data, -1, o.lang, o.seed, o.when_first)
+        captions = SFTDataset(told, images, chat.tokenizer, chat.vocab, o.max_length,
+                              o.image_tokenizer)  # fmt: skip
         described = shuffled_loader(captions, o.describe_per_step, chat.pad_token_id, o.seed, o)
 
     # --- optimiser and schedule
