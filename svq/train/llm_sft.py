@@ -361,8 +361,8 @@ def main(o: SFTOptions) -> dict:
     loader = shuffled_loader(dataset, o.per_device_train_batch_size, chat.pad_token_id, o.seed, o)
     described = None  # the second batch of each step: captions of the chats' own pictures
     if o.describe_per_step:
-        told = described_photos(data, -1, o.lang, o.seed, o.when_first)
-        captions = SFTDataset(told, images, chat.tokenizer, chat.vocab, o.max_length,
+        captioned = described_photos(data, -1, o.lang, o.seed, o.when_first)
+        captions = SFTDataset(captioned, images, chat.tokenizer, chat.vocab, o.max_length,
                               o.image_tokenizer)  # fmt: skip
         described = shuffled_loader(captions, o.describe_per_step, chat.pad_token_id, o.seed, o)
 
