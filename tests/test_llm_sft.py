@@ -257,13 +257,15 @@ FLAGS = ("--max_steps", "4", "--save_steps", "2", "--num_val_dialogues", "0",
          "--gradient_accumulation_steps", "2")  # fmt: skip
 
 
-def test_resume_equals_an_uninterrupted_run(tmp_path, parts, monkeypatch):
-    run(tmp_path / "straight", parts, *FLAGS)
+@pytest.mark.parametrize("grouped", ["false", "true"])
+def test_resume_equals_an_uninterrupted_run(tmp_path, parts, monkeypatch, grouped):
+    flags = (*FLAGS, "--group_by_length", grouped)
+    run(tmp_path / "straight", parts, *flags)
     with killed_after_checkpoint(monkeypatch, 2):
-        run(tmp_path / "resumed", parts, *FLAGS)
+        run(tmp_path / "resumed", parts, *flags)
     with pytest.raises(FileExistsError, match="resume"):
-        run(tmp_path / "resumed", parts, *FLAGS)
-    summary = run(tmp_path / "resumed", parts, *FLAGS, "--resume")
+        run(tmp_path / "resumed", parts, *flags)
+    summary = run(tmp_path / "resumed", parts, *flags, "--resume")
     assert summary["steps"] == 4
     a = load_file(common.step_folder(tmp_path / "straight", 4) / "model.safetensors")
     b = load_file(common.step_folder(tmp_path / "resumed", 4) / "model.safetensors")
@@ -315,7 +317,8 @@ def test_two_cpu_processes_with_torchrun(tmp_path, parts):
                str(ROOT / "svq" / "train" / "llm_sft.py"), TINY, "--output_dir", str(out),
                "--svq_path", str(parts["svq"]), "--spatial_vq_path", str(parts["spatial"]),
                "--num_val_dialogues", "0", "--save_steps", "2",
-               "--describe_per_step", "1"]  # two forward passes a step under DDP  # fmt: skip
+               "--describe_per_step", "1",  # two forward passes a step under DDP
+               "--group_by_length", "true"]  # grouped batches dealt to two  # fmt: skip
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=150)
     assert done.returncode == 0, done.stderr[-3000:]
     resolved = yaml.safe_load((out / "options.yaml").read_text())["resolved"]

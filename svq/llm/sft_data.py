@@ -341,6 +341,11 @@ class SFTDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    @property
+    def lengths(self) -> list[int]:
+        """Each chat's length in tokens (for batches of similar length)."""
+        return [item.input_ids.shape[0] for item in self.items]
+
     def __getitem__(self, index: int) -> EncodedConversation:
         return self.items[index]
 

@@ -18,7 +18,8 @@ are understood (features through the projector); labels on assistant turns only.
 in this photo?" -> its caption; `svq.llm.describe_data`): every attribute a label, not one.
 `describe_per_step` > 0 adds them instead: each step also trains on a second batch of that many
 (its LM loss weighted by `describe_loss_weight`, logged as `describe_loss`), the dialogues'
-exposure per step unchanged.
+exposure per step unchanged. `group_by_length` batches chats of similar length
+(`svq.train.length_grouping`): the same chats with less padding, a shorter step.
 
 Loss (the chat model's `forward`, weighted by its config from these options) = lm_loss_weight * LM
 cross-entropy (text and image tokens; image-span tokens weigh image_token_loss_weight against
@@ -70,6 +71,7 @@ from svq.llm.sft_data import SFTDataset, encode_images, load_chats
 from svq.llm.tiny import chat_world_corpus, tiny_llm, train_tokenizer
 from svq.spatial_vq import SpatialVQ
 from svq.train import common
+from svq.train.length_grouping import LengthGroupedSampler
 from svq.train.loop import Stage, log_validation, train_loop
 from svq.train.options import (
     EvalOptions,
@@ -137,6 +139,9 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
     cache_dir: str | None = None  # image cache; default OUTPUT_DIR/image_cache
     max_length: int = 1024  # longer chats are left out (counted in the log)
     dataloader_num_workers: int = 0
+    # batches of chats of similar length (svq.train.length_grouping): less padding, so a
+    # faster step; the batches' order stays random
+    group_by_length: bool = False
     # --- validation
     num_val_dialogues: int = 16  # held-out chats (validation and held-out identities, in turn)
     val_seed: int = 0  # the world they come from
@@ -228,12 +233,19 @@ def sft_loss(chat_output) -> dict[str, torch.Tensor]:
     return {"loss": chat_output.loss.float(), "lm_loss": lm, "vq_loss": vq}
 
 
-def shuffled_loader(dataset, batch_size: int, pad: int, seed: int, o: SFTOptions) -> DataLoader:
-    """Shuffled, full batches of encoded conversations, padded on the right with `pad`."""
+def shuffled_loader(
+    dataset, batch_size: int, pad: int, seed: int, o: SFTOptions, by_length: bool = False
+) -> DataLoader:
+    """Shuffled, full batches of encoded conversations, padded on the right with `pad`;
+    `by_length`: each batch of chats of similar length (`LengthGroupedSampler`)."""
+    sampler = None
+    if by_length:
+        sampler = LengthGroupedSampler(dataset.lengths, batch_size, seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         drop_last=True,
         collate_fn=partial(collate, pad_token_id=pad),
         num_workers=o.dataloader_num_workers,
@@ -358,7 +370,8 @@ def main(o: SFTOptions) -> dict:
             data, chat.svq, chat.spatial, cache_dir, progress=accelerator.is_main_process
         )
     dataset = SFTDataset(data, images, chat.tokenizer, chat.vocab, o.max_length, o.image_tokenizer)
-    loader = shuffled_loader(dataset, o.per_device_train_batch_size, chat.pad_token_id, o.seed, o)
+    loader = shuffled_loader(dataset, o.per_device_train_batch_size, chat.pad_token_id, o.seed, o,
+                             o.group_by_length)  # fmt: skip
     described = None  # the second batch of each step: captions of the chats' own pictures
     if o.describe_per_step:
         captioned = described_photos(data, -1, o.lang, o.seed, o.when_first)
