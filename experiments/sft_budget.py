@@ -6,6 +6,11 @@ dialogues and judge; each variant changes a few `svq/train/llm_sft.py` options. 
         --run runs/demo-standard --out runs/sft-budget --results sft_budget \\
         --variants base lr3e-3
 
+`--base`: the options the variants change: `sft_budget` (the standard demo's SFT when these
+runs began: 400 steps at 1e-3), or `quick` / `standard`, a demo budget's own `sft` stage
+(`svq/configs/demo_<budget>.yaml`; a variant with "stage": "baseline" starts from its
+`baseline` stage instead).
+
 Writes (and merges into) benchmarks/results/NAME.json: per variant its options, train and wall
 seconds, the chat figures of its final evaluation (`svq/train/llm_sft.scores`) and its
 understanding per question, with the commit and machine it ran on.
@@ -21,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from svq.demo import flags
+from svq.demo import flags, load_budget
 from svq.provenance import REPO, provenance
 
 # Each variant: options of svq/train/llm_sft.py over the standard demo's SFT stage.
@@ -88,19 +93,41 @@ VARIANTS: dict[str, dict[str, object]] = {
         "image_tokenizer": "spatial",
         "image_token_loss_weight": 0.1,
     },
+    # batches of chats of similar length (less padding: a shorter step), on a demo budget's base
+    "grouped": {"group_by_length": True},
+    "baseline": {"stage": "baseline"},
+    "baseline-grouped": {"stage": "baseline", "group_by_length": True},
 }
+BASES = ("sft_budget", "quick", "standard")
 
 
-def command(run: Path, out: Path, name: str, num_val: int) -> list[str]:
+def base_options(base: str, variant: dict[str, object]) -> dict[str, object]:
+    """The options a variant changes: STANDARD, or a demo budget's sft (or baseline) stage."""
+    if base == "sft_budget":
+        return {**STANDARD, "num_train_dialogues": 2000}
+    stage = dict(load_budget(base)[str(variant.get("stage", "sft"))])
+    if stage.pop("config") != "llm_sft_world.yaml":
+        raise SystemExit(f"demo_{base}.yaml's SFT is not llm_sft_world.yaml")
+    return stage
+
+
+def variant_options(base: str, name: str) -> dict[str, object]:
+    """The variant's options, its base's overridden by its own."""
+    variant = VARIANTS[name]
+    changes = {k: v for k, v in variant.items() if k != "stage"}
+    return {**base_options(base, variant), **changes}
+
+
+def command(run: Path, out: Path, name: str, num_val: int, base: str) -> list[str]:
+    options = variant_options(base, name)
+    route = "baseline" if options.get("image_tokenizer") == "spatial" else "sft"
     options = {
-        **STANDARD,
-        **VARIANTS[name],
+        **options,
         "output_dir": out / name,
         "svq_path": run / "stage2" / "model",
         "spatial_vq_path": run / "vq" / "model",
         "judge_path": run / "judge",
-        "cache_dir": run / "sft" / "image_cache",
-        "num_train_dialogues": VARIANTS[name].get("num_train_dialogues", 2000),
+        "cache_dir": run / route / "image_cache",
         "num_val_dialogues": num_val,
         "eval_batch_size": 32,
         "eval_steps": 0,
@@ -117,6 +144,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for each variant")
     parser.add_argument("--results", required=True, help="NAME of benchmarks/results/NAME.json")
     parser.add_argument("--variants", nargs="+", default=sorted(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--base", default="sft_budget", choices=BASES, help="see the docstring")
     parser.add_argument("--num_val_dialogues", type=int, default=128)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument(
@@ -134,7 +162,7 @@ def main() -> None:
         while pending and len(running) < args.jobs:
             name = pending.pop(0)
             log = (args.out / f"{name}.log").open("w")
-            cmd = command(args.run, args.out, name, args.num_val_dialogues)
+            cmd = command(args.run, args.out, name, args.num_val_dialogues, args.base)
             (args.out / name).mkdir(parents=True, exist_ok=True)
             (args.out / name / "provenance.json").write_text(json.dumps(origin))
             running.append((name, subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log)))
@@ -151,7 +179,8 @@ def main() -> None:
         summary = json.loads((args.out / name / "summary.json").read_text())
         record["variants"][name] = {
             **json.loads((args.out / name / "provenance.json").read_text()),
-            "options": {**STANDARD, **VARIANTS[name]},
+            "base": args.base,
+            "options": variant_options(args.base, name),
             "num_val_dialogues": args.num_val_dialogues,
             **{k: summary[k] for k in ("steps", "train_seconds", "wall_seconds", "lm_loss")},
             "pretrain_seconds": summary.get("pretrain_seconds"),
