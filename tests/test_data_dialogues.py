@@ -257,3 +257,32 @@ def test_when_first_moves_the_season_before_the_activity(lang):
             assert sorted(text_a.replace(",", "")) == sorted(text_b.replace(",", ""))
             changed += 1
     assert changed > 10 if lang == "en" else changed == 0
+
+
+def test_asked_first_answers_with_what_was_asked():
+    """`asked_first`: an activity request is answered activity first, a place-and-season or
+    place-and-time request season first, with `when_first` or without; the same pictures."""
+
+    def chat(seed, **kw):
+        rng = random.Random(seed)
+        return make_dialogue(rng, sample_identity(rng), sample_identity(rng), **kw)
+
+    activity_request = PHRASES["en"]["requests"]["activity"].split("{")[0]  # "Do you have..."
+    answer = PHRASES["en"]["here"].split("{")[0]  # "Yes! Here I am "
+    asked = {"activity": 0, "other": 0}
+    for seed in range(40):
+        plain, when = chat(seed), chat(seed, when_first=True)
+        for when_first in (False, True):
+            first = chat(seed, asked_first=True, when_first=when_first)
+            assert first.images == plain.images and len(first.messages) == len(plain.messages)
+            for k, message in enumerate(first.messages):
+                if message["role"] != "assistant":
+                    continue
+                if not message["content"][0]["text"].startswith(answer):
+                    continue  # the opening, or an answer about the user's photo
+                user = first.messages[k - 1]["content"][0]["text"]
+                kind = "activity" if activity_request in user else "other"
+                expected = plain if kind == "activity" else when
+                assert message == expected.messages[k], (user, message)
+                asked[kind] += 1
+    assert asked["activity"] > 10 and asked["other"] > 10

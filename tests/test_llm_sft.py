@@ -63,7 +63,8 @@ def run(out: Path, parts: dict[str, Path], *flags: str) -> dict:
 
 
 def test_world_options_reach_the_training_chats(tmp_path, parts, monkeypatch):
-    """The SFT passes its world options (`when_first`, `opening_season`) to the chats it loads."""
+    """The SFT passes its world options (`when_first`, `asked_first`, `opening_season`) to the
+    chats it loads."""
     seen = {}
     real = llm_sft.load_chats
 
@@ -73,8 +74,9 @@ def test_world_options_reach_the_training_chats(tmp_path, parts, monkeypatch):
 
     monkeypatch.setattr(llm_sft, "load_chats", spy)
     run(tmp_path / "run", parts, "--when_first", "true", "--opening_season", "same",
-        "--max_steps", "1", "--num_val_dialogues", "0")  # fmt: skip
+        "--asked_first", "true", "--max_steps", "1", "--num_val_dialogues", "0")  # fmt: skip
     assert seen["when_first"] is True and seen["opening_season"] == "same"
+    assert seen["asked_first"] is True
 
 
 def test_labels_cover_assistant_turns_only(parts):
@@ -179,10 +181,10 @@ def test_cache_is_reused_and_invalidated_when_a_tokenizer_changes(tmp_path, part
     paths = {sd.cache_path(tmp_path, sd.world_chats(0, "train", 3, "en", opening_season=o))
              for o in ("other", "same", "unnamed")}  # fmt: skip
     assert len(paths) == 3 and sd.cache_path(tmp_path, data) in paths  # "other": the default
-    worded = sd.world_chats(0, "train", 3, "en", when_first=True)  # other words, same pictures
-    assert worded.chats != data.chats and sd.cache_path(tmp_path, worded) == sd.cache_path(
-        tmp_path, data
-    )
+    for words in ({"when_first": True}, {"asked_first": True}):  # other words, same pictures
+        worded = sd.world_chats(0, "train", 3, "en", **words)
+        assert worded.chats != data.chats and worded.images == data.images
+        assert sd.cache_path(tmp_path, worded) == sd.cache_path(tmp_path, data)
     assert len(list(tmp_path.glob("images-*.safetensors"))) == 1
 
 

@@ -184,6 +184,7 @@ def make_dialogue(
     request_kinds: Sequence[str] | None = None,
     opening_season: str = "other",
     when_first: bool = False,
+    asked_first: bool = False,
 ) -> Dialogue:
     """A dialogue with 1-3 photos of `persona` shared by the assistant and 0-2 photos of
     `user` shared by the user, never more than `max_images` in all (>= 1).
@@ -194,7 +195,10 @@ def make_dialogue(
     first words; "same" the same numbers of photos and turns, its pictures drawn from the
     opening's season on.
     when_first: the answers to requests state the season and time of day before the activity
-    ("Yes! Here I am on a summer day, swimming on a beach."); the same pictures and turns."""
+    ("Yes! Here I am on a summer day, swimming on a beach."); the same pictures and turns.
+    asked_first: the answers to requests state first what was asked, whatever `when_first`
+    says: the activity for an activity request ("Yes! Here I am swimming on a beach on a
+    summer day."), the season and time of day for the others; the same pictures and turns."""
     if max_images < 1:
         raise ValueError(f"make_dialogue: max_images must be >= 1, got {max_images}")
     words(lang)  # fails early on an unknown language
@@ -210,7 +214,8 @@ def make_dialogue(
                          f"got {opening_season!r}")  # fmt: skip
     n_assistant = rng.randint(1, min(MAX_ASSISTANT_PHOTOS, max_images))
     n_user = rng.randint(0, min(MAX_USER_PHOTOS, max_images - n_assistant))
-    chat = _Chat(rng, lang, persona, user, rng.choice(NAMES[lang]), kinds, when_first)
+    chat = _Chat(rng, lang, persona, user, rng.choice(NAMES[lang]), kinds, when_first,
+                 asked_first)  # fmt: skip
     first_pair = n_assistant >= 2 and rng.random() < 0.6  # the motivating chat shares two
     chat.opening(2 if first_pair else 1, opening_season)
     rest = ["request"] * (n_assistant - (2 if first_pair else 1)) + ["user_photo"] * n_user
@@ -232,9 +237,10 @@ class _Chat:
         name: str,
         request_kinds: Sequence[str],
         when_first: bool = False,
+        asked_first: bool = False,
     ):
         self.rng, self.lang, self.request_kinds = rng, lang, request_kinds
-        self.when_first = when_first
+        self.when_first, self.asked_first = when_first, asked_first
         self.t = PHRASES[lang]
         self.w = words(lang)
         self.dialogue = Dialogue(name, persona, user, lang)
@@ -341,7 +347,8 @@ class _Chat:
         self._say(
             "user", " ".join(s for s in (remark, ask) if s) if self.lang == "en" else remark + ask
         )
-        scene = describe_scene(photo.scene, self.lang, self.when_first)
+        when_first = kind != "activity" if self.asked_first else self.when_first
+        scene = describe_scene(photo.scene, self.lang, when_first)
         self._say("assistant", t["here"].format(scene=scene), photo)
 
     def user_photo(self) -> None:

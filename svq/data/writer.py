@@ -62,10 +62,11 @@ def iter_split(
     request_kinds: Sequence[str] | None = None,
     opening_season: str = "other",
     when_first: bool = False,
+    asked_first: bool = False,
 ) -> Iterator[tuple[list[dict[str, Any]], list[WorldRecord], dict[str, Any]]]:
     """The dialogues of one split, in order, until they hold `count` pictures. Per dialogue:
     its metadata rows, the records of its pictures and the JSON-ready chat. `request_kinds`,
-    `opening_season`, `when_first`: see `make_dialogue`."""
+    `opening_season`, `when_first`, `asked_first`: see `make_dialogue`."""
     width = max(6, len(str(max(count - 1, 0))))
     done = index = 0
     while done < count:
@@ -75,7 +76,8 @@ def iter_split(
         persona, user = sample_identity(rng, held_out), sample_identity(rng, held_out)
         chat = make_dialogue(rng, persona, user, max_images=count - done, lang=lang,
                              request_kinds=request_kinds,
-                             opening_season=opening_season, when_first=when_first)  # fmt: skip
+                             opening_season=opening_season, when_first=when_first,
+                             asked_first=asked_first)  # fmt: skip
         chat_id = f"{split}-{index:0{width}d}"
         names = [f"{done + k:0{width}d}.png" for k in range(len(chat.images))]
         rows = [

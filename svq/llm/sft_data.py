@@ -93,14 +93,15 @@ def load_chats(
     request_kinds: Sequence[str] | None = None,
     opening_season: str = "other",
     when_first: bool = False,
+    asked_first: bool = False,
 ) -> ChatData:
     """`source` "world" (`num_dialogues` chats of `split` of the world of `seed`; lang "en",
     "zh" or "mixed": every fourth chat Chinese; `request_kinds`, `opening_season`,
-    `when_first`: see `make_dialogue`) or a JSONL file (see the module docstring)."""
+    `when_first`, `asked_first`: see `make_dialogue`) or a JSONL file (see the module
+    docstring)."""
     if str(source) == "world":
-        return world_chats(
-            seed, split, num_dialogues, lang, request_kinds, opening_season, when_first
-        )
+        return world_chats(seed, split, num_dialogues, lang, request_kinds, opening_season,
+                           when_first, asked_first)  # fmt: skip
     return jsonl_chats(source)
 
 
@@ -112,6 +113,7 @@ def world_chats(
     request_kinds: Sequence[str] | None = None,
     opening_season: str = "other",
     when_first: bool = False,
+    asked_first: bool = False,
 ) -> ChatData:
     """The first `num_dialogues` chats of a chat-world split, with their records."""
     if lang not in ("en", "zh", "mixed"):
@@ -121,7 +123,7 @@ def world_chats(
     for language in langs:
         count = num_dialogues if lang != "mixed" else _mixed_share(num_dialogues, language)
         dialogues = iter_split(  # 10**12 pictures: never the limit
-            seed, split, 10**12, language, request_kinds, opening_season, when_first
+            seed, split, 10**12, language, request_kinds, opening_season, when_first, asked_first
         )
         for _, records, chat in itertools.islice(dialogues, count):
             parts = _image_parts(chat["messages"])
@@ -134,7 +136,7 @@ def world_chats(
         key.append(list(request_kinds))
     if opening_season != "other":  # the default keeps the key (and cache) it always had
         key.append(opening_season)
-    # when_first changes words only: the same pictures, the same key (and image cache)
+    # when_first and asked_first change words only: the same pictures, key and image cache
     return ChatData(chats, images, _hash(json.dumps(key).encode()))
 
 

@@ -129,6 +129,10 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
     # ("Yes! Here I am on a summer day, swimming on a beach."), and so the described photos'
     # captions; the held-out chats keep the activity first
     when_first: bool = False
+    # world only: requests answered with what they asked first (the activity for an activity
+    # request, the season and time of day for the others), whatever when_first says; the
+    # described photos' captions keep when_first; the held-out chats keep the activity first
+    asked_first: bool = False
     # one-turn chats "what is in this photo?" -> its caption, from the chats' own pictures,
     # mixed into the training chats (svq.llm.describe_data); -1: one per picture
     describe_photos: int = 0
@@ -361,7 +365,7 @@ def main(o: SFTOptions) -> dict:
     data = load_chats(
         o.train_data, seed=o.world_seed, split="train", num_dialogues=o.num_train_dialogues,
         lang=o.lang, request_kinds=o.request_kinds, opening_season=o.opening_season,
-        when_first=o.when_first,
+        when_first=o.when_first, asked_first=o.asked_first,
     )  # fmt: skip
     data = with_described_photos(data, o.describe_photos, o.lang, o.seed, o.when_first)
     cache_dir = Path(o.cache_dir) if o.cache_dir else out / "image_cache"
