@@ -97,6 +97,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     "grouped": {"group_by_length": True},
     "baseline": {"stage": "baseline"},
     "baseline-grouped": {"stage": "baseline", "group_by_length": True},
+    # a demo budget's own SFT on another seed (initial weights and chat order; the same chats)
+    "seed1": {"seed": 1},
+    "baseline-seed1": {"stage": "baseline", "seed": 1},
 }
 BASES = ("sft_budget", "quick", "standard")
 
