@@ -9,7 +9,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from conftest import reset_accelerate
 from torch.utils.data import DataLoader
 
-from svq.train.length_grouping import LengthGroupedSampler
+from svq.train.length_grouping import SimilarLengthSampler
 
 
 def lengths(n: int = 203, seed: int = 0) -> list[int]:
@@ -17,7 +17,7 @@ def lengths(n: int = 203, seed: int = 0) -> list[int]:
     return [rng.randint(150, 590) for _ in range(n)]
 
 
-def batches(sampler: LengthGroupedSampler, size: int) -> list[list[int]]:
+def batches(sampler: SimilarLengthSampler, size: int) -> list[list[int]]:
     order = list(sampler)
     return [order[i : i + size] for i in range(0, len(order), size)]
 
@@ -30,7 +30,7 @@ def spread(groups: list[list[int]], sizes: list[int]) -> float:
 
 def test_each_index_once_in_batches_of_similar_length():
     sizes = lengths()
-    sampler = LengthGroupedSampler(sizes, batch_size=8, seed=0)
+    sampler = SimilarLengthSampler(sizes, batch_size=8, seed=0)
     order = list(sampler)
     assert sorted(order) == list(range(len(sizes))) and len(sampler) == len(sizes)
     grouped = batches(sampler, 8)
@@ -46,17 +46,17 @@ def test_each_index_once_in_batches_of_similar_length():
 
 def test_a_pass_per_seed_and_epoch():
     sizes = lengths()
-    a, b = LengthGroupedSampler(sizes, 8, seed=0), LengthGroupedSampler(sizes, 8, seed=0)
+    a, b = SimilarLengthSampler(sizes, 8, seed=0), SimilarLengthSampler(sizes, 8, seed=0)
     assert list(a) == list(b)
     b.set_epoch(1)
     assert list(a) != list(b)
     a.set_epoch(1)
     assert list(a) == list(b)
-    assert list(LengthGroupedSampler(sizes, 8, seed=1)) != list(LengthGroupedSampler(sizes, 8))
+    assert list(SimilarLengthSampler(sizes, 8, seed=1)) != list(SimilarLengthSampler(sizes, 8))
     with pytest.raises(ValueError, match="batch_size"):
-        LengthGroupedSampler(sizes, 0)
+        SimilarLengthSampler(sizes, 0)
     with pytest.raises(ValueError, match="need lengths"):
-        LengthGroupedSampler([], 8)
+        SimilarLengthSampler([], 8)
 
 
 def test_a_prepared_loader_sets_the_pass():
@@ -64,7 +64,7 @@ def test_a_prepared_loader_sets_the_pass():
     set_epoch reaches it: the data position of a resumed run."""
     reset_accelerate()
     sizes = lengths(64)
-    sampler = LengthGroupedSampler(sizes, 8, seed=3)
+    sampler = SimilarLengthSampler(sizes, 8, seed=3)
     loader = DataLoader(torch.tensor(sizes), batch_size=8, sampler=sampler, drop_last=True)
     accelerator = Accelerator(
         cpu=True, dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True)
@@ -73,6 +73,6 @@ def test_a_prepared_loader_sets_the_pass():
     prepared.set_epoch(2)
     assert sampler.epoch == 2
     seen = [batch.tolist() for batch in prepared]
-    expected = LengthGroupedSampler(sizes, 8, seed=3)
+    expected = SimilarLengthSampler(sizes, 8, seed=3)
     expected.set_epoch(2)
     assert seen == [[sizes[i] for i in group] for group in batches(expected, 8)]

@@ -1,7 +1,7 @@
 """Batches of similar length: less padding, so less compute per step for the same chats.
 
 A random batch of the chat world's dialogues is ~70% tokens and ~30% padding (lengths 150-590
-tokens), and a step's attention grows with the square of the longest. `LengthGroupedSampler`
+tokens), and a step's attention grows with the square of the longest. `SimilarLengthSampler`
 draws the order as transformers' Trainer does with `group_by_length` (random mega-batches of
 many batches, sorted by length inside, `get_length_grouped_indices`), then shuffles the
 batches themselves, so a pass does not run long-to-short. Seeded per pass (`set_epoch`, which
@@ -19,7 +19,7 @@ from torch.utils.data import Sampler
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 
-class LengthGroupedSampler(Sampler[int]):
+class SimilarLengthSampler(Sampler[int]):
     """Indices of `lengths`, every `batch_size` consecutive ones of similar length; a last
     batch that is not full stays last (where `drop_last` drops it)."""
 

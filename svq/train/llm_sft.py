@@ -71,7 +71,7 @@ from svq.llm.sft_data import SFTDataset, encode_images, load_chats
 from svq.llm.tiny import chat_world_corpus, tiny_llm, train_tokenizer
 from svq.spatial_vq import SpatialVQ
 from svq.train import common
-from svq.train.length_grouping import LengthGroupedSampler
+from svq.train.length_grouping import SimilarLengthSampler
 from svq.train.loop import Stage, log_validation, train_loop
 from svq.train.options import (
     EvalOptions,
@@ -241,10 +241,10 @@ def shuffled_loader(
     dataset, batch_size: int, pad: int, seed: int, o: SFTOptions, by_length: bool = False
 ) -> DataLoader:
     """Shuffled, full batches of encoded conversations, padded on the right with `pad`;
-    `by_length`: each batch of chats of similar length (`LengthGroupedSampler`)."""
+    `by_length`: each batch of chats of similar length (`SimilarLengthSampler`)."""
     sampler = None
     if by_length:
-        sampler = LengthGroupedSampler(dataset.lengths, batch_size, seed)
+        sampler = SimilarLengthSampler(dataset.lengths, batch_size, seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
