@@ -29,7 +29,7 @@ from pathlib import Path
 from svq.demo import flags, load_budget
 from svq.provenance import REPO, provenance
 
-# Each variant: options of svq/train/llm_sft.py over the standard demo's SFT stage.
+# Each variant: options of svq/train/llm_sft.py over its base (`--base`, `base_options`).
 STANDARD = {"max_steps": 400, "learning_rate": 1e-3, "warmup_steps": 30}
 VARIANTS: dict[str, dict[str, object]] = {
     "base": {},
@@ -122,15 +122,13 @@ def variant_options(base: str, name: str) -> dict[str, object]:
 
 
 def command(run: Path, out: Path, name: str, num_val: int, base: str) -> list[str]:
-    options = variant_options(base, name)
-    route = "baseline" if options.get("image_tokenizer") == "spatial" else "sft"
     options = {
-        **options,
+        **variant_options(base, name),
         "output_dir": out / name,
         "svq_path": run / "stage2" / "model",
         "spatial_vq_path": run / "vq" / "model",
         "judge_path": run / "judge",
-        "cache_dir": run / route / "image_cache",
+        "cache_dir": run / "sft" / "image_cache",  # the pictures' cache serves both routes
         "num_val_dialogues": num_val,
         "eval_batch_size": 32,
         "eval_steps": 0,
