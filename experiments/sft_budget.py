@@ -31,6 +31,12 @@ from svq.provenance import REPO, provenance
 
 # Each variant: options of svq/train/llm_sft.py over its base (`--base`, `base_options`).
 STANDARD = {"max_steps": 400, "learning_rate": 1e-3, "warmup_steps": 30}
+TEXT300 = {
+    "pretrain_steps": 300,
+    "pretrain_captions": 0,
+    "pretrain_batch_size": 8,
+    "pretrain_dialogues": 4000,
+}
 VARIANTS: dict[str, dict[str, object]] = {
     "base": {},
     "lr3e-3": {"learning_rate": 3e-3},
@@ -97,6 +103,10 @@ VARIANTS: dict[str, dict[str, object]] = {
     "grouped": {"group_by_length": True},
     "baseline": {"stage": "baseline"},
     "baseline-grouped": {"stage": "baseline", "group_by_length": True},
+    # language pre-training on the world's talk only (no pictures: it needs no tokenizer, so a
+    # demo can run it beside stage 1), then the budget's SFT
+    "text300": TEXT300,
+    "baseline-text300": {"stage": "baseline", **TEXT300},
     # a demo budget's own SFT on another seed (initial weights and chat order; the same chats)
     "seed1": {"seed": 1},
     "baseline-seed1": {"stage": "baseline", "seed": 1},
