@@ -37,6 +37,7 @@ TEXT300 = {
     "pretrain_batch_size": 8,
     "pretrain_dialogues": 4000,
 }
+ASKED = {"asked_first": True, "when_first": True, "projector": {"reads": "all"}}
 VARIANTS: dict[str, dict[str, object]] = {
     "base": {},
     "lr3e-3": {"learning_rate": 3e-3},
@@ -107,6 +108,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     # demo can run it beside stage 1), then the budget's SFT
     "text300": TEXT300,
     "baseline-text300": {"stage": "baseline", **TEXT300},
+    # and the standard demo's answers (what was asked first) and projector (tokens mixed first)
+    "text300-asked": {**TEXT300, **ASKED},
+    "baseline-text300-asked": {"stage": "baseline", **TEXT300, **ASKED},
     # a demo budget's own SFT on another seed (initial weights and chat order; the same chats)
     "seed1": {"seed": 1},
     "baseline-seed1": {"stage": "baseline", "seed": 1},
