@@ -111,6 +111,11 @@ VARIANTS: dict[str, dict[str, object]] = {
     # and the standard demo's answers (what was asked first) and projector (tokens mixed first)
     "text300-asked": {**TEXT300, **ASKED},
     "baseline-text300-asked": {"stage": "baseline", **TEXT300, **ASKED},
+    # the quick budget's steps: the standard demo's answers and projector alone; half the batch
+    # for twice the steps (about the same time); twice the learning rate
+    "asked": ASKED,
+    "batch4": {"per_device_train_batch_size": 4, "max_steps": 480},
+    "lr4e-3": {"learning_rate": 4e-3},
     # a demo budget's own SFT on another seed (initial weights and chat order; the same chats)
     "seed1": {"seed": 1},
     "baseline-seed1": {"stage": "baseline", "seed": 1},
