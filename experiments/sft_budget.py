@@ -119,6 +119,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     # a demo budget's own SFT on another seed (initial weights and chat order; the same chats)
     "seed1": {"seed": 1},
     "baseline-seed1": {"stage": "baseline", "seed": 1},
+    "seed2": {"seed": 2},
+    "baseline-seed2": {"stage": "baseline", "seed": 2},
 }
 BASES = ("sft_budget", "quick", "standard")
 
