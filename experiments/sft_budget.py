@@ -114,6 +114,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     # the quick budget's steps: the standard demo's answers and projector alone; half the batch
     # for twice the steps (about the same time); twice the learning rate
     "asked": ASKED,
+    "baseline-asked": {"stage": "baseline", **ASKED},
     "batch4": {"per_device_train_batch_size": 4, "max_steps": 480},
     "lr4e-3": {"learning_rate": 4e-3},
     # a demo budget's own SFT on another seed (initial weights and chat order; the same chats)
