@@ -12,8 +12,9 @@ runs began: 400 steps at 1e-3), or `quick` / `standard`, a demo budget's own `sf
 `baseline` stage instead).
 
 Writes (and merges into) benchmarks/results/NAME.json: per variant its options, train and wall
-seconds, the chat figures of its final evaluation (`svq/train/llm_sft.scores`) and its
-understanding per question, with the commit and machine it ran on.
+seconds, the chat figures of its final evaluation (`svq/train/llm_sft.scores`), following with
+its interval and per attribute, and understanding per question, with the commit and machine it
+ran on.
 """
 
 from __future__ import annotations
@@ -200,6 +201,8 @@ def main() -> None:
     record = json.loads(path.read_text()) if path.is_file() else {"variants": {}}
     for name in args.variants:
         summary = json.loads((args.out / name / "summary.json").read_text())
+        report = json.loads((args.out / name / "chat_eval.json").read_text())
+        following = report["generation_following"]
         record["variants"][name] = {
             **json.loads((args.out / name / "provenance.json").read_text()),
             "base": args.base,
@@ -208,9 +211,12 @@ def main() -> None:
             **{k: summary[k] for k in ("steps", "train_seconds", "wall_seconds", "lm_loss")},
             "pretrain_seconds": summary.get("pretrain_seconds"),
             "figures": summary["validation"],
-            "understanding_per_question": json.loads(
-                (args.out / name / "chat_eval.json").read_text()
-            )["understanding"]["per_question"],
+            "following": {k: following[k] for k in ("mean", "ci", "chance", "best_constant")},
+            "following_per_attribute": {
+                attribute: {k: v for k, v in row.items() if k in ("value", "ci", "n", "chance")}
+                for attribute, row in following["per_attribute"].items()
+            },
+            "understanding_per_question": report["understanding"]["per_question"],
         }
         print(name, json.dumps(record["variants"][name]["figures"]), flush=True)
     record["run"] = str(args.run)
