@@ -206,6 +206,11 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
         {},
         {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6, "attr_identity": 6},
     ),
+    "conv64-map +attr6 +identity6": (
+        "conv64-map",
+        {},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6, "attr_identity": 6},
+    ),
     "small": ("small", {}, {}),
     "conv64": ("conv64", {}, {}),
     "conv64 +attr6": ("conv64", {}, {"attr": 0.1, "attr_tokens": 6}),
