@@ -109,9 +109,6 @@ VARIANTS: dict[str, dict[str, object]] = {
     # demo can run it beside stage 1), then the budget's SFT
     "text300": TEXT300,
     "baseline-text300": {"stage": "baseline", **TEXT300},
-    # and the standard demo's answers (what was asked first) and projector (tokens mixed first)
-    "text300-asked": {**TEXT300, **ASKED},
-    "baseline-text300-asked": {"stage": "baseline", **TEXT300, **ASKED},
     # the quick budget's steps: the standard demo's answers and projector alone; half the batch
     # for twice the steps (about the same time); twice the learning rate
     "asked": ASKED,
