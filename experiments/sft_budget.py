@@ -105,8 +105,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "grouped": {"group_by_length": True},
     "baseline": {"stage": "baseline"},
     "baseline-grouped": {"stage": "baseline", "group_by_length": True},
-    # language pre-training on the world's talk only (no pictures: it needs no tokenizer, so a
-    # demo can run it beside stage 1), then the budget's SFT
+    # language pre-training on the world's talk only, then the budget's SFT (its data needs no
+    # picture tokenizer: as a stage of its own a demo could run it beside stage 1; not built)
     "text300": TEXT300,
     "baseline-text300": {"stage": "baseline", **TEXT300},
     # the quick budget's steps: the standard demo's answers and projector alone; half the batch
