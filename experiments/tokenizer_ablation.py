@@ -211,6 +211,18 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
         {},
         {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6, "attr_identity": 6},
     ),
+    # the bottleneck's normalisation and noise, on the standard demo's recipe: one scale per
+    # picture instead of per token (head "rms"), and half the noise
+    "conv64-map +attr6 +identity6 +rms": (
+        "conv64-map",
+        {"head": "rms"},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6, "attr_identity": 6},
+    ),
+    "conv64-map +attr6 +identity6 +noise0.15": (
+        "conv64-map",
+        {"noise_scale": 0.15},
+        {"noise": (0.2, 0.3), "attr": 0.1, "attr_tokens": 6, "attr_identity": 6},
+    ),
     "small": ("small", {}, {}),
     "conv64": ("conv64", {}, {}),
     "conv64 +attr6": ("conv64", {}, {"attr": 0.1, "attr_tokens": 6}),

@@ -7,7 +7,7 @@ from typing import Any
 
 from .config_base import ConfigBase
 
-HEADS = ("v1", "v2", "none", "ln")
+HEADS = ("v1", "v2", "none", "ln", "rms")
 ENCODERS = ("transformer", "conv")
 DECODERS = ("v1", "v2", "conv")
 ENCODER_STEMS = ("none", "conv")
@@ -56,7 +56,9 @@ class SVQConfig(ConfigBase):
     # --- encoder head (the bottleneck)
     head: str = "v2"  # v1: L2-normalise; v2: cosine soft quantiser + LN; none: linear only;
     # ln: LayerNorm without affine (each token zero-mean, unit-variance: additive noise c then
-    # sets the signal-to-noise ratio, 1 / c**2, whatever the encoder does)
+    # sets the signal-to-noise ratio, 1 / c**2, whatever the encoder does); rms: each picture's
+    # N x E features scaled to unit root mean square (the same ratio on average, the energy
+    # shared between tokens as the encoder likes; 1 degree of freedom lost, not 2 per token)
     num_atoms: int | None = None  # v2 atom count; None means token_dim (the reference)
     atom_norm: str = "linear"  # v2: sim / sum(sim) ("linear", reference) or softmax(sim / T)
     atom_temperature: float = 1.0  # v2 softmax temperature

@@ -22,6 +22,10 @@ class FeatureHead(nn.Module):
       Invariant to the scale of mu.
     - `none`: the linear projection as is.
     - `ln`: LayerNorm over E without affine: each token zero-mean, unit-variance.
+    - `rms`: each picture's N x E features divided by their root mean square: unit energy per
+      picture (so additive noise c still sets the signal-to-noise ratio, 1 / c**2, on average),
+      which the encoder may share unevenly between tokens and dimensions; 1 degree of freedom
+      lost per picture, against `ln`'s 2 per token.
     Training-only noise (`noise_scale` c): multiplicative mu + c*|mu|*eps or additive mu + c*eps,
     times `noise_gain` (1; a trainer may ramp it, see svq/train/stage1.py).
 
@@ -64,6 +68,8 @@ class FeatureHead(nn.Module):
             mu = self.quantiser(mu)
         elif self.kind == "ln":
             mu = F.layer_norm(mu, (self.token_dim,))
+        elif self.kind == "rms":
+            mu = mu * torch.rsqrt(mu.pow(2).mean(dim=(-2, -1), keepdim=True) + 1e-6)
         scale = self.noise_scale * self.noise_gain
         if self.training and scale > 0:
             eps = torch.randn_like(mu) * scale

@@ -48,6 +48,18 @@ def test_ln_head_normalises_every_token():
                                rtol=0)  # fmt: skip
 
 
+def test_rms_head_gives_each_picture_unit_energy_and_keeps_token_scales():
+    head = build("conv32", head="rms").eval().encoder.head
+    x = 3 * torch.randn(4, 36, 16) + 1
+    x[:, :6] *= 10  # some tokens louder than others
+    with torch.no_grad():
+        features = head(x)
+    torch.testing.assert_close(features.pow(2).mean((1, 2)), torch.ones(4), atol=1e-4, rtol=0)
+    # one scale per picture: token means and relative energies are what the input had
+    torch.testing.assert_close(features / features[:, :1, :1], x / x[:, :1, :1])
+    assert features[:, :6].pow(2).mean() > 50 * features[:, 6:].pow(2).mean()
+
+
 def test_additive_noise_follows_the_gain():
     model = build("conv32", noise_scale=0.5).train()
     head, x = model.encoder.head, images(8)
