@@ -20,9 +20,10 @@ Each stage's wall time goes to RUN/timings/<stage>.json; the run's record (figur
 commit, machine, wall times) to RUN/demo.json, and with `--record PATH` there too.
 
 Two cores: `judge`, `vq` and `baseline` run in a second process while `stage1`, `stage2`
-and `sft` run in this one (each stage uses one thread; a stage waits for the stages it reads,
-`NEEDS`). A stage is finished when its folder holds its summary; re-running skips finished
-stages, and stage 1 resumes from its last checkpoint.
+and `sft` run in this one (each stage uses one thread, and a second once the other process is
+left waiting on it, `FREES_A_CORE`; a stage waits for the stages it reads, `NEEDS`). A stage
+is finished when its folder holds its summary; re-running skips finished stages, and stage 1
+resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -50,6 +51,15 @@ NEEDS = {  # what a stage reads from earlier stages
     "sft": ("stage2", "vq", "judge"),
     "baseline": ("stage2", "vq", "judge"),
     "report": ("sft", "baseline"),
+}
+# stage -> the other process's stage whose end leaves that process waiting on this one: from
+# then on this stage takes the idle core too (its `threads_after` option)
+FREES_A_CORE = {
+    "stage1": "vq",
+    "stage2": "vq",
+    "vq": "stage2",
+    "sft": "baseline",
+    "baseline": "sft",
 }
 DONE = {  # the file whose presence means a stage finished (written last by the stage)
     "judge": "judge/metrics.json",
@@ -88,12 +98,17 @@ def flags(options: dict[str, Any]) -> list[str]:
     return argv
 
 
-def script_argv(stage: str, options: dict[str, Any], run: Path) -> list[str]:
+def script_argv(
+    stage: str, options: dict[str, Any], run: Path, parallel: bool = False
+) -> list[str]:
     """A training script's argv: its config file, then the budget's overrides, then the run's
-    folders (which always win)."""
+    folders (which always win). `parallel`: the other process runs beside it, and the stage
+    takes a second thread once that process is left waiting (FREES_A_CORE)."""
     options = dict(options)
     config = shipped_config(options.pop("config"))
     folders = {"output_dir": run / stage}
+    if parallel and stage in FREES_A_CORE:
+        folders["threads_after"] = run / DONE[FREES_A_CORE[stage]]
     if stage == "stage1":
         folders["resume_from_checkpoint"] = "latest"
     if stage == "stage2":
@@ -139,11 +154,12 @@ SCRIPT_TRAINERS = {  # stage -> its trainer in svq.train.TRAINERS
 }
 
 
-def run_script(run: Path, stage: str, options: dict[str, Any]) -> dict:
+def run_script(run: Path, stage: str, options: dict[str, Any], parallel: bool = False) -> dict:
     from svq.train import common, trainer
 
     module, options_class = trainer(SCRIPT_TRAINERS[stage])
-    return module.main(common.parse_options(options_class, script_argv(stage, options, run)))
+    argv = script_argv(stage, options, run, parallel)
+    return module.main(common.parse_options(options_class, argv))
 
 
 def run_report(run: Path, options: dict[str, Any]) -> dict:
@@ -156,24 +172,29 @@ def done(run: Path, stage: str) -> bool:
     return (run / DONE[stage]).is_file()
 
 
-def run_stage(run: Path, budget: str, stage: str) -> None:
-    """Run one stage in this process (one torch thread), unless it is finished."""
+def run_stage(run: Path, budget: str, stage: str, parallel: bool = False) -> None:
+    """Run one stage in this process (one torch thread; `parallel`: two once the other
+    process is left waiting), unless it is finished."""
     import torch
 
     if done(run, stage):
         print(f"[demo] {stage}: finished before, skipped", flush=True)
         return
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a 2-core machine: one thread per stage, two stages at once
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # not every checkpoint file
     options = load_budget(budget)[stage]
     print(f"[demo] {stage}: starting", flush=True)
     start = time.perf_counter()
-    if stage == "judge":
-        run_judge(run, options)
-    elif stage == "report":
-        run_report(run, options)
-    else:
-        run_script(run, stage, options)
+    try:
+        if stage == "judge":
+            run_judge(run, options)
+        elif stage == "report":
+            run_report(run, options)
+        else:
+            run_script(run, stage, options, parallel)
+    finally:
+        torch.set_num_threads(threads)  # a stage may have taken the idle core
     seconds = time.perf_counter() - start
     (run / "timings").mkdir(exist_ok=True)
     (run / "timings" / f"{stage}.json").write_text(json.dumps({"seconds": round(seconds, 1)}))
@@ -239,7 +260,7 @@ def run_demo(
             if background is not None and stage in BACKGROUND:
                 continue
             wait_for(run, NEEDS.get(stage, ()), background)
-            run_stage(run, budget, stage)
+            run_stage(run, budget, stage, parallel=background is not None)
     finally:
         if background is not None and background.poll() is None:
             background.terminate()
@@ -325,7 +346,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.stages:  # inside the second process
         for stage in args.stages.split(","):
             wait_for(Path(args.out), NEEDS.get(stage, ()))  # e.g. stage 2, from the first
-            run_stage(Path(args.out), args.budget, stage)
+            run_stage(Path(args.out), args.budget, stage, parallel=True)
         return 0
     result = run_demo(args.out, args.budget, parallel=not args.sequential, record=args.record)
     report = Path(args.out) / "report" / "report.html"

@@ -163,3 +163,18 @@ def test_demo_budgets_parse_for_every_stage(tmp_path):
                 if key != "config":
                     assert getattr(options, key) == value, (budget, stage, key)
         assert set(inspect.signature(build_report).parameters) >= set(table["report"])
+
+
+def test_demo_stages_take_the_idle_core_only_beside_another_process(tmp_path):
+    from svq.demo import script_argv
+    from svq.train import common, trainer
+
+    table = load_budget("quick")
+    _, cls = trainer("stage1")
+    alone = common.parse_options(cls, script_argv("stage1", table["stage1"], tmp_path))
+    beside = common.parse_options(cls, script_argv("stage1", table["stage1"], tmp_path, True))
+    assert alone.threads_after is None
+    assert beside.threads_after == str(tmp_path / DONE["vq"])  # the other process's last stage
+    _, cls = trainer("sft")
+    sft = common.parse_options(cls, script_argv("sft", table["sft"], tmp_path, True))
+    assert sft.threads_after == str(tmp_path / DONE["baseline"])

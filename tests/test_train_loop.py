@@ -117,3 +117,18 @@ def test_bf16_on_a_cpu_without_it_warns(tmp_path, monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="train"):
         common.make_accelerator(ToyOptions(output_dir=str(tmp_path), use_cpu=True))  # fp32
     assert "bf16" not in caplog.text
+
+
+def test_threads_after_takes_one_more_thread_once_the_file_exists(tmp_path):
+    before = torch.get_num_threads()
+    flag = tmp_path / "other" / "summary.json"
+    try:
+        torch.set_num_threads(1)
+        run(tmp_path / "absent", threads_after=str(flag))
+        assert torch.get_num_threads() == 1  # the other process is still busy
+        flag.parent.mkdir()
+        flag.write_text("{}")
+        run(tmp_path / "present", threads_after=str(flag))
+        assert torch.get_num_threads() == 2  # taken once, not once per step
+    finally:
+        torch.set_num_threads(before)

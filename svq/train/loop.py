@@ -90,8 +90,10 @@ def train_loop(
 ) -> LoopResult:
     """Steps state["step"] + 1 .. max_steps. `o` has the shared options (svq/train/options.py:
     gradient_accumulation_steps, max_grad_norm, logging_steps, save_steps, save_total_limit,
-    output_dir). Every `logging_steps` (and the last step) the terms, learning rate, speed and
-    gradient norm are logged; every `save_steps` (and the last step) a checkpoint is saved."""
+    output_dir; threads_after, when it has it). Every `logging_steps` (and the last step) the
+    terms, learning rate, speed and gradient norm are logged; every `save_steps` (and the last
+    step) a checkpoint is saved. Once the file `threads_after` exists, the steps take one more
+    torch thread."""
     out = Path(o.output_dir)
     last_checkpoint = common.latest_checkpoint(out) if stage.checkpoints else None
     bar = progress_bar(
@@ -101,9 +103,15 @@ def train_loop(
     logs: dict[str, float] = {}
     history: list[dict[str, float]] = []
     record, grad_norm, terms = None, None, {}
+    free_core = getattr(o, "threads_after", None)
     model.train()
     for step in range(state["step"] + 1, max_steps + 1):
         started = time.perf_counter()
+        if free_core is not None and Path(free_core).is_file():
+            torch.set_num_threads(torch.get_num_threads() + 1)
+            logger.info("%s exists: %d torch threads from step %d", free_core,
+                        torch.get_num_threads(), step)  # fmt: skip
+            free_core = None
         if stage.before_step is not None:
             stage.before_step(step)
         for _ in range(o.gradient_accumulation_steps):

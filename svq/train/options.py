@@ -36,6 +36,9 @@ class RunOptions:
     )
     seed: int = 0  # model init; each process's training noise uses seed + its rank
     use_cpu: bool = False  # train on the CPU even where an accelerator (GPU) exists
+    threads_after: str | None = None  # a file: once it exists, the training loop takes one
+    # more torch thread (the demo names the DONE file of its other process's last stage before
+    # that process waits on this one, so the idle core is used)
 
 
 @dataclass
