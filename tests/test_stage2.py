@@ -233,6 +233,26 @@ def test_finetune_of_the_encoder_goes_straight_through_the_codes(tmp_path, stage
     assert torch.equal(model.codebook.codes, fitted.codes)
 
 
+def test_finetune_decodes_a_share_of_the_batch_from_continuous_features(tmp_path, stage1_model):
+    model = StyledVAEVQ.from_pretrained(stage1_model).eval()
+    x = images(4)
+    features = model.encode(x)
+    model.attach_codebook(Codebook.fit(features.reshape(-1, 16), 3, seed=0))
+    codes = model.codebook(features).quantized
+    with torch.no_grad():
+        off = stage2.QuantizedAutoencoder(model, False)(x)  # codes only, as before the option
+        half = stage2.QuantizedAutoencoder(model, False, continuous_share=0.5)(x)
+        assert torch.equal(off, model.decode(codes))
+        assert torch.equal(half, model.decode(torch.cat([features[:2], codes[2:]])))
+        assert not torch.allclose(half[:2], off[:2])
+    with pytest.raises(ValueError, match="finetune_continuous_share must be in"):
+        options(tmp_path, stage1_model, "--finetune_continuous_share", "1")
+    summary = run(tmp_path / "run", stage1_model, "--finetune_steps", "1",
+                  "--finetune_continuous_share", "0.5", "--validation_data", "none",
+                  "--num_codes", "4")  # fmt: skip
+    assert summary["finetune"]["continuous_share"] == 0.5
+
+
 def test_two_cpu_processes_with_torchrun(tmp_path, stage1_model):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

@@ -94,6 +94,9 @@ class Stage2Options(
         metadata={"aliases": ["--max_steps"], "help": "optimiser steps of the fine-tune; 0: off"},
     )
     finetune_encoder: bool = False  # also train the encoder (straight-through the quantiser)
+    # the share of each fine-tune batch decoded from its continuous features instead of its
+    # codes, so the decoder keeps serving both (0: codes only)
+    finetune_continuous_share: float = 0.0
     lpips_weight: float = 0.0  # LPIPS(VGG16) as in stage 1; needs its weights
 
     def __post_init__(self) -> None:
@@ -105,6 +108,11 @@ class Stage2Options(
             "num_codes", "num_feature_images", "feature_batch_size", "kmeans_iters",
             "num_val_images", "save_steps",
         ))  # fmt: skip
+        if not 0 <= self.finetune_continuous_share < 1:
+            raise ValueError(
+                "finetune_continuous_share must be in [0, 1), got "
+                f"{self.finetune_continuous_share}"
+            )
         if self.finetune_steps < 0:
             raise ValueError(
                 f"finetune_steps must be >= 0 (0: no fine-tune), got {self.finetune_steps}"
@@ -356,15 +364,17 @@ def evaluate(
 
 class QuantizedAutoencoder(nn.Module):
     """The fine-tune's forward as one module (DDP syncs gradients of what runs through its
-    forward): images -> decoder(nearest codes of the encoder's features).
+    forward): images -> decoder(nearest codes of the encoder's features), the first
+    `round(continuous_share * B)` pictures of a batch decoded from their features themselves.
 
     The encoder stays in eval mode even when it trains: the codebook was fitted on its
     noiseless features, and the quantiser is the bottleneck now."""
 
-    def __init__(self, model: StyledVAEVQ, train_encoder: bool):
+    def __init__(self, model: StyledVAEVQ, train_encoder: bool, continuous_share: float = 0.0):
         super().__init__()
         self.model = model
         self.train_encoder = train_encoder
+        self.continuous_share = continuous_share
 
     def train(self, mode: bool = True) -> QuantizedAutoencoder:
         super().train(mode)
@@ -376,6 +386,9 @@ class QuantizedAutoencoder(nn.Module):
         with torch.set_grad_enabled(self.train_encoder and torch.is_grad_enabled()):
             features = self.model.encode(images)  # (B, N, E)
         quantized = self.model.codebook(features).quantized  # straight-through, fp32 search
+        keep = round(self.continuous_share * len(images))  # batches are shuffled: any rows do
+        if keep:
+            quantized = torch.cat([features[:keep], quantized[keep:]])
         return self.model.decode(quantized)
 
 
@@ -387,7 +400,7 @@ def finetune(
     model.decoder.requires_grad_(True)
     if o.finetune_encoder:
         model.encoder.requires_grad_(True)
-    net = QuantizedAutoencoder(model, o.finetune_encoder)
+    net = QuantizedAutoencoder(model, o.finetune_encoder, o.finetune_continuous_share)
     loader, shard = train_loader(o, model.config.image_size)
     lpips = load_lpips(o)
     if lpips is not None:
@@ -424,6 +437,7 @@ def finetune(
         "global_batch": global_batch,
         "warmup_steps": warmup,
         "encoder_trained": o.finetune_encoder,
+        "continuous_share": o.finetune_continuous_share,
         "train": result.logs,
     }
 

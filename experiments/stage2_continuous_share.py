@@ -1,0 +1,62 @@
+"""Stage 2's fine-tune with a share of each batch decoded from the continuous features
+(`finetune_continuous_share`): what it costs the ids and saves the continuous decode.
+
+Runs a demo budget's stage 2 (svq/configs/demo_<budget>.yaml, the features of one demo run's
+stage 1 reused) once per share, one after another in this process, and records the held-out
+PSNR of both decodes before and after each fine-tune.
+
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python experiments/stage2_continuous_share.py \\
+        --run runs/demo-quick --budget quick --shares 0 0.25 0.5 \\
+        --out runs/share --results stage2_continuous_share_quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from common import write_results
+
+from svq.demo import load_budget, script_argv
+from svq.train import common, stage2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, required=True, help="a demo run with stage1/model")
+    parser.add_argument("--budget", default="quick")
+    parser.add_argument("--shares", type=float, nargs="+", required=True)
+    parser.add_argument("--out", type=Path, required=True, help="a folder for the runs")
+    parser.add_argument("--results", required=True, help="benchmarks/results/NAME.json")
+    args = parser.parse_args()
+    options = load_budget(args.budget)["stage2"]
+    rows = []
+    for share in args.shares:
+        out = args.out / f"share{share:g}"
+        argv = script_argv("stage2", options, args.run)
+        argv += ["--output_dir", str(out), "--finetune_continuous_share", str(share),
+                 "--features_dir", str(args.run / "stage2" / "features")]  # fmt: skip
+        start = time.perf_counter()
+        summary = stage2.main(common.parse_options(stage2.Stage2Options, argv))
+        row = {
+            "share": share,
+            "seconds": round(time.perf_counter() - start, 1),
+            "before": {k: summary["before"][k] for k in ("continuous_psnr", "quantized_psnr")},
+            "after": {k: summary["after"][k] for k in ("continuous_psnr", "quantized_psnr")},
+        }
+        rows.append(row)
+        print(row, flush=True)
+    print("| share | continuous before / after dB | ids before / after dB |")
+    print("|---|---|---|")
+    for r in rows:
+        b, a = r["before"], r["after"]
+        print(f"| {r['share']:g} | {b['continuous_psnr']:.2f} / {a['continuous_psnr']:.2f} | "
+              f"{b['quantized_psnr']:.2f} / {a['quantized_psnr']:.2f} |")  # fmt: skip
+    write_results(args.results, {"run": str(args.run), "budget": args.budget, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
