@@ -120,6 +120,10 @@ VARIANTS: dict[str, dict[str, object]] = {
     "baseline-seed1": {"stage": "baseline", "seed": 1},
     "seed2": {"seed": 2},
     "baseline-seed2": {"stage": "baseline", "seed": 2},
+    # half the per-step described photos ask one of the world's photo questions instead of the
+    # caption (`describe_questions`), on seeds 0 and 1
+    "questions0.5": {"describe_questions": 0.5},
+    "questions0.5-seed1": {"describe_questions": 0.5, "seed": 1},
 }
 BASES = ("sft_budget", "quick", "standard")
 

@@ -29,32 +29,47 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="a demo run with stage1/model")
     parser.add_argument("--budget", default="quick")
     parser.add_argument("--shares", type=float, nargs="+", required=True)
+    parser.add_argument("--finetune_steps", type=int, help="default: the budget's")
+    parser.add_argument("--num_feature_images", type=int, help="default: the budget's")
     parser.add_argument("--out", type=Path, required=True, help="a folder for the runs")
     parser.add_argument("--results", required=True, help="benchmarks/results/NAME.json")
     args = parser.parse_args()
     options = load_budget(args.budget)["stage2"]
+    options.pop("finetune_continuous_share", None)  # the sweep's
+    if args.finetune_steps is not None:
+        options["finetune_steps"] = args.finetune_steps
+    features = args.run / "stage2" / "features"  # the demo's, reused
+    if args.num_feature_images is not None:
+        options["num_feature_images"] = args.num_feature_images
+        features = args.out / f"features-{args.num_feature_images}"  # not the run's own
     rows = []
     for share in args.shares:
-        out = args.out / f"share{share:g}"
+        n = options["num_feature_images"]
+        out = args.out / f"share{share:g}-steps{options['finetune_steps']}-fit{n}"
         argv = script_argv("stage2", options, args.run)
         argv += ["--output_dir", str(out), "--finetune_continuous_share", str(share),
-                 "--features_dir", str(args.run / "stage2" / "features")]  # fmt: skip
+                 "--features_dir", str(features)]  # fmt: skip
         start = time.perf_counter()
-        summary = stage2.main(common.parse_options(stage2.Stage2Options, argv))
+        parsed = common.parse_options(stage2.Stage2Options, argv)
+        summary = stage2.main(parsed)
         row = {
             "share": share,
+            "finetune_steps": options["finetune_steps"],
+            "num_feature_images": n,
+            "num_val_images": parsed.num_val_images,
             "seconds": round(time.perf_counter() - start, 1),
             "before": {k: summary["before"][k] for k in ("continuous_psnr", "quantized_psnr")},
             "after": {k: summary["after"][k] for k in ("continuous_psnr", "quantized_psnr")},
         }
         rows.append(row)
         print(row, flush=True)
-    print("| share | continuous before / after dB | ids before / after dB |")
-    print("|---|---|---|")
+    print("| share | steps | continuous before / after dB | ids before / after dB |")
+    print("|---|---|---|---|")
     for r in rows:
         b, a = r["before"], r["after"]
-        print(f"| {r['share']:g} | {b['continuous_psnr']:.2f} / {a['continuous_psnr']:.2f} | "
-              f"{b['quantized_psnr']:.2f} / {a['quantized_psnr']:.2f} |")  # fmt: skip
+        print(f"| {r['share']:g} | {r['finetune_steps']} | {b['continuous_psnr']:.2f} / "
+              f"{a['continuous_psnr']:.2f} | {b['quantized_psnr']:.2f} / "
+              f"{a['quantized_psnr']:.2f} |")  # fmt: skip
     write_results(args.results, {"run": str(args.run), "budget": args.budget, "rows": rows})
 
 

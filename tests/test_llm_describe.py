@@ -13,6 +13,8 @@ from safetensors.torch import load_file
 from test_llm_sft import options, parts, run  # noqa: F401  (parts: the module's fixture)
 
 from svq.data import caption
+from svq.data.dialogues import PHRASES, photo_answer
+from svq.eval.chat_eval import score_answer
 from svq.llm import IGNORE_INDEX
 from svq.llm import sft_data as sd
 from svq.llm.describe_data import DESCRIBE_PROMPTS, described_photos, with_described_photos
@@ -98,3 +100,38 @@ def test_described_photos_added_to_each_step(tmp_path, parts):  # noqa: F811
     assert not all(torch.equal(added_weights[k], v) for k, v in plain_weights.items())
     with pytest.raises(ValueError, match="describe_per_step and describe_loss_weight must be"):
         options(tmp_path / "bad", parts, "--describe_per_step", "-1")
+
+
+def test_described_photos_may_ask_the_worlds_photo_questions(tmp_path, parts):  # noqa: F811
+    """`questions`: that share of the chats asks a world photo question in the dialogues' form
+    and labels its true answer; at 0 the chats are the captions as before."""
+    data = sd.world_chats(0, "train", 12, "en")  # ~40 pictures
+    captions = described_photos(data, -1, "en", seed=0)
+    assert described_photos(data, -1, "en", seed=0, questions=0.0).chats == captions.chats
+    asked = described_photos(data, -1, "en", seed=0, questions=1.0).chats
+    assert sorted(c["messages"][0]["content"][1][sd.IMAGE_INDEX] for c in asked) == sorted(
+        c["messages"][0]["content"][0][sd.IMAGE_INDEX] for c in captions.chats
+    )  # the same pictures, each once
+    topics = set()
+    for chat in asked:
+        share, photo, question = chat["messages"][0]["content"]
+        assert share["text"] in PHRASES["en"]["share"] and photo["type"] == "image"
+        topic = next(t for t, q in PHRASES["en"]["questions"].items() if q == question["text"])
+        topics.add(topic)
+        record = data.images[photo[sd.IMAGE_INDEX]]
+        answer = chat["messages"][1]["content"]
+        assert answer == photo_answer(topic, record, "en")
+        if topic in ("season", "time_of_day", "place", "activity"):
+            assert score_answer(topic, answer, record.attributes()) == 1.0  # the truth
+    assert len(topics) >= 7  # of the world's 9: topics drawn, not one
+    half = described_photos(data, -1, "en", seed=0, questions=0.5).chats
+    kinds = [c["id"].split("-")[0] for c in half]
+    assert 0 < kinds.count("asked") < len(half) and kinds.count("describe") > 0
+    with pytest.raises(ValueError, match="questions must be a share"):
+        described_photos(data, -1, questions=1.5)
+    with pytest.raises(ValueError, match="describe_questions must be in"):
+        options(tmp_path / "bad", parts, "--describe_questions", "-0.1")
+    run(tmp_path / "run", parts, "--describe_per_step", "2", "--describe_questions", "0.5",
+        "--max_steps", "1", "--num_val_dialogues", "0")  # fmt: skip
+    resolved = yaml.safe_load((tmp_path / "run" / "options.yaml").read_text())
+    assert resolved["describe_questions"] == 0.5

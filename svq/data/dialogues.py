@@ -363,20 +363,23 @@ class _Chat:
         self._say("assistant", self._answer(topic, photo))
 
     def _answer(self, topic: str, photo: WorldRecord) -> str:
-        w, answers = self.w, self.t["answers"]
-        attributes = photo.attributes()
-        if topic == "activity":
-            return answers["activity"].format(activity=w["activity"][photo.scene.activity])
-        if topic == "shirt_colour":
-            return answers["shirt_colour"].format(
-                colour=w["shirt_colour"][photo.identity.shirt_colour]
-            )
-        if topic == "hair":
-            style = w["hair_style"][photo.identity.hair_style]
-            return answers["hair"].format(
-                hair=style.format(c=w["hair_colour"][photo.identity.hair_colour])
-            )
-        return answers[topic][attributes[topic]]
+        return photo_answer(topic, photo, self.lang)
+
+
+def photo_answer(topic: str, photo: WorldRecord, lang: str = "en") -> str:
+    """The true answer to the world's photo question on `topic` (a key of PHRASES[lang]
+    ["questions"]) about `photo`, in `lang`."""
+    w, answers = words(lang), PHRASES[lang]["answers"]
+    if topic == "activity":
+        return answers["activity"].format(activity=w["activity"][photo.scene.activity])
+    if topic == "shirt_colour":
+        return answers["shirt_colour"].format(colour=w["shirt_colour"][photo.identity.shirt_colour])
+    if topic == "hair":
+        style = w["hair_style"][photo.identity.hair_style]
+        return answers["hair"].format(
+            hair=style.format(c=w["hair_colour"][photo.identity.hair_colour])
+        )
+    return answers[topic][photo.attributes()[topic]]
 
 
 def _identity_dict(identity: Identity) -> dict[str, str]:

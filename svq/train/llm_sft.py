@@ -140,6 +140,9 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
     # weighted by describe_loss_weight (logged as describe_loss); 0: none
     describe_per_step: int = 0
     describe_loss_weight: float = 1.0
+    # the share of those chats that ask one of the world's photo questions (in the dialogues'
+    # form, answered with the truth) instead of the caption; 0: captions only
+    describe_questions: float = 0.0
     cache_dir: str | None = None  # image cache; default OUTPUT_DIR/image_cache
     max_length: int = 1024  # longer chats are left out (counted in the log)
     dataloader_num_workers: int = 0
@@ -192,6 +195,8 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
                              f"{self.opening_season!r}")  # fmt: skip
         if self.describe_photos < -1:
             raise ValueError(f"describe_photos must be >= -1, got {self.describe_photos}")
+        if not 0 <= self.describe_questions <= 1:
+            raise ValueError(f"describe_questions must be in [0, 1], got {self.describe_questions}")
         if self.describe_per_step < 0 or self.describe_loss_weight < 0:
             raise ValueError("describe_per_step and describe_loss_weight must be >= 0, got "
                              f"{self.describe_per_step}, {self.describe_loss_weight}")  # fmt: skip
@@ -367,7 +372,8 @@ def main(o: SFTOptions) -> dict:
         lang=o.lang, request_kinds=o.request_kinds, opening_season=o.opening_season,
         when_first=o.when_first, asked_first=o.asked_first,
     )  # fmt: skip
-    data = with_described_photos(data, o.describe_photos, o.lang, o.seed, o.when_first)
+    data = with_described_photos(data, o.describe_photos, o.lang, o.seed, o.when_first,
+                                 o.describe_questions)  # fmt: skip
     cache_dir = Path(o.cache_dir) if o.cache_dir else out / "image_cache"
     with accelerator.main_process_first():
         images = encode_images(
@@ -378,7 +384,8 @@ def main(o: SFTOptions) -> dict:
                              o.group_by_length)  # fmt: skip
     described = None  # the second batch of each step: captions of the chats' own pictures
     if o.describe_per_step:
-        captioned = described_photos(data, -1, o.lang, o.seed, o.when_first)
+        captioned = described_photos(data, -1, o.lang, o.seed, o.when_first,
+                                     o.describe_questions)  # fmt: skip
         captions = SFTDataset(captioned, images, chat.tokenizer, chat.vocab, o.max_length,
                               o.image_tokenizer)  # fmt: skip
         described = shuffled_loader(captions, o.describe_per_step, chat.pad_token_id, o.seed, o)

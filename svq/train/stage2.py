@@ -110,8 +110,7 @@ class Stage2Options(
         ))  # fmt: skip
         if not 0 <= self.finetune_continuous_share < 1:
             raise ValueError(
-                "finetune_continuous_share must be in [0, 1), got "
-                f"{self.finetune_continuous_share}"
+                f"finetune_continuous_share must be in [0, 1), got {self.finetune_continuous_share}"
             )
         if self.finetune_steps < 0:
             raise ValueError(
