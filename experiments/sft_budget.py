@@ -124,6 +124,12 @@ VARIANTS: dict[str, dict[str, object]] = {
     # caption (`describe_questions`), on seeds 0 and 1
     "questions0.5": {"describe_questions": 0.5},
     "questions0.5-seed1": {"describe_questions": 0.5, "seed": 1},
+    # the per-step batch also drawing from the chats' picture-drawing turns, cut out with the
+    # persona and the request (`describe_drawn_turns`), on both routes and seeds
+    "drawn": {"describe_drawn_turns": True},
+    "drawn-seed1": {"describe_drawn_turns": True, "seed": 1},
+    "baseline-drawn": {"stage": "baseline", "describe_drawn_turns": True},
+    "baseline-drawn-seed1": {"stage": "baseline", "describe_drawn_turns": True, "seed": 1},
 }
 BASES = ("sft_budget", "quick", "standard")
 

@@ -18,6 +18,7 @@ from svq.eval.chat_eval import score_answer
 from svq.llm import IGNORE_INDEX
 from svq.llm import sft_data as sd
 from svq.llm.describe_data import DESCRIBE_PROMPTS, described_photos, with_described_photos
+from svq.llm.drawn_turns import drawn_turns
 from svq.train import llm_sft
 
 
@@ -135,3 +136,35 @@ def test_described_photos_may_ask_the_worlds_photo_questions(tmp_path, parts):  
         "--max_steps", "1", "--num_val_dialogues", "0")  # fmt: skip
     resolved = yaml.safe_load((tmp_path / "run" / "options.yaml").read_text())
     assert resolved["describe_questions"] == 0.5
+
+
+def test_drawn_turns_cut_out_every_picture_reply(tmp_path, parts):  # noqa: F811
+    """Each excerpt: the chat's system prompt, the user's message, the assistant's reply with
+    its picture, as in the dialogue; the image table is the chats'."""
+    data = sd.world_chats(0, "train", 4, "en", opening_season="same", asked_first=True)
+    turns = drawn_turns(data)
+    assert turns.images is data.images and turns.fingerprint == data.fingerprint
+    expected = [
+        (c, i) for c in data.chats for i, m in enumerate(c["messages"])
+        if m["role"] == "assistant" and not isinstance(m["content"], str)
+        and any(p["type"] == "image" for p in m["content"])
+    ]  # fmt: skip
+    assert len(turns.chats) == len(expected) > 4
+    for excerpt, (chat, i) in zip(turns.chats, expected, strict=True):
+        system, user, reply = excerpt["messages"]
+        assert system == chat["messages"][0] and system["role"] == "system"
+        assert user == chat["messages"][i - 1] and reply == chat["messages"][i]
+    chat = llm_sft.build_model(options(Path("unused"), parts))
+    images = sd.encode_images(turns, chat.svq, chat.spatial, None)
+    dataset = sd.SFTDataset(turns, images, chat.tokenizer, chat.vocab)
+    for item, excerpt in zip(dataset.items, turns.chats, strict=True):  # its pictures written
+        drawn = [p for p in excerpt["messages"][2]["content"] if p["type"] == "image"]
+        assert item.code_ids.shape[0] == len(drawn) >= 1
+    with pytest.raises(ValueError, match="no assistant picture"):
+        drawn_turns(replace(data, chats=[{"id": "x", "messages": data.chats[0]["messages"][:2]}]))
+    with pytest.raises(ValueError, match="set describe_per_step"):
+        options(tmp_path / "bad", parts, "--describe_drawn_turns", "true")
+    run(tmp_path / "run", parts, "--describe_per_step", "2", "--describe_drawn_turns", "true",
+        "--max_steps", "1", "--num_val_dialogues", "0")  # fmt: skip
+    resolved = yaml.safe_load((tmp_path / "run" / "options.yaml").read_text())
+    assert resolved["describe_drawn_turns"] is True

@@ -18,8 +18,11 @@ are understood (features through the projector); labels on assistant turns only.
 in this photo?" -> its caption; `svq.llm.describe_data`): every attribute a label, not one.
 `describe_per_step` > 0 adds them instead: each step also trains on a second batch of that many
 (its LM loss weighted by `describe_loss_weight`, logged as `describe_loss`), the dialogues'
-exposure per step unchanged. `group_by_length` batches chats of similar length
-(`svq.train.length_grouping`): the same chats with less padding, a shorter step.
+exposure per step unchanged; `describe_questions` makes a share of them the world's photo
+questions, and `describe_drawn_turns` adds the chats' picture-drawing turns, cut out with the
+persona and the request (`svq.llm.drawn_turns`), to what that batch draws from.
+`group_by_length` batches chats of similar length (`svq.train.length_grouping`): the same chats
+with less padding, a shorter step.
 
 Loss (the chat model's `forward`, weighted by its config from these options) = lm_loss_weight * LM
 cross-entropy (text and image tokens; image-span tokens weigh image_token_loss_weight against
@@ -49,7 +52,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,7 @@ from svq.eval.chat_eval import evaluate_chat
 from svq.eval.judge import load_judge
 from svq.llm import LoraOptions, SVQChat, collate
 from svq.llm.describe_data import described_photos, with_described_photos
+from svq.llm.drawn_turns import drawn_turns
 from svq.llm.pretrain_data import PretrainDataset, text_chats
 from svq.llm.sft_data import SFTDataset, encode_images, load_chats
 from svq.llm.tiny import chat_world_corpus, tiny_llm, train_tokenizer
@@ -143,6 +147,10 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
     # the share of those chats that ask one of the world's photo questions (in the dialogues'
     # form, answered with the truth) instead of the caption; 0: captions only
     describe_questions: float = 0.0
+    # the per-step batch also draws from every turn of the training chats in which the
+    # assistant draws a picture, cut out with the system prompt and the user's message before
+    # it (svq.llm.drawn_turns): the request's words copied into the reply without the talk
+    describe_drawn_turns: bool = False
     cache_dir: str | None = None  # image cache; default OUTPUT_DIR/image_cache
     max_length: int = 1024  # longer chats are left out (counted in the log)
     dataloader_num_workers: int = 0
@@ -197,6 +205,10 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
             raise ValueError(f"describe_photos must be >= -1, got {self.describe_photos}")
         if not 0 <= self.describe_questions <= 1:
             raise ValueError(f"describe_questions must be in [0, 1], got {self.describe_questions}")
+        if self.describe_drawn_turns and not self.describe_per_step:
+            raise ValueError(
+                "describe_drawn_turns adds to the per-step batch: set describe_per_step"
+            )
         if self.describe_per_step < 0 or self.describe_loss_weight < 0:
             raise ValueError("describe_per_step and describe_loss_weight must be >= 0, got "
                              f"{self.describe_per_step}, {self.describe_loss_weight}")  # fmt: skip
@@ -382,10 +394,12 @@ def main(o: SFTOptions) -> dict:
     dataset = SFTDataset(data, images, chat.tokenizer, chat.vocab, o.max_length, o.image_tokenizer)
     loader = shuffled_loader(dataset, o.per_device_train_batch_size, chat.pad_token_id, o.seed, o,
                              o.group_by_length)  # fmt: skip
-    described = None  # the second batch of each step: captions of the chats' own pictures
+    described = None  # the second batch of each step: one-turn chats about the chats' pictures
     if o.describe_per_step:
         captioned = described_photos(data, -1, o.lang, o.seed, o.when_first,
                                      o.describe_questions)  # fmt: skip
+        if o.describe_drawn_turns:
+            captioned = replace(captioned, chats=[*captioned.chats, *drawn_turns(data).chats])
         captions = SFTDataset(captioned, images, chat.tokenizer, chat.vocab, o.max_length,
                               o.image_tokenizer)  # fmt: skip
         described = shuffled_loader(captions, o.describe_per_step, chat.pad_token_id, o.seed, o)
