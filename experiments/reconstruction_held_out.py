@@ -53,12 +53,15 @@ def main() -> None:
     parser.add_argument("--results", required=True, help="benchmarks/results/NAME.json")
     args = parser.parse_args()
     models = dict(item.split("=", 1) for item in args.models)
+    judge = load_judge(args.judge)
+    pictures: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # size -> (images, labels)
     rows, first = [], None
     for name, folder in models.items():
         model = StyledVAEVQ.from_pretrained(folder).eval()
         size = model.config.image_size
-        images, labels = world_images(args.num_images, size, "validation", 0)
-        judge = load_judge(args.judge)
+        if size not in pictures:  # rendered once per picture size
+            pictures[size] = world_images(args.num_images, size, "validation", 0)
+        images, labels = pictures[size]
         recon = decodes(model, images)
         scores = {k: psnr(v, images) for k, v in recon.items()}  # (n,) each
         accuracy = judge.named(judge.accuracy(recon["ids"].clamp(-1, 1), labels))
