@@ -50,6 +50,9 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        # bf16 computed by the CPU itself (AMX / AVX512-BF16): `bf16: true` stages run in it,
+        # elsewhere in fp32 (svq.train.common.make_accelerator)
+        "native_cpu_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
     }
     if hasattr(os, "getloadavg"):
         info["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]

@@ -91,9 +91,10 @@ def test_a_non_finite_loss_stops_the_run(tmp_path):
         run(tmp_path, loss_scale=float("nan"))
 
 
-def test_stages_in_one_process_take_their_own_precision(tmp_path):
+def test_stages_in_one_process_take_their_own_precision(tmp_path, monkeypatch):
     """`svq demo` runs stages one after another in one process: a bf16 stage after an fp32 one
-    (and back) gets the precision it asked for, not an error."""
+    (and back) gets the precision it asked for, not an error (on a CPU that computes bf16)."""
+    monkeypatch.setattr(common, "native_cpu_bf16", lambda: True)
     for bf16 in (False, True, False):
         accelerator = common.make_accelerator(ToyOptions(output_dir=str(tmp_path), bf16=bf16))
         assert accelerator.mixed_precision == ("bf16" if bf16 else "no")
@@ -105,14 +106,18 @@ def test_stages_in_one_process_take_their_own_precision(tmp_path):
         assert inner == (torch.bfloat16 if bf16 else torch.float32)
 
 
-def test_bf16_on_a_cpu_without_it_warns(tmp_path, monkeypatch, caplog):
-    """Emulated bf16 is slower than fp32: a run asking for it on such a CPU says so (and runs)."""
+def test_bf16_on_a_cpu_without_it_trains_in_fp32_and_says_so(tmp_path, monkeypatch, caplog):
+    """Emulated bf16 is 9-20x slower than fp32: a run asking for it on such a CPU trains in
+    fp32 and says so; a CPU that computes bf16 gets it."""
     for native, warned in ((True, False), (False, True)):
         monkeypatch.setattr(common, "native_cpu_bf16", lambda native=native: native)
         caplog.clear()
         with caplog.at_level("WARNING", logger="train"):
-            common.make_accelerator(ToyOptions(output_dir=str(tmp_path), bf16=True, use_cpu=True))
+            accelerator = common.make_accelerator(
+                ToyOptions(output_dir=str(tmp_path), bf16=True, use_cpu=True)
+            )
         assert ("without native bf16" in caplog.text) == warned
+        assert accelerator.mixed_precision == ("bf16" if native else "no")
     caplog.clear()
     with caplog.at_level("WARNING", logger="train"):
         common.make_accelerator(ToyOptions(output_dir=str(tmp_path), use_cpu=True))  # fp32

@@ -139,7 +139,7 @@ def check_training_options(o: Any, positive: Sequence[str] = ()) -> None:
 
 def native_cpu_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AMX / AVX512-BF16); elsewhere autocast
-    emulates it, slower than fp32."""
+    emulates it, 9-20x slower than fp32 (benchmarks/cpu_bf16.py)."""
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
@@ -149,14 +149,18 @@ def make_accelerator(o: Any, **kwargs: Any) -> Accelerator:
 
     One process may run several stages one after another (`svq demo`), each with its own
     precision: accelerate keeps the first stage's in a process-wide state and refuses a
-    change, so that state is dropped first (the process group, `PartialState`, stays)."""
+    change, so that state is dropped first (the process group, `PartialState`, stays).
+
+    bf16 is a speed option: on a CPU that does not compute it natively, where autocast would
+    emulate it 9-20x slower than fp32, the run trains in fp32 and says so."""
     AcceleratorState._reset_state()
     cpu = o.use_cpu or not torch.accelerator.is_available()
-    if o.bf16 and cpu and not native_cpu_bf16():
+    bf16 = o.bf16
+    if bf16 and cpu and not native_cpu_bf16():
         logging.getLogger("train").warning(
-            "bf16 on a CPU without native bf16: autocast is emulated and slower than fp32 "
-            "(the same run in fp32: bf16 false)"
+            "bf16 asked on a CPU without native bf16 (emulated, 9-20x slower): training in fp32"
         )
+        bf16 = False
     return Accelerator(
         # On a machine without GPU accelerate needs cpu=True to form a process group (gloo)
         # from torchrun's variables; without it each process would train alone.
@@ -164,7 +168,7 @@ def make_accelerator(o: Any, **kwargs: Any) -> Accelerator:
         gradient_accumulation_plugin=GradientAccumulationPlugin(
             num_steps=o.gradient_accumulation_steps, sync_with_dataloader=False
         ),
-        mixed_precision="bf16" if o.bf16 else "fp16" if o.fp16 else None,
+        mixed_precision="bf16" if bf16 else "fp16" if o.fp16 else None,
         log_with=None if o.report_to == "none" else o.report_to,
         project_config=ProjectConfiguration(o.output_dir, logging_dir=f"{o.output_dir}/logs"),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=o.seed),
