@@ -19,6 +19,7 @@ from svq.llm import (
     inject_image_embeds,
     split_reply,
 )
+from svq.llm.logits import ImageSpanLogitsProcessor, span_cross_entropy
 from svq.llm.tiny import tiny_llm
 
 N = 36
@@ -256,3 +257,47 @@ def test_image_token_loss_weight_weighs_the_span_tokens_in_both_passes(chat):
     torch.testing.assert_close(plain.lm_loss, ce[labelled].mean(), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="image_token_loss_weight"):
         SVQChatConfig(vocabulary=vocab.to_dict(), image_token_loss_weight=-1.0)
+
+
+def test_constrained_lm_loss_is_the_loss_over_what_generation_allows(chat):
+    """constrained_lm_loss: each labelled token's cross-entropy over the tokens the span
+    processor allows after its context (a code against its position's block, <eoi> alone,
+    text against text), by hand from the full logits masked by ImageSpanLogitsProcessor
+    itself; both passes agree; it is below the plain loss; image_token_loss_weight still
+    weighs it; an <image> label is refused."""
+    items = [chat.encode(m) for m in (conversation(5), conversation(6, user_image=False))]
+    batch = collate(items, chat.tokenizer.pad_token_id)
+    vocab = chat.vocab
+    targets = batch.labels[:, 1:]
+    labelled = targets != IGNORE_INDEX
+    assert vocab.is_code(targets[labelled]).any() and (~vocab.is_code(targets[labelled])).any()
+    processor = ImageSpanLogitsProcessor(vocab)
+    with torch.no_grad():
+        plain = chat(batch)
+        logits = plain.logits[:, :-1].float()
+        rows, cols = labelled.nonzero(as_tuple=True)
+        masked = torch.stack([  # the processor reads the sequence up to and with token t
+            processor(batch.input_ids[b, : t + 1].unsqueeze(0), logits[b, t].unsqueeze(0))[0]
+            for b, t in zip(rows.tolist(), cols.tolist(), strict=True)
+        ])  # fmt: skip
+        ce = torch.nn.functional.cross_entropy(masked, targets[labelled], reduction="none")
+        assert torch.isfinite(ce).all()  # every label is allowed where it stands
+        eoi = targets[labelled] == vocab.eoi_id
+        assert eoi.any() and bool((ce[eoi] == 0).all())
+        torch.testing.assert_close(span_cross_entropy(logits[labelled], targets[labelled], vocab),
+                                   ce, rtol=1e-5, atol=1e-5)  # fmt: skip
+        try:
+            chat.config.constrained_lm_loss = True
+            for full in (True, False):
+                got = chat(batch, full_logits=full).lm_loss
+                torch.testing.assert_close(got, ce.mean(), rtol=1e-5, atol=1e-6)
+            assert ce.mean() < plain.lm_loss
+            chat.config.image_token_loss_weight = 0.0
+            span = vocab.is_code(targets) | (targets == vocab.boi_id) | (targets == vocab.eoi_id)
+            text_only = ce[~span[labelled]].mean()
+            torch.testing.assert_close(chat(batch, full_logits=False).lm_loss, text_only)
+        finally:
+            chat.config.constrained_lm_loss = False
+            chat.config.image_token_loss_weight = 1.0
+    with pytest.raises(ValueError, match="<image>"):
+        span_cross_entropy(logits[0, :2], torch.tensor([vocab.image_id, 5]), vocab)

@@ -42,7 +42,12 @@ from .conversation import (
 )
 from .embeddings import extend_llm
 from .loading import load_llm, load_tokenizer
-from .logits import ImageSpanLogitsProcessor, ImageSpanSampler, PinnedCodes
+from .logits import (
+    ImageSpanLogitsProcessor,
+    ImageSpanSampler,
+    PinnedCodes,
+    span_cross_entropy,
+)
 from .lora import BaseWeights, LoraOptions, apply_lora, load_adapter, save_adapter
 from .projector import ImageProjector, ProjectorConfig, inject_image_embeds
 from .vocabulary import ImageVocabulary
@@ -70,6 +75,10 @@ class SVQChatConfig(ConfigBase):
     # weight of the image-span tokens (<boi>, codes, <eoi>) against text tokens (1) inside the
     # LM cross-entropy, a weighted mean; 1: the plain mean over every labelled token
     image_token_loss_weight: float = 1.0
+    # the LM cross-entropy over the tokens generation allows at each position only (a code
+    # against its position's codes, text against text: `span_cross_entropy`); False: over the
+    # whole vocabulary
+    constrained_lm_loss: bool = False
     image_tokenizer: str = "svq"  # what the LLM writes: svq ids, or spatial ids (baseline)
 
     def __post_init__(self) -> None:
@@ -328,11 +337,17 @@ class SVQChat(nn.Module):
     def lm_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """() next-token cross-entropy of `logits` (M, V) against `targets` (M,), the labelled
         tokens: their mean, or with the config's image_token_loss_weight w != 1 the weighted
-        mean sum(w_i * ce_i) / sum(w_i), image-span tokens weighing w and text tokens 1."""
+        mean sum(w_i * ce_i) / sum(w_i), image-span tokens weighing w and text tokens 1; with
+        its constrained_lm_loss each ce_i over the tokens allowed there (`span_cross_entropy`)."""
         w = self.config.image_token_loss_weight
-        if w == 1.0:
+        if self.config.constrained_lm_loss:
+            ce = span_cross_entropy(logits, targets, self.vocab)  # (M,)
+            if w == 1.0:
+                return ce.mean()
+        elif w == 1.0:
             return F.cross_entropy(logits.float(), targets)
-        ce = F.cross_entropy(logits.float(), targets, reduction="none")  # (M,)
+        else:
+            ce = F.cross_entropy(logits.float(), targets, reduction="none")  # (M,)
         span = self.vocab.is_code(targets) | (targets == self.vocab.boi_id)
         span |= targets == self.vocab.eoi_id
         weights = torch.where(span, w, 1.0).to(ce.dtype)
@@ -354,7 +369,8 @@ class SVQChat(nn.Module):
         `extra_lm_loss`, not in `loss`: one call, so one forward pass for DDP.
         """
         use_vq = self.vq_head is not None and batch.vq_targets is not None
-        weighted = self.config.image_token_loss_weight != 1.0
+        # HF's own loss is the plain mean over the whole vocabulary; anything else is ours
+        weighted = self.config.image_token_loss_weight != 1.0 or self.config.constrained_lm_loss
         targets = batch.labels[:, 1:]  # (B, T-1): position t predicts token t+1
         labelled = targets != -100
         if full_logits:

@@ -6,7 +6,8 @@ allowed (per-position codebooks: only the next position's block), exactly N of t
 recomputed from `input_ids` at every step (no memory between calls), so it works with the KV
 cache, greedy or sampled decoding, batches, and a prompt that ends in `<boi>` (which asks for
 an image). `generate` runs custom processors before its temperature / top-k / top-p warpers, so
-those only ever see allowed tokens.
+those only ever see allowed tokens. `span_cross_entropy` is the training loss over the same
+allowed sets.
 
 `PinnedCodes` fixes chosen positions of every picture a row writes to given codes (e.g. the
 person's tokens of a reference picture), the rest written freely around them.
@@ -17,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from transformers import LogitsProcessor
 
 from .vocabulary import ImageVocabulary
@@ -73,6 +75,42 @@ class ImageSpanLogitsProcessor(LogitsProcessor):
         in_span = torch.where((written < n).unsqueeze(1), code_ok, is_eoi.unsqueeze(0))
         allowed = torch.where(inside.unsqueeze(1), in_span, outside.unsqueeze(0))  # (B, V)
         return scores.masked_fill(~allowed, -float("inf"))
+
+
+def span_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, vocab: ImageVocabulary
+) -> torch.Tensor:
+    """Next-token cross-entropy over the tokens generation allows (`ImageSpanLogitsProcessor`'s
+    rules), read from each target: a code against its position's codes (per-position
+    codebooks; every code with a shared one), `<eoi>` alone (0), any other token against the
+    tokens allowed outside a span (no code, `<eoi>` or `<image>`).
+
+    logits: (M, V), targets: (M,) labelled tokens -> (M,) per-token losses (fp32).
+    """
+    if bool((targets == vocab.image_id).any()):
+        raise ValueError("an <image> token is labelled: generation never writes one")
+    size = logits.shape[-1]
+    token = torch.arange(size, device=logits.device)
+    outside = ~vocab.is_code(token) & (token != vocab.eoi_id) & (token != vocab.image_id)
+    column = outside.long().cumsum(0) - 1  # token -> its column among the outside tokens
+    code, eoi = vocab.is_code(targets), targets == vocab.eoi_id
+    text = ~code & ~eoi
+    ce = logits.new_zeros(targets.shape, dtype=torch.float32)
+    if bool(text.any()):
+        ce[text] = F.cross_entropy(
+            logits[text][:, outside].float(), column[targets[text]], reduction="none"
+        )
+    if bool(code.any()):
+        local = targets[code] - vocab.code_offset
+        if vocab.per_position:
+            k = vocab.num_codes
+            start = vocab.code_offset + (local // k) * k  # (Mc,) first token of its block
+            block = start.unsqueeze(1) + torch.arange(k, device=logits.device)
+            rows, local = logits[code].gather(1, block), local % k
+        else:
+            rows = logits[code][:, vocab.code_offset : vocab.code_offset + vocab.num_code_tokens]
+        ce[code] = F.cross_entropy(rows.float(), local, reduction="none")
+    return ce
 
 
 class ImageSpanSampler(LogitsProcessor):

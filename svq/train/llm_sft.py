@@ -26,11 +26,12 @@ with less padding, a shorter step.
 
 Loss (the chat model's `forward`, weighted by its config from these options) = lm_loss_weight * LM
 cross-entropy (text and image tokens; image-span tokens weigh image_token_loss_weight against
-text's 1) + vq_loss_weight * VQ-head
-cross-entropy over the spatial grid; both are logged. The conventions of stage 1
-(`svq/train/common.py`): accelerate, gradient accumulation, atomic resumable checkpoints, progress,
-TensorBoard, a non-finite loss stops the run. Every `eval_steps` and at the end:
-`svq.eval.chat_eval.evaluate_chat` on held-out dialogues (validation and held-out identities).
+text's 1; with `constrained_lm_loss` each over the tokens generation allows there) +
+vq_loss_weight * VQ-head cross-entropy over the spatial grid; both are logged. The conventions
+of stage 1 (`svq/train/common.py`): accelerate, gradient accumulation, atomic resumable
+checkpoints, progress, TensorBoard, a non-finite loss stops the run. Every `eval_steps` and at
+the end: `svq.eval.chat_eval.evaluate_chat` on held-out dialogues (validation and held-out
+identities).
 
 Writes OUTPUT_DIR/model (SVQChat.save_pretrained), OUTPUT_DIR/summary.json (what `main`
 returns), OUTPUT_DIR/chat_eval.json (+ images/) from the final evaluation, options.yaml,
@@ -168,6 +169,9 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
     vq_loss_weight: float = 1.0
     # image-span tokens against text tokens inside the LM loss (a weighted mean; 1: plain)
     image_token_loss_weight: float = 1.0
+    # each token's cross-entropy over the tokens generation allows there: a code against its
+    # position's codes, text against text (the image rows never pushed down by text labels)
+    constrained_lm_loss: bool = False
     per_device_train_batch_size: int = 8
     learning_rate: float = 1e-3
 
@@ -241,6 +245,7 @@ def build_model(o: SFTOptions) -> SVQChat:
         chat = SVQChat.build(o.llm, svq, spatial, **kwargs)
     chat.config.lm_loss_weight, chat.config.vq_loss_weight = o.lm_loss_weight, o.vq_loss_weight
     chat.config.image_token_loss_weight = o.image_token_loss_weight
+    chat.config.constrained_lm_loss = o.constrained_lm_loss
     if o.gradient_checkpointing:
         chat.llm.gradient_checkpointing_enable()
     return chat
