@@ -38,6 +38,7 @@ TEXT300 = {
     "pretrain_batch_size": 8,
     "pretrain_dialogues": 4000,
 }
+CONSTRAINED = {"constrained_lm_loss": True}
 ASKED = {"asked_first": True, "when_first": True, "projector": {"reads": "all"}}
 VARIANTS: dict[str, dict[str, object]] = {
     "base": {},
@@ -130,6 +131,13 @@ VARIANTS: dict[str, dict[str, object]] = {
     "drawn-seed1": {"describe_drawn_turns": True, "seed": 1},
     "baseline-drawn": {"stage": "baseline", "describe_drawn_turns": True},
     "baseline-drawn-seed1": {"stage": "baseline", "describe_drawn_turns": True, "seed": 1},
+    # each token's cross-entropy over what generation allows there (`constrained_lm_loss`): a
+    # code against its position's codes, text against text; with language pre-training, whose
+    # text labels then never push the image rows down
+    "constrained": CONSTRAINED,
+    "baseline-constrained": {"stage": "baseline", **CONSTRAINED},
+    "text300-constrained": {**TEXT300, **CONSTRAINED},
+    "baseline-text300-constrained": {"stage": "baseline", **TEXT300, **CONSTRAINED},
 }
 BASES = ("sft_budget", "quick", "standard")
 
