@@ -39,6 +39,7 @@ TEXT300 = {
     "pretrain_dialogues": 4000,
 }
 CONSTRAINED = {"constrained_lm_loss": True}
+DRAWN8 = {"describe_per_step": 8, "describe_drawn_turns": True}
 ASKED = {"asked_first": True, "when_first": True, "projector": {"reads": "all"}}
 VARIANTS: dict[str, dict[str, object]] = {
     "base": {},
@@ -138,6 +139,10 @@ VARIANTS: dict[str, dict[str, object]] = {
     "baseline-constrained": {"stage": "baseline", **CONSTRAINED},
     "text300-constrained": {**TEXT300, **CONSTRAINED},
     "baseline-text300-constrained": {"stage": "baseline", **TEXT300, **CONSTRAINED},
+    # the quick budget has no per-step batch: 8 drawn turns and described photos each step
+    "drawn8": DRAWN8,
+    "baseline-drawn8": {"stage": "baseline", **DRAWN8},
+    "drawn8-constrained": {**DRAWN8, **CONSTRAINED},
 }
 BASES = ("sft_budget", "quick", "standard")
 
