@@ -8,6 +8,8 @@ PSNR of both decodes before and after each fine-tune.
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python experiments/stage2_continuous_share.py \\
         --run runs/demo-quick --budget quick --shares 0 0.25 0.5 \\
         --out runs/share --results stage2_continuous_share_quick
+
+`--num_codes K`: the codebooks' size instead of the budget's (the ids' bits against the gap).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def main() -> None:
     parser.add_argument("--shares", type=float, nargs="+", required=True)
     parser.add_argument("--finetune_steps", type=int, help="default: the budget's")
     parser.add_argument("--num_feature_images", type=int, help="default: the budget's")
+    parser.add_argument("--num_codes", type=int, help="codes per codebook; default: the budget's")
     parser.add_argument("--out", type=Path, required=True, help="a folder for the runs")
     parser.add_argument("--results", required=True, help="benchmarks/results/NAME.json")
     args = parser.parse_args()
@@ -38,6 +41,8 @@ def main() -> None:
     options.pop("finetune_continuous_share", None)  # the sweep's
     if args.finetune_steps is not None:
         options["finetune_steps"] = args.finetune_steps
+    if args.num_codes is not None:
+        options["num_codes"] = args.num_codes
     features = args.run / "stage2" / "features"  # the demo's, reused
     if args.num_feature_images is not None:
         options["num_feature_images"] = args.num_feature_images
@@ -45,7 +50,8 @@ def main() -> None:
     rows = []
     for share in args.shares:
         n = options["num_feature_images"]
-        out = args.out / f"share{share:g}-steps{options['finetune_steps']}-fit{n}"
+        k = options["num_codes"]
+        out = args.out / f"share{share:g}-steps{options['finetune_steps']}-fit{n}-k{k}"
         argv = script_argv("stage2", options, args.run)
         argv += ["--output_dir", str(out), "--finetune_continuous_share", str(share),
                  "--features_dir", str(features)]  # fmt: skip
@@ -56,6 +62,7 @@ def main() -> None:
             "share": share,
             "finetune_steps": options["finetune_steps"],
             "num_feature_images": n,
+            "num_codes": k,
             "num_val_images": parsed.num_val_images,
             "seconds": round(time.perf_counter() - start, 1),
             "before": {k: summary["before"][k] for k in ("continuous_psnr", "quantized_psnr")},
