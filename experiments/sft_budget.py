@@ -143,6 +143,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     "drawn8": DRAWN8,
     "baseline-drawn8": {"stage": "baseline", **DRAWN8},
     "drawn8-constrained": {**DRAWN8, **CONSTRAINED},
+    # the pictures painted from the ids by the tokenizer, the VQ head's loss off: the LLM's
+    # trunk trained on the LM loss alone
+    "svq-novq": {"image_decoder": "svq", "vq_loss_weight": 0.0},
 }
 BASES = ("sft_budget", "quick", "standard")
 
