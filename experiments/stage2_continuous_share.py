@@ -50,8 +50,8 @@ def main() -> None:
     rows = []
     for share in args.shares:
         n = options["num_feature_images"]
-        k = options["num_codes"]
-        out = args.out / f"share{share:g}-steps{options['finetune_steps']}-fit{n}-k{k}"
+        codes = options["num_codes"]
+        out = args.out / f"share{share:g}-steps{options['finetune_steps']}-fit{n}-k{codes}"
         argv = script_argv("stage2", options, args.run)
         argv += ["--output_dir", str(out), "--finetune_continuous_share", str(share),
                  "--features_dir", str(features)]  # fmt: skip
@@ -62,7 +62,7 @@ def main() -> None:
             "share": share,
             "finetune_steps": options["finetune_steps"],
             "num_feature_images": n,
-            "num_codes": k,
+            "num_codes": codes,
             "num_val_images": parsed.num_val_images,
             "seconds": round(time.perf_counter() - start, 1),
             "before": {k: summary["before"][k] for k in ("continuous_psnr", "quantized_psnr")},
