@@ -43,8 +43,6 @@ def machine() -> dict[str, Any]:
     """What the run was measured on (the load average too: these machines are shared)."""
     import torch
 
-    from svq.train.common import native_cpu_bf16
-
     info = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
@@ -54,7 +52,8 @@ def machine() -> dict[str, Any]:
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         # bf16 computed by the CPU itself (AMX / AVX512-BF16): `bf16: true` stages run in it,
         # elsewhere in fp32 (svq.train.common.make_accelerator)
-        "native_cpu_bf16": native_cpu_bf16(),
+        # (the check of svq.train.common.native_cpu_bf16, which this lower layer cannot import)
+        "native_cpu_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
     }
     if hasattr(os, "getloadavg"):
         info["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
