@@ -146,6 +146,10 @@ VARIANTS: dict[str, dict[str, object]] = {
     # the pictures painted from the ids by the tokenizer, the VQ head's loss off: the LLM's
     # trunk trained on the LM loss alone
     "svq-novq": {"image_decoder": "svq", "vq_loss_weight": 0.0},
+    # the codes after each picture's first 6 (which the stage-1 attribute loss makes say the
+    # scene) weigh less in the LM loss: the steps spent on the ids that follow the request
+    "suffix0.25": {"image_suffix_loss_weight": 0.25},
+    "suffix0.1": {"image_suffix_loss_weight": 0.1},
 }
 BASES = ("sft_budget", "quick", "standard")
 

@@ -10,6 +10,8 @@ PSNR of both decodes before and after each fine-tune.
         --out runs/share --results stage2_continuous_share_quick
 
 `--num_codes K`: the codebooks' size instead of the budget's (the ids' bits against the gap).
+`--finetune_encoder`: the encoder trains too, straight-through the quantiser;
+`--commitment_weight W` pulls it toward its codes.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def main() -> None:
     parser.add_argument("--finetune_steps", type=int, help="default: the budget's")
     parser.add_argument("--num_feature_images", type=int, help="default: the budget's")
     parser.add_argument("--num_codes", type=int, help="codes per codebook; default: the budget's")
+    parser.add_argument("--finetune_encoder", action="store_true", help="train the encoder too")
+    parser.add_argument("--commitment_weight", type=float, default=0.0)
     parser.add_argument("--out", type=Path, required=True, help="a folder for the runs")
     parser.add_argument("--results", required=True, help="benchmarks/results/NAME.json")
     args = parser.parse_args()
@@ -43,6 +47,9 @@ def main() -> None:
         options["finetune_steps"] = args.finetune_steps
     if args.num_codes is not None:
         options["num_codes"] = args.num_codes
+    if args.finetune_encoder:
+        options["finetune_encoder"] = True
+        options["commitment_weight"] = args.commitment_weight
     features = args.run / "stage2" / "features"  # the demo's, reused
     if args.num_feature_images is not None:
         options["num_feature_images"] = args.num_feature_images
@@ -51,7 +58,8 @@ def main() -> None:
     for share in args.shares:
         n = options["num_feature_images"]
         codes = options["num_codes"]
-        out = args.out / f"share{share:g}-steps{options['finetune_steps']}-fit{n}-k{codes}"
+        encoder = f"-encoder-c{args.commitment_weight:g}" if args.finetune_encoder else ""
+        out = args.out / f"share{share:g}-steps{options['finetune_steps']}-fit{n}-k{codes}{encoder}"
         argv = script_argv("stage2", options, args.run)
         argv += ["--output_dir", str(out), "--finetune_continuous_share", str(share),
                  "--features_dir", str(features)]  # fmt: skip
@@ -63,6 +71,8 @@ def main() -> None:
             "finetune_steps": options["finetune_steps"],
             "num_feature_images": n,
             "num_codes": codes,
+            "finetune_encoder": args.finetune_encoder,
+            "commitment_weight": args.commitment_weight,
             "num_val_images": parsed.num_val_images,
             "seconds": round(time.perf_counter() - start, 1),
             "before": {k: summary["before"][k] for k in ("continuous_psnr", "quantized_psnr")},

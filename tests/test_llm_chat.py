@@ -259,6 +259,49 @@ def test_image_token_loss_weight_weighs_the_span_tokens_in_both_passes(chat):
         SVQChatConfig(vocabulary=vocab.to_dict(), image_token_loss_weight=-1.0)
 
 
+def test_image_suffix_loss_weight_weighs_the_codes_after_the_prefix(chat):
+    """image_suffix_loss_weight s: the codes at span places >= image_prefix_tokens weigh s
+    times the image weight, by hand from the full logits with the places counted from each
+    <boi>; both passes agree."""
+    items = [chat.encode(m) for m in (conversation(5), conversation(6, user_image=False))]
+    batch = collate(items, chat.tokenizer.pad_token_id)
+    vocab = chat.vocab
+    places = torch.full_like(batch.input_ids, -1)
+    for row, tokens in enumerate(batch.input_ids.tolist()):
+        place = None
+        for t, token in enumerate(tokens):
+            place = 0 if token == vocab.boi_id else place
+            if vocab.is_code(torch.tensor(token)):
+                places[row, t], place = place, place + 1
+    assert torch.equal(vocab.code_positions(batch.input_ids), places)
+    assert places.max() == vocab.num_positions - 1 and (places == 0).sum() >= 2
+    targets = batch.labels[:, 1:]
+    labelled = targets != IGNORE_INDEX
+    span = vocab.is_code(targets) | (targets == vocab.boi_id) | (targets == vocab.eoi_id)
+    with torch.no_grad():
+        plain = chat(batch)
+        ce = torch.nn.functional.cross_entropy(
+            plain.logits[:, :-1].float().transpose(1, 2), targets, reduction="none",
+            ignore_index=IGNORE_INDEX,
+        )  # fmt: skip
+        try:
+            chat.config.image_prefix_tokens = 2
+            for w, s in ((1.0, 0.25), (0.5, 0.0)):
+                chat.config.image_token_loss_weight, chat.config.image_suffix_loss_weight = w, s
+                weights = torch.where(span, w, 1.0)
+                weights = torch.where(places[:, 1:] >= 2, weights * s, weights)[labelled]
+                expected = (weights * ce[labelled]).sum() / weights.sum()
+                for full in (True, False):
+                    got = chat(batch, full_logits=full).lm_loss
+                    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+                assert not torch.isclose(expected, plain.lm_loss)
+        finally:
+            chat.config.image_prefix_tokens = 6
+            chat.config.image_token_loss_weight = chat.config.image_suffix_loss_weight = 1.0
+    with pytest.raises(ValueError, match="image_suffix_loss_weight"):
+        SVQChatConfig(vocabulary=vocab.to_dict(), image_suffix_loss_weight=-1.0)
+
+
 def test_constrained_lm_loss_is_the_loss_over_what_generation_allows(chat):
     """constrained_lm_loss: each labelled token's cross-entropy over the tokens the span
     processor allows after its context (a code against its position's block, <eoi> alone,

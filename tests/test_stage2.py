@@ -240,8 +240,9 @@ def test_finetune_decodes_a_share_of_the_batch_from_continuous_features(tmp_path
     model.attach_codebook(Codebook.fit(features.reshape(-1, 16), 3, seed=0))
     codes = model.codebook(features).quantized
     with torch.no_grad():
-        off = stage2.QuantizedAutoencoder(model, False)(x)  # codes only, as before the option
-        half = stage2.QuantizedAutoencoder(model, False, continuous_share=0.5)(x)
+        off, commitment = stage2.QuantizedAutoencoder(model, False)(x)  # codes only, as before
+        half, _ = stage2.QuantizedAutoencoder(model, False, continuous_share=0.5)(x)
+        torch.testing.assert_close(commitment, (features - codes).pow(2).mean())
         assert torch.equal(off, model.decode(codes))
         assert torch.equal(half, model.decode(torch.cat([features[:2], codes[2:]])))
         assert not torch.allclose(half[:2], off[:2])
@@ -251,6 +252,32 @@ def test_finetune_decodes_a_share_of_the_batch_from_continuous_features(tmp_path
                   "--finetune_continuous_share", "0.5", "--validation_data", "none",
                   "--num_codes", "4")  # fmt: skip
     assert summary["finetune"]["continuous_share"] == 0.5
+
+
+def test_commitment_pulls_the_encoder_toward_its_codes(tmp_path, stage1_model):
+    model = StyledVAEVQ.from_pretrained(stage1_model).eval()
+    x = images(4)
+    model.attach_codebook(Codebook.fit(model.encode(x).reshape(-1, 16), 3, seed=0))
+    model.requires_grad_(False)
+    model.encoder.requires_grad_(True)
+    _, commitment = stage2.QuantizedAutoencoder(model, True)(x)
+    commitment.backward()  # the codes are constants: only the encoder gets a gradient
+    grads = [p.grad for p in model.encoder.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+    with pytest.raises(ValueError, match="needs --finetune_encoder true"):
+        options(tmp_path, stage1_model, "--commitment_weight", "0.25")
+    with pytest.raises(ValueError, match="commitment_weight must be >= 0"):
+        options(tmp_path, stage1_model, "--commitment_weight", "-1")
+    flags = ("--finetune_steps", "2", "--finetune_encoder", "true", "--validation_data", "none",
+             "--num_codes", "4", "--learning_rate", "0.05", "--warmup_steps", "0")  # fmt: skip
+    plain = run(tmp_path / "plain", stage1_model, *flags)
+    pulled = run(tmp_path / "pulled", stage1_model, *flags, "--commitment_weight", "10")
+    assert pulled["finetune"]["commitment_weight"] == 10
+    logged = pulled["finetune"]["train"]
+    assert "finetune/commitment" not in plain["finetune"]["train"]
+    assert logged["finetune/commitment"] > 0  # the loss: MSE (the config's only pixel term)
+    expected = logged["finetune/mse"] + 10 * logged["finetune/commitment"]
+    assert logged["finetune/loss"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_two_cpu_processes_with_torchrun(tmp_path, stage1_model):

@@ -79,6 +79,10 @@ class SVQChatConfig(ConfigBase):
     # against its position's codes, text against text: `span_cross_entropy`); False: over the
     # whole vocabulary
     constrained_lm_loss: bool = False
+    # the codes at span positions >= image_prefix_tokens weigh image_suffix_loss_weight times
+    # the image-span weight (ordered ids say the scene first); 1: every code alike
+    image_prefix_tokens: int = 6
+    image_suffix_loss_weight: float = 1.0
     image_tokenizer: str = "svq"  # what the LLM writes: svq ids, or spatial ids (baseline)
 
     def __post_init__(self) -> None:
@@ -93,7 +97,11 @@ class SVQChatConfig(ConfigBase):
             self.image_decoder in IMAGE_DECODERS,
             f"image_decoder {self.image_decoder!r} is not one of {IMAGE_DECODERS}",
         )
-        for name in ("lm_loss_weight", "vq_loss_weight", "image_token_loss_weight"):
+        need(self.image_prefix_tokens >= 0, "image_prefix_tokens must be >= 0")
+        for name in (
+            "lm_loss_weight", "vq_loss_weight", "image_token_loss_weight",
+            "image_suffix_loss_weight",
+        ):  # fmt: skip
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(
             self.image_tokenizer in IMAGE_TOKENIZERS,
@@ -334,23 +342,33 @@ class SVQChat(nn.Module):
         image_embeds = self.projector(batch.image_features)  # (M, N, D)
         return inject_image_embeds(embeds, batch.input_ids, image_embeds, self.vocab.image_id)
 
-    def lm_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def lm_loss(
+        self, logits: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """() next-token cross-entropy of `logits` (M, V) against `targets` (M,), the labelled
         tokens: their mean, or with the config's image_token_loss_weight w != 1 the weighted
-        mean sum(w_i * ce_i) / sum(w_i), image-span tokens weighing w and text tokens 1; with
-        its constrained_lm_loss each ce_i over the tokens allowed there (`span_cross_entropy`)."""
-        w = self.config.image_token_loss_weight
-        if self.config.constrained_lm_loss:
+        mean sum(w_i * ce_i) / sum(w_i), image-span tokens weighing w and text tokens 1, codes
+        at `positions` (M,) >= its image_prefix_tokens w * image_suffix_loss_weight; with its
+        constrained_lm_loss each ce_i over the tokens allowed there (`span_cross_entropy`)."""
+        c = self.config
+        w = c.image_token_loss_weight
+        plain = w == 1.0 and c.image_suffix_loss_weight == 1.0
+        if c.constrained_lm_loss:
             ce = span_cross_entropy(logits, targets, self.vocab)  # (M,)
-            if w == 1.0:
+            if plain:
                 return ce.mean()
-        elif w == 1.0:
+        elif plain:
             return F.cross_entropy(logits.float(), targets)
         else:
             ce = F.cross_entropy(logits.float(), targets, reduction="none")  # (M,)
         span = self.vocab.is_code(targets) | (targets == self.vocab.boi_id)
         span |= targets == self.vocab.eoi_id
         weights = torch.where(span, w, 1.0).to(ce.dtype)
+        if c.image_suffix_loss_weight != 1.0:
+            if positions is None:
+                raise ValueError("image_suffix_loss_weight needs the codes' span positions")
+            suffix = positions >= c.image_prefix_tokens
+            weights = torch.where(suffix, weights * c.image_suffix_loss_weight, weights)
         return (weights * ce).sum() / weights.sum().clamp_min(1e-12)
 
     def forward(
@@ -370,9 +388,12 @@ class SVQChat(nn.Module):
         """
         use_vq = self.vq_head is not None and batch.vq_targets is not None
         # HF's own loss is the plain mean over the whole vocabulary; anything else is ours
-        weighted = self.config.image_token_loss_weight != 1.0 or self.config.constrained_lm_loss
+        c = self.config
+        weighted = c.image_token_loss_weight != 1.0 or c.constrained_lm_loss
+        weighted |= c.image_suffix_loss_weight != 1.0
         targets = batch.labels[:, 1:]  # (B, T-1): position t predicts token t+1
         labelled = targets != -100
+        positions = self.vocab.code_positions(batch.input_ids)[:, 1:][labelled]  # (M,)
         if full_logits:
             out = self.llm(
                 inputs_embeds=self.embed(batch),
@@ -382,7 +403,9 @@ class SVQChat(nn.Module):
             )
             logits = out.logits
             lm_loss = (
-                self.lm_loss(logits[:, :-1][labelled], targets[labelled]) if weighted else out.loss
+                self.lm_loss(logits[:, :-1][labelled], targets[labelled], positions)
+                if weighted
+                else out.loss
             )
         else:  # HF convention: hidden_states[-1] is the final (normed) hidden state
             out = self.llm(
@@ -393,7 +416,7 @@ class SVQChat(nn.Module):
             )
             hidden = out.hidden_states[-1][:, :-1][labelled]  # (M, D)
             head_logits = self.llm.get_output_embeddings()(hidden)  # (M, V)
-            lm_loss, logits = self.lm_loss(head_logits, targets[labelled]), None
+            lm_loss, logits = self.lm_loss(head_logits, targets[labelled], positions), None
         vq_loss = None
         if use_vq:
             keep = (batch.vq_targets != -100).any(1)  # images with targets

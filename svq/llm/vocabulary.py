@@ -110,6 +110,14 @@ class ImageVocabulary(ConfigBase):
         tokens = torch.as_tensor(tokens)
         return (tokens >= self.code_offset) & (tokens < self.code_offset + self.num_code_tokens)
 
+    def code_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: (B, T) -> (B, T) long: each code token's place in its image span (0 for the
+        first code after `<boi>`), -1 for every other token."""
+        is_code = self.is_code(tokens)
+        count = is_code.long().cumsum(1)  # codes up to and including each token
+        start = torch.where(tokens == self.boi_id, count, 0).cummax(1).values  # at the last <boi>
+        return torch.where(is_code, count - start - 1, -1)
+
     def span(self, ids: torch.Tensor) -> list[int]:
         """ids: (N,) code ids -> the token ids `<boi>`, N code tokens, `<eoi>` of one image."""
         return [self.boi_id, *self.codes_to_tokens(ids).tolist(), self.eoi_id]

@@ -172,6 +172,10 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
     # each token's cross-entropy over the tokens generation allows there: a code against its
     # position's codes, text against text (the image rows never pushed down by text labels)
     constrained_lm_loss: bool = False
+    # the codes after each picture's first image_prefix_tokens weigh image_suffix_loss_weight
+    # times the image weight: the loss leans on the ids that say the scene (1: off)
+    image_prefix_tokens: int = 6
+    image_suffix_loss_weight: float = 1.0
     per_device_train_batch_size: int = 8
     learning_rate: float = 1e-3
 
@@ -196,8 +200,10 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
         if self.image_tokenizer == "spatial" and self.spatial_vq_path is None:
             raise ValueError("image_tokenizer 'spatial' needs spatial_vq_path")
         common.check_training_options(self)
-        if min(self.lm_loss_weight, self.vq_loss_weight, self.image_token_loss_weight) < 0:
-            raise ValueError("loss weights must be >= 0")
+        weights = (self.lm_loss_weight, self.vq_loss_weight, self.image_token_loss_weight,
+                   self.image_suffix_loss_weight)  # fmt: skip
+        if min(weights) < 0 or self.image_prefix_tokens < 0:
+            raise ValueError("loss weights and image_prefix_tokens must be >= 0")
         if self.pretrain_steps < 0 or self.pretrain_batch_size < 1:
             raise ValueError("pretrain_steps must be >= 0 and pretrain_batch_size >= 1")
         if self.pretrain_lang not in ("en", "zh", "mixed"):
@@ -246,6 +252,8 @@ def build_model(o: SFTOptions) -> SVQChat:
     chat.config.lm_loss_weight, chat.config.vq_loss_weight = o.lm_loss_weight, o.vq_loss_weight
     chat.config.image_token_loss_weight = o.image_token_loss_weight
     chat.config.constrained_lm_loss = o.constrained_lm_loss
+    chat.config.image_prefix_tokens = o.image_prefix_tokens
+    chat.config.image_suffix_loss_weight = o.image_suffix_loss_weight
     if o.gradient_checkpointing:
         chat.llm.gradient_checkpointing_enable()
     return chat

@@ -94,6 +94,9 @@ class Stage2Options(
         metadata={"aliases": ["--max_steps"], "help": "optimiser steps of the fine-tune; 0: off"},
     )
     finetune_encoder: bool = False  # also train the encoder (straight-through the quantiser)
+    # with finetune_encoder: weight of the encoder's pull toward its codes, the mean squared
+    # distance of each feature to its nearest code (VQ-VAE's commitment loss; 0: off)
+    commitment_weight: float = 0.0
     # the share of each fine-tune batch decoded from its continuous features instead of its
     # codes, so the decoder keeps serving both (0: codes only)
     finetune_continuous_share: float = 0.0
@@ -111,6 +114,13 @@ class Stage2Options(
         if not 0 <= self.finetune_continuous_share < 1:
             raise ValueError(
                 f"finetune_continuous_share must be in [0, 1), got {self.finetune_continuous_share}"
+            )
+        if self.commitment_weight < 0:
+            raise ValueError(f"commitment_weight must be >= 0, got {self.commitment_weight}")
+        if self.commitment_weight > 0 and not self.finetune_encoder:
+            raise ValueError(
+                "commitment_weight pulls the encoder toward its codes: it needs "
+                "--finetune_encoder true"
             )
         if self.finetune_steps < 0:
             raise ValueError(
@@ -364,7 +374,8 @@ def evaluate(
 class QuantizedAutoencoder(nn.Module):
     """The fine-tune's forward as one module (DDP syncs gradients of what runs through its
     forward): images -> decoder(nearest codes of the encoder's features), the first
-    `round(continuous_share * B)` pictures of a batch decoded from their features themselves.
+    `round(continuous_share * B)` pictures of a batch decoded from their features themselves;
+    with it also the mean squared distance of the features to their codes (the commitment).
 
     The encoder stays in eval mode even when it trains: the codebook was fitted on its
     noiseless features, and the quantiser is the bottleneck now."""
@@ -380,15 +391,17 @@ class QuantizedAutoencoder(nn.Module):
         self.model.encoder.eval()
         return self
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images: (B, 3, H, W) in [-1, 1] -> reconstructions (B, 3, H, W)."""
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images: (B, 3, H, W) in [-1, 1] -> reconstructions (B, 3, H, W) and the commitment,
+        an fp32 scalar (no gradient unless the encoder trains)."""
         with torch.set_grad_enabled(self.train_encoder and torch.is_grad_enabled()):
             features = self.model.encode(images)  # (B, N, E)
         quantized = self.model.codebook(features).quantized  # straight-through, fp32 search
+        commitment = (features.float() - quantized.detach().float()).pow(2).mean()
         keep = round(self.continuous_share * len(images))  # batches are shuffled: any rows do
         if keep:
             quantized = torch.cat([features[:keep], quantized[keep:]])
-        return self.model.decode(quantized)
+        return self.model.decode(quantized), commitment
 
 
 def finetune(
@@ -417,9 +430,13 @@ def finetune(
 
     def loss(batch: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         images = batch.to(accelerator.device, non_blocking=True)
-        recon = net(images)
+        recon, commitment = net(images)
         with accelerator.autocast():
-            return reconstruction_loss(recon, images, o, lpips)
+            terms = reconstruction_loss(recon, images, o, lpips)
+        if o.commitment_weight > 0:
+            terms["commitment"] = commitment
+            terms["loss"] = terms["loss"] + o.commitment_weight * commitment
+        return terms
 
     result = train_loop(
         accelerator, o, Stage(loss=loss, prefix="finetune"),
@@ -437,6 +454,7 @@ def finetune(
         "warmup_steps": warmup,
         "encoder_trained": o.finetune_encoder,
         "continuous_share": o.finetune_continuous_share,
+        "commitment_weight": o.commitment_weight,
         "train": result.logs,
     }
 
