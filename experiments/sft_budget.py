@@ -150,6 +150,20 @@ VARIANTS: dict[str, dict[str, object]] = {
     # scene) weigh less in the LM loss: the steps spent on the ids that follow the request
     "suffix0.25": {"image_suffix_loss_weight": 0.25},
     "suffix0.1": {"image_suffix_loss_weight": 0.1},
+    # longer language pre-training (each dialogue seen once) before the same SFT: does an LLM
+    # that has learned the world's talk follow at the quick budget's 240 SFT steps?
+    "text1000-constrained": {
+        **TEXT300,
+        "pretrain_steps": 1000,
+        "pretrain_dialogues": 8000,
+        **CONSTRAINED,
+    },
+    "text2000-constrained": {
+        **TEXT300,
+        "pretrain_steps": 2000,
+        "pretrain_dialogues": 16000,
+        **CONSTRAINED,
+    },
 }
 BASES = ("sft_budget", "quick", "standard")
 
