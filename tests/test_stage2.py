@@ -260,10 +260,14 @@ def test_commitment_pulls_the_encoder_toward_its_codes(tmp_path, stage1_model):
     model.attach_codebook(Codebook.fit(model.encode(x).reshape(-1, 16), 3, seed=0))
     model.requires_grad_(False)
     model.encoder.requires_grad_(True)
-    _, commitment = stage2.QuantizedAutoencoder(model, True)(x)
-    commitment.backward()  # the codes are constants: only the encoder gets a gradient
+    net = stage2.QuantizedAutoencoder(model, True)
+    _, commitment = net(x)
+    commitment.backward()  # the codes are constants: the gradient reaches the encoder
     grads = [p.grad for p in model.encoder.parameters() if p.grad is not None]
     assert grads and any(g.abs().sum() > 0 for g in grads)
+    torch.optim.SGD(model.encoder.parameters(), lr=1e-2).step()
+    with torch.no_grad():
+        assert net(x)[1] < commitment  # one step down its gradient: the features nearer
     with pytest.raises(ValueError, match="needs --finetune_encoder true"):
         options(tmp_path, stage1_model, "--commitment_weight", "0.25")
     with pytest.raises(ValueError, match="commitment_weight must be >= 0"):
