@@ -32,6 +32,7 @@ from svq import StyledVAEVQ, SVQConfig
 from svq.data.render import render_tensor
 from svq.data.sampler import world_record
 from svq.llm.tiny import PRESETS as LLM_PRESETS
+from svq.provenance import native_cpu_bf16
 from svq.spatial_vq import SpatialVQ, SpatialVQConfig
 
 # The quick demo's spatial VQ (svq/configs/demo_quick.yaml's model_overrides).
@@ -121,7 +122,7 @@ def main() -> None:
         draw.append(time.perf_counter() - start)
     print_table(rows, ["model", "fp32_s", "bf16_s", "speedup"])
     print(f"drawing 32 pictures at 32 px: {statistics.median(draw):.4f} s")
-    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    native = native_cpu_bf16()
     path = write_results(
         "cpu_bf16",
         {

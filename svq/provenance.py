@@ -39,6 +39,14 @@ def command_line() -> str:
     return shlex.join(["python", *sys.argv])
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX / AVX512-BF16); elsewhere autocast
+    emulates it, 9-20x slower than fp32 (benchmarks/cpu_bf16.py)."""
+    import torch
+
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def machine() -> dict[str, Any]:
     """What the run was measured on (the load average too: these machines are shared)."""
     import torch
@@ -50,10 +58,8 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        # bf16 computed by the CPU itself (AMX / AVX512-BF16): `bf16: true` stages run in it,
-        # elsewhere in fp32 (svq.train.common.make_accelerator)
-        # (the check of svq.train.common.native_cpu_bf16, which this lower layer cannot import)
-        "native_cpu_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        # `bf16: true` stages run in bf16 here, elsewhere in fp32 (common.make_accelerator)
+        "native_cpu_bf16": native_cpu_bf16(),
     }
     if hasattr(os, "getloadavg"):
         info["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]

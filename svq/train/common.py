@@ -32,6 +32,7 @@ from transformers import HfArgumentParser, get_scheduler
 
 from svq.configs import config_path
 from svq.errors import INPUT_ERRORS, report
+from svq.provenance import native_cpu_bf16
 
 T = TypeVar("T")
 CHECKPOINTS = "checkpoints"  # resumable states live in OUTPUT_DIR/checkpoints/step-NNNNNNNN
@@ -135,12 +136,6 @@ def check_training_options(o: Any, positive: Sequence[str] = ()) -> None:
         raise ValueError(f"max_steps must be > 0, or -1 for num_train_epochs; got {max_steps}")
     if o.bf16 and o.fp16:
         raise ValueError("choose one of bf16 and fp16")
-
-
-def native_cpu_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AMX / AVX512-BF16); elsewhere autocast
-    emulates it, 9-20x slower than fp32 (benchmarks/cpu_bf16.py)."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def make_accelerator(o: Any, **kwargs: Any) -> Accelerator:
