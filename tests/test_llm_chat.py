@@ -223,23 +223,31 @@ def test_labelled_positions_only_gives_the_same_loss_and_gradients(chat):
         torch.testing.assert_close(part_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def plain_loss_per_token(chat):
+    """Two chats (one with a user photo) as a batch, the model's plain output on it, and each
+    next-token cross-entropy (B, T-1) by hand from its full logits (0 where unlabelled)."""
+    items = [chat.encode(m) for m in (conversation(5), conversation(6, user_image=False))]
+    batch = collate(items, chat.tokenizer.pad_token_id)
+    with torch.no_grad():
+        plain = chat(batch)
+        ce = torch.nn.functional.cross_entropy(
+            plain.logits[:, :-1].float().transpose(1, 2), batch.labels[:, 1:],
+            reduction="none", ignore_index=IGNORE_INDEX,
+        )  # fmt: skip
+    return batch, plain, ce
+
+
 def test_image_token_loss_weight_weighs_the_span_tokens_in_both_passes(chat):
     """image_token_loss_weight w: the LM loss is sum(w_i * ce_i) / sum(w_i) with image-span
     tokens (<boi>, codes, <eoi>) at w and text at 1, by hand from the full logits; both passes
     agree; w = 1 is the plain mean; w = 0 leaves the text tokens alone."""
-    items = [chat.encode(m) for m in (conversation(5), conversation(6, user_image=False))]
-    batch = collate(items, chat.tokenizer.pad_token_id)
+    batch, plain, ce = plain_loss_per_token(chat)
+    vocab = chat.vocab
     targets = batch.labels[:, 1:]
     labelled = targets != IGNORE_INDEX
-    vocab = chat.vocab
     span = vocab.is_code(targets) | (targets == vocab.boi_id) | (targets == vocab.eoi_id)
     assert (span & labelled).any() and (~span & labelled).any()  # both kinds are labelled
     with torch.no_grad():
-        plain = chat(batch)
-        ce = torch.nn.functional.cross_entropy(
-            plain.logits[:, :-1].float().transpose(1, 2), targets, reduction="none",
-            ignore_index=IGNORE_INDEX,
-        )  # fmt: skip
         try:
             for w in (0.0, 0.25, 3.0):
                 chat.config.image_token_loss_weight = w
@@ -263,8 +271,7 @@ def test_image_suffix_loss_weight_weighs_the_codes_after_the_prefix(chat):
     """image_suffix_loss_weight s: the codes at span places >= image_prefix_tokens weigh s
     times the image weight, by hand from the full logits with the places counted from each
     <boi>; both passes agree."""
-    items = [chat.encode(m) for m in (conversation(5), conversation(6, user_image=False))]
-    batch = collate(items, chat.tokenizer.pad_token_id)
+    batch, plain, ce = plain_loss_per_token(chat)
     vocab = chat.vocab
     places = torch.full_like(batch.input_ids, -1)
     for row, tokens in enumerate(batch.input_ids.tolist()):
@@ -279,11 +286,6 @@ def test_image_suffix_loss_weight_weighs_the_codes_after_the_prefix(chat):
     labelled = targets != IGNORE_INDEX
     span = vocab.is_code(targets) | (targets == vocab.boi_id) | (targets == vocab.eoi_id)
     with torch.no_grad():
-        plain = chat(batch)
-        ce = torch.nn.functional.cross_entropy(
-            plain.logits[:, :-1].float().transpose(1, 2), targets, reduction="none",
-            ignore_index=IGNORE_INDEX,
-        )  # fmt: skip
         try:
             chat.config.image_prefix_tokens = 2
             for w, s in ((1.0, 0.25), (0.5, 0.0)):

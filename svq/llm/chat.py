@@ -389,11 +389,13 @@ class SVQChat(nn.Module):
         use_vq = self.vq_head is not None and batch.vq_targets is not None
         # HF's own loss is the plain mean over the whole vocabulary; anything else is ours
         c = self.config
-        weighted = c.image_token_loss_weight != 1.0 or c.constrained_lm_loss
-        weighted |= c.image_suffix_loss_weight != 1.0
+        by_place = c.image_suffix_loss_weight != 1.0
+        weighted = c.image_token_loss_weight != 1.0 or c.constrained_lm_loss or by_place
         targets = batch.labels[:, 1:]  # (B, T-1): position t predicts token t+1
         labelled = targets != -100
-        positions = self.vocab.code_positions(batch.input_ids)[:, 1:][labelled]  # (M,)
+        positions = None  # (M,) each label's place in its image span, when the loss needs it
+        if by_place:
+            positions = self.vocab.code_positions(batch.input_ids)[:, 1:][labelled]
         if full_logits:
             out = self.llm(
                 inputs_embeds=self.embed(batch),
