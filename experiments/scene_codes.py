@@ -54,8 +54,8 @@ def majority_read(x: torch.Tensor, y: torch.Tensor, nx: int, ny: int) -> float:
 def naive_bayes_read(ids: torch.Tensor, y: torch.Tensor, k: int, ny: int) -> float:
     """Accuracy on the second half of y from the first k ids together (naive Bayes)."""
     half, codes = len(y) // 2, int(ids.max()) + 1
-    score = torch.log(torch.bincount(y[:half], minlength=ny).double() + 1).expand(len(y) - half, ny)
-    score = score.clone()
+    prior = torch.bincount(y[:half], minlength=ny).double() + 1
+    score = prior.log().repeat(len(y) - half, 1)  # (n - half, ny)
     for p in range(k):
         joint = torch.bincount(ids[:half, p] * ny + y[:half], minlength=codes * ny)
         joint = joint.reshape(codes, ny).double() + 1  # add-one
