@@ -150,6 +150,11 @@ VARIANTS: dict[str, dict[str, object]] = {
     # scene) weigh less in the LM loss: the steps spent on the ids that follow the request
     "suffix0.25": {"image_suffix_loss_weight": 0.25},
     "suffix0.1": {"image_suffix_loss_weight": 0.1},
+    # each code's label spread over its codebook neighbours (`code_target_temperature`): a
+    # short SFT teaches each region of feature space, not each code alone; painted from the
+    # ids as `svq-novq`
+    "soft0.5-novq": {"image_decoder": "svq", "vq_loss_weight": 0.0, "code_target_temperature": 0.5},
+    "soft1-novq": {"image_decoder": "svq", "vq_loss_weight": 0.0, "code_target_temperature": 1.0},
     # longer language pre-training (each dialogue seen once) before the same SFT: does an LLM
     # that has learned the world's talk follow at the quick budget's 240 SFT steps?
     "text1000-constrained": {

@@ -50,6 +50,7 @@ from .logits import (
 )
 from .lora import BaseWeights, LoraOptions, apply_lora, load_adapter, save_adapter
 from .projector import ImageProjector, ProjectorConfig, inject_image_embeds
+from .soft_targets import neighbour_targets, soft_code_cross_entropy
 from .vocabulary import ImageVocabulary
 from .vq_head import VQHead, VQHeadConfig
 
@@ -83,6 +84,9 @@ class SVQChatConfig(ConfigBase):
     # the image-span weight (ordered ids say the scene first); 1: every code alike
     image_prefix_tokens: int = 6
     image_suffix_loss_weight: float = 1.0
+    # > 0: a code's label spread over its codebook neighbours at this temperature
+    # (svq.llm.soft_targets; svq route only); 0: one-hot
+    code_target_temperature: float = 0.0
     image_tokenizer: str = "svq"  # what the LLM writes: svq ids, or spatial ids (baseline)
 
     def __post_init__(self) -> None:
@@ -100,9 +104,13 @@ class SVQChatConfig(ConfigBase):
         need(self.image_prefix_tokens >= 0, "image_prefix_tokens must be >= 0")
         for name in (
             "lm_loss_weight", "vq_loss_weight", "image_token_loss_weight",
-            "image_suffix_loss_weight",
+            "image_suffix_loss_weight", "code_target_temperature",
         ):  # fmt: skip
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        need(
+            self.code_target_temperature == 0 or self.image_tokenizer == "svq",
+            "code_target_temperature spreads svq codes over their codebook: the svq route's",
+        )
         need(
             self.image_tokenizer in IMAGE_TOKENIZERS,
             f"image_tokenizer {self.image_tokenizer!r} is not one of {IMAGE_TOKENIZERS}",
@@ -156,6 +164,7 @@ class SVQChat(nn.Module):
         self.vq_head = vq_head
         self.spatial = spatial.requires_grad_(False).eval() if spatial is not None else None
         self._base: BaseWeights | None = None  # LoRA mode: the un-adapted weights
+        self._code_targets: tuple[float, torch.Tensor] | None = None  # (T, its soft targets)
 
     # --- construction
     @classmethod
@@ -349,18 +358,27 @@ class SVQChat(nn.Module):
         tokens: their mean, or with the config's image_token_loss_weight w != 1 the weighted
         mean sum(w_i * ce_i) / sum(w_i), image-span tokens weighing w and text tokens 1, codes
         at `positions` (M,) >= its image_prefix_tokens w * image_suffix_loss_weight; with its
-        constrained_lm_loss each ce_i over the tokens allowed there (`span_cross_entropy`)."""
+        constrained_lm_loss each ce_i over the tokens allowed there (`span_cross_entropy`);
+        with its code_target_temperature > 0 a code's ce_i against soft targets
+        (`svq.llm.soft_targets`)."""
         c = self.config
         w = c.image_token_loss_weight
+        soft = c.code_target_temperature > 0
         plain = w == 1.0 and c.image_suffix_loss_weight == 1.0
         if c.constrained_lm_loss:
             ce = span_cross_entropy(logits, targets, self.vocab)  # (M,)
-            if plain:
-                return ce.mean()
-        elif plain:
+        elif plain and not soft:
             return F.cross_entropy(logits.float(), targets)
         else:
             ce = F.cross_entropy(logits.float(), targets, reduction="none")  # (M,)
+        if soft:
+            code = self.vocab.is_code(targets)
+            ce = ce.masked_scatter(code, soft_code_cross_entropy(
+                logits[code], targets[code], self.vocab, self.code_targets(),
+                c.constrained_lm_loss,
+            ))  # fmt: skip
+        if plain:
+            return ce.mean()
         span = self.vocab.is_code(targets) | (targets == self.vocab.boi_id)
         span |= targets == self.vocab.eoi_id
         weights = torch.where(span, w, 1.0).to(ce.dtype)
@@ -370,6 +388,15 @@ class SVQChat(nn.Module):
             suffix = positions >= c.image_prefix_tokens
             weights = torch.where(suffix, weights * c.image_suffix_loss_weight, weights)
         return (weights * ce).sum() / weights.sum().clamp_min(1e-12)
+
+    def code_targets(self) -> torch.Tensor:
+        """The soft targets of the config's code_target_temperature over the svq codebook:
+        (N, K, K) per position, (1, K, K) shared (`neighbour_targets`), made once per
+        temperature."""
+        t = self.config.code_target_temperature
+        if self._code_targets is None or self._code_targets[0] != t:
+            self._code_targets = (t, neighbour_targets(self.svq.codebook.codes, t))
+        return self._code_targets[1]
 
     def forward(
         self,
@@ -391,6 +418,7 @@ class SVQChat(nn.Module):
         c = self.config
         by_place = c.image_suffix_loss_weight != 1.0
         weighted = c.image_token_loss_weight != 1.0 or c.constrained_lm_loss or by_place
+        weighted |= c.code_target_temperature > 0
         targets = batch.labels[:, 1:]  # (B, T-1): position t predicts token t+1
         labelled = targets != -100
         positions = None  # (M,) each label's place in its image span, when the loss needs it

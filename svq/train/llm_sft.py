@@ -176,6 +176,9 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
     # times the image weight: the loss leans on the ids that say the scene (1: off)
     image_prefix_tokens: int = 6
     image_suffix_loss_weight: float = 1.0
+    # > 0: each code's label spread over its codebook neighbours at this temperature (1: a
+    # code at the median nearest-code distance weighs e^-1 of its own; svq.llm.soft_targets)
+    code_target_temperature: float = 0.0
     per_device_train_batch_size: int = 8
     learning_rate: float = 1e-3
 
@@ -204,6 +207,12 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
                    self.image_suffix_loss_weight)  # fmt: skip
         if min(weights) < 0 or self.image_prefix_tokens < 0:
             raise ValueError("loss weights and image_prefix_tokens must be >= 0")
+        if self.code_target_temperature < 0:
+            raise ValueError(
+                f"code_target_temperature must be >= 0, got {self.code_target_temperature}"
+            )
+        if self.code_target_temperature > 0 and self.image_tokenizer == "spatial":
+            raise ValueError("code_target_temperature is the svq route's (its codebook's codes)")
         if self.pretrain_steps < 0 or self.pretrain_batch_size < 1:
             raise ValueError("pretrain_steps must be >= 0 and pretrain_batch_size >= 1")
         if self.pretrain_lang not in ("en", "zh", "mixed"):
@@ -254,6 +263,7 @@ def build_model(o: SFTOptions) -> SVQChat:
     chat.config.constrained_lm_loss = o.constrained_lm_loss
     chat.config.image_prefix_tokens = o.image_prefix_tokens
     chat.config.image_suffix_loss_weight = o.image_suffix_loss_weight
+    chat.config.code_target_temperature = o.code_target_temperature
     if o.gradient_checkpointing:
         chat.llm.gradient_checkpointing_enable()
     return chat
