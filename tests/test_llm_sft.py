@@ -238,19 +238,25 @@ def test_two_steps_write_a_loadable_model_and_records(tmp_path, parts):
     # a second run in a new folder reads the same cache; its loss weights reach the model
     run(tmp_path / "again", parts, "--cache_dir", str(out / "image_cache"), "--max_steps", "1",
         "--num_val_dialogues", "0", "--image_token_loss_weight", "0.25",
-        "--image_decoder", "svq")  # fmt: skip
+        "--image_decoder", "svq", "--code_target_temperature", "0.5")  # fmt: skip
     again = yaml.safe_load((tmp_path / "again" / "options.yaml").read_text())["resolved"]
     assert again["cache_reused"] is True
     loaded = SVQChat.from_pretrained(tmp_path / "again" / "model")
     saved = loaded.config
     assert saved.image_token_loss_weight == 0.25 and chat.config.image_token_loss_weight == 1.0
     assert saved.image_decoder == "svq" and loaded.vq_head is not None  # the head still trains
+    assert saved.code_target_temperature == 0.5 and chat.config.code_target_temperature == 0
     with pytest.raises(ValueError, match="image_decoder must be"):
         options(tmp_path / "bad", parts, "--image_decoder", "spatial")
     with pytest.raises(ValueError, match="the spatial baseline paints"):
         options(tmp_path / "bad", parts, "--image_decoder", "svq", "--image_tokenizer", "spatial")
     with pytest.raises(ValueError, match="loss weights"):
         options(tmp_path / "bad", parts, "--image_token_loss_weight", "-1")
+    with pytest.raises(ValueError, match="code_target_temperature must be >= 0"):
+        options(tmp_path / "bad", parts, "--code_target_temperature", "-1")
+    with pytest.raises(ValueError, match="code_target_temperature is the svq route's"):
+        options(tmp_path / "bad", parts, "--code_target_temperature", "1",
+                "--image_tokenizer", "spatial")  # fmt: skip
     with pytest.raises(ValueError, match="opening_season must be one of"):
         options(tmp_path / "bad", parts, "--opening_season", "spring")
 
