@@ -41,6 +41,7 @@ TEXT300 = {
 CONSTRAINED = {"constrained_lm_loss": True}
 DRAWN8 = {"describe_per_step": 8, "describe_drawn_turns": True}
 ASKED = {"asked_first": True, "when_first": True, "projector": {"reads": "all"}}
+SOFT = {"image_decoder": "svq", "vq_loss_weight": 0.0, "code_target_temperature": 0.5}
 VARIANTS: dict[str, dict[str, object]] = {
     "base": {},
     "lr3e-3": {"learning_rate": 3e-3},
@@ -153,8 +154,12 @@ VARIANTS: dict[str, dict[str, object]] = {
     # each code's label spread over its codebook neighbours (`code_target_temperature`): a
     # short SFT teaches each region of feature space, not each code alone; painted from the
     # ids as `svq-novq`
-    "soft0.5-novq": {"image_decoder": "svq", "vq_loss_weight": 0.0, "code_target_temperature": 0.5},
+    "soft0.5-novq": SOFT,
     "soft1-novq": {"image_decoder": "svq", "vq_loss_weight": 0.0, "code_target_temperature": 1.0},
+    "svq-novq-seed1": {"image_decoder": "svq", "vq_loss_weight": 0.0, "seed": 1},
+    "soft0.5-novq-seed1": {**SOFT, "seed": 1},
+    "svq-novq-seed2": {"image_decoder": "svq", "vq_loss_weight": 0.0, "seed": 2},
+    "soft0.5-novq-seed2": {**SOFT, "seed": 2},
     # longer language pre-training (each dialogue seen once) before the same SFT: does an LLM
     # that has learned the world's talk follow at the quick budget's 240 SFT steps?
     "text1000-constrained": {
