@@ -160,6 +160,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "soft0.5-novq-seed1": {**SOFT, "seed": 1},
     "svq-novq-seed2": {"image_decoder": "svq", "vq_loss_weight": 0.0, "seed": 2},
     "soft0.5-novq-seed2": {**SOFT, "seed": 2},
+    "svq-novq-steps800": {"image_decoder": "svq", "vq_loss_weight": 0.0, "max_steps": 800},
+    "soft0.5-novq-steps800": {**SOFT, "max_steps": 800},
     # longer language pre-training (each dialogue seen once) before the same SFT: does an LLM
     # that has learned the world's talk follow at the quick budget's 240 SFT steps?
     "text1000-constrained": {
