@@ -35,6 +35,13 @@ SETTINGS: dict[str, dict[str, float | int] | None] = {
     "t1.0": {"image_temperature": 1.0},
     "t1.0-top_k20": {"image_temperature": 1.0, "image_top_k": 20},
     "t1.0-top_p0.9": {"image_temperature": 1.0, "image_top_p": 0.9},
+    # classifier-free guidance of the codes (`ImageGuidance`; the model must have learned bare
+    # pictures), greedy and sampled
+    "g1.5": {"image_guidance": 1.5},
+    "g2": {"image_guidance": 2.0},
+    "g3": {"image_guidance": 3.0},
+    "g5": {"image_guidance": 5.0},
+    "g3-t1.0": {"image_guidance": 3.0, "image_temperature": 1.0},
 }
 
 

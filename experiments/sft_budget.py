@@ -41,7 +41,9 @@ TEXT300 = {
 CONSTRAINED = {"constrained_lm_loss": True}
 DRAWN8 = {"describe_per_step": 8, "describe_drawn_turns": True}
 ASKED = {"asked_first": True, "when_first": True, "projector": {"reads": "all"}}
-SOFT = {"image_decoder": "svq", "vq_loss_weight": 0.0, "code_target_temperature": 0.5}
+NOVQ = {"image_decoder": "svq", "vq_loss_weight": 0.0}
+SOFT = {**NOVQ, "code_target_temperature": 0.5}
+BARE8 = {"describe_per_step": 8, "describe_captions": False, "describe_bare_pictures": True}
 VARIANTS: dict[str, dict[str, object]] = {
     "base": {},
     "lr3e-3": {"learning_rate": 3e-3},
@@ -160,6 +162,10 @@ VARIANTS: dict[str, dict[str, object]] = {
     "soft0.5-novq-seed1": {**SOFT, "seed": 1},
     "svq-novq-seed2": {"image_decoder": "svq", "vq_loss_weight": 0.0, "seed": 2},
     "soft0.5-novq-seed2": {**SOFT, "seed": 2},
+    # bare pictures (no persona, no request) as the per-step batch: the unconditional branch
+    # of classifier-free guidance (`image_guidance`, scored by experiments/chat_sampling.py)
+    "bare8-novq": {**NOVQ, **BARE8},
+    "bare8-novq-seed1": {**NOVQ, **BARE8, "seed": 1},
     "svq-novq-steps800": {"image_decoder": "svq", "vq_loss_weight": 0.0, "max_steps": 800},
     "soft0.5-novq-steps800": {**SOFT, "max_steps": 800},
     # longer language pre-training (each dialogue seen once) before the same SFT: does an LLM

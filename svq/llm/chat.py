@@ -41,6 +41,7 @@ from .conversation import (
     split_reply,
 )
 from .embeddings import extend_llm
+from .guidance import ImageGuidance, bare_prefix
 from .loading import load_llm, load_tokenizer
 from .logits import (
     ImageSpanLogitsProcessor,
@@ -87,6 +88,9 @@ class SVQChatConfig(ConfigBase):
     # > 0: a code's label spread over its codebook neighbours at this temperature
     # (svq.llm.soft_targets; svq route only); 0: one-hot
     code_target_temperature: float = 0.0
+    # classifier-free guidance of the codes `generate` writes by default (svq.llm.guidance;
+    # its unconditional branch is learned from bare pictures); 1: none
+    image_guidance: float = 1.0
     image_tokenizer: str = "svq"  # what the LLM writes: svq ids, or spatial ids (baseline)
 
     def __post_init__(self) -> None:
@@ -107,6 +111,7 @@ class SVQChatConfig(ConfigBase):
             "image_suffix_loss_weight", "code_target_temperature",
         ):  # fmt: skip
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        need(self.image_guidance > 0, f"image_guidance must be > 0, got {self.image_guidance}")
         need(
             self.code_target_temperature == 0 or self.image_tokenizer == "svq",
             "code_target_temperature spreads svq codes over their codebook: the svq route's",
@@ -505,6 +510,7 @@ class SVQChat(nn.Module):
         image_top_k: int | None = None,
         image_top_p: float | None = None,
         pinned_ids: Sequence[torch.Tensor | None] | None = None,
+        image_guidance: float | None = None,
         **generate_kwargs: Any,
     ) -> list[dict[str, Any]]:
         """The assistant's next message for each conversation (one batched `generate`).
@@ -518,6 +524,8 @@ class SVQChat(nn.Module):
         pinned_ids: per conversation, None or (N,) codes that fix positions of every picture
         it writes (-1: free; `pins_from(reference_ids, positions)`), the rest written around
         them (`PinnedCodes`): e.g. the person's tokens of a reference picture keep the look.
+        image_guidance: classifier-free guidance scale of the codes (`ImageGuidance`; None: the
+        config's image_guidance; 1: none).
         """
         route = image_decoder or self.config.image_decoder
         items = [self.encode(messages, add_generation_prompt=True) for messages in conversations]
@@ -533,6 +541,10 @@ class SVQChat(nn.Module):
             if any(r.shape != free.shape for r in rows):
                 raise ValueError(f"pinned_ids: each entry is None or ({free.numel()},) codes")
             processors.append(PinnedCodes(self.vocab, torch.stack(rows)))
+        guidance = self.config.image_guidance if image_guidance is None else image_guidance
+        if guidance != 1.0:
+            prefix = bare_prefix(self.tokenizer, self.vocab)
+            processors.append(ImageGuidance(self.llm, self.vocab, prefix, guidance))
         if image_temperature is not None:
             if do_sample or generate_kwargs.keys() & {"temperature", "top_k", "top_p"}:
                 raise ValueError("image_temperature samples the pictures only: no do_sample, "

@@ -69,6 +69,7 @@ from svq.data.dialogues import OPENING_SEASONS
 from svq.eval.chat_eval import evaluate_chat
 from svq.eval.judge import load_judge
 from svq.llm import LoraOptions, SVQChat, collate
+from svq.llm.bare_pictures import bare_pictures
 from svq.llm.describe_data import described_photos, with_described_photos
 from svq.llm.drawn_turns import drawn_turns
 from svq.llm.pretrain_data import PretrainDataset, text_chats
@@ -152,6 +153,13 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
     # assistant draws a picture, cut out with the system prompt and the user's message before
     # it (svq.llm.drawn_turns): the request's words copied into the reply without the talk
     describe_drawn_turns: bool = False
+    # the per-step batch also draws from bare pictures (each assistant picture alone, no
+    # persona or request; svq.llm.bare_pictures): the unconditional branch of image_guidance
+    describe_bare_pictures: bool = False
+    describe_captions: bool = True  # False: the per-step batch holds no captions
+    # classifier-free guidance scale of the saved chat's pictures, its validation included
+    # (svq.llm.guidance; needs describe_bare_pictures); 1: none
+    image_guidance: float = 1.0
     cache_dir: str | None = None  # image cache; default OUTPUT_DIR/image_cache
     max_length: int = 1024  # longer chats are left out (counted in the log)
     dataloader_num_workers: int = 0
@@ -224,10 +232,17 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
             raise ValueError(f"describe_photos must be >= -1, got {self.describe_photos}")
         if not 0 <= self.describe_questions <= 1:
             raise ValueError(f"describe_questions must be in [0, 1], got {self.describe_questions}")
-        if self.describe_drawn_turns and not self.describe_per_step:
-            raise ValueError(
-                "describe_drawn_turns adds to the per-step batch: set describe_per_step"
-            )
+        for name in ("describe_drawn_turns", "describe_bare_pictures"):
+            if getattr(self, name) and not self.describe_per_step:
+                raise ValueError(f"{name} adds to the per-step batch: set describe_per_step")
+        sources = (self.describe_captions, self.describe_drawn_turns, self.describe_bare_pictures)
+        if self.describe_per_step and not any(sources):
+            raise ValueError("describe_per_step with no captions, drawn turns or bare pictures")
+        if self.image_guidance <= 0:
+            raise ValueError(f"image_guidance must be > 0 (1: none), got {self.image_guidance}")
+        if self.image_guidance != 1 and not self.describe_bare_pictures:
+            raise ValueError("image_guidance leans away from bare pictures the LLM has not "
+                             "learned: set describe_bare_pictures")  # fmt: skip
         if self.describe_per_step < 0 or self.describe_loss_weight < 0:
             raise ValueError("describe_per_step and describe_loss_weight must be >= 0, got "
                              f"{self.describe_per_step}, {self.describe_loss_weight}")  # fmt: skip
@@ -264,6 +279,7 @@ def build_model(o: SFTOptions) -> SVQChat:
     chat.config.image_prefix_tokens = o.image_prefix_tokens
     chat.config.image_suffix_loss_weight = o.image_suffix_loss_weight
     chat.config.code_target_temperature = o.code_target_temperature
+    chat.config.image_guidance = o.image_guidance
     if o.gradient_checkpointing:
         chat.llm.gradient_checkpointing_enable()
     return chat
@@ -421,8 +437,12 @@ def main(o: SFTOptions) -> dict:
     if o.describe_per_step:
         captioned = described_photos(data, -1, o.lang, o.seed, o.when_first,
                                      o.describe_questions)  # fmt: skip
+        pool = list(captioned.chats) if o.describe_captions else []
         if o.describe_drawn_turns:
-            captioned = replace(captioned, chats=[*captioned.chats, *drawn_turns(data).chats])
+            pool += drawn_turns(data).chats
+        if o.describe_bare_pictures:
+            pool += bare_pictures(data).chats
+        captioned = replace(captioned, chats=pool)
         captions = SFTDataset(captioned, images, chat.tokenizer, chat.vocab, o.max_length,
                               o.image_tokenizer)  # fmt: skip
         described = shuffled_loader(captions, o.describe_per_step, chat.pad_token_id, o.seed, o)
