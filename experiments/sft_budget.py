@@ -157,16 +157,17 @@ VARIANTS: dict[str, dict[str, object]] = {
     # short SFT teaches each region of feature space, not each code alone; painted from the
     # ids as `svq-novq`
     "soft0.5-novq": SOFT,
-    "soft1-novq": {"image_decoder": "svq", "vq_loss_weight": 0.0, "code_target_temperature": 1.0},
-    "svq-novq-seed1": {"image_decoder": "svq", "vq_loss_weight": 0.0, "seed": 1},
+    "soft1-novq": {**NOVQ, "code_target_temperature": 1.0},
+    "svq-novq-seed1": {**NOVQ, "seed": 1},
     "soft0.5-novq-seed1": {**SOFT, "seed": 1},
-    "svq-novq-seed2": {"image_decoder": "svq", "vq_loss_weight": 0.0, "seed": 2},
+    "svq-novq-seed2": {**NOVQ, "seed": 2},
     "soft0.5-novq-seed2": {**SOFT, "seed": 2},
     # bare pictures (no persona, no request) as the per-step batch: the unconditional branch
     # of classifier-free guidance (`image_guidance`, scored by experiments/chat_sampling.py)
     "bare8-novq": {**NOVQ, **BARE8},
     "bare8-novq-seed1": {**NOVQ, **BARE8, "seed": 1},
-    "svq-novq-steps800": {"image_decoder": "svq", "vq_loss_weight": 0.0, "max_steps": 800},
+    "bare8-novq-steps800": {**NOVQ, **BARE8, "max_steps": 800},
+    "svq-novq-steps800": {**NOVQ, "max_steps": 800},
     "soft0.5-novq-steps800": {**SOFT, "max_steps": 800},
     # longer language pre-training (each dialogue seen once) before the same SFT: does an LLM
     # that has learned the world's talk follow at the quick budget's 240 SFT steps?
