@@ -179,9 +179,13 @@ def test_chat_command_pins_the_reference_pictures_tokens(tmp_path, monkeypatch, 
     monkeypatch.setattr("svq.commands.chat.converse", lambda *a, **kw: seen.update(kw))
     model = ["chat", "--model", str(tmp_path / "chat")]
     assert main([*model, "--reference", photos[0], "--pin-tokens", "6", "12"]) == 0
+    assert "image_guidance" not in seen  # the model's own scale
     (pins,) = seen["pinned_ids"]
     ids = chat.image_ids(photos[0])
     assert torch.equal(pins[6:12], ids[6:12]) and pins[:6].eq(-1).all() and pins[12:].eq(-1).all()
+    assert main([*model, "--image-guidance", "3"]) == 0 and seen["image_guidance"] == 3.0
+    with pytest.raises(SystemExit, match="must be > 0"):
+        main([*model, "--image-guidance", "0"])
     with pytest.raises(SystemExit, match="go together"):
         main([*model, "--reference", photos[0]])
     assert main([*model, "--reference", str(tmp_path / "gone.png"), "--pin-tokens", "6", "12"]) == 2

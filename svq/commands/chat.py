@@ -8,6 +8,8 @@ their paths printed.
       [picture: chat/reply_1_0.png; view: chat/reply_1_0_view.png]
     /reset starts a new conversation, /quit (or end of input) leaves.
 
+--image-guidance S > 1 leans the pictures on the request (classifier-free guidance, for a model
+trained with bare pictures: svq.llm.guidance).
 With --reference PICTURE --pin-tokens START STOP every picture it writes keeps the reference's
 codes at positions START..STOP-1 (for a tokenizer trained with the person on those tokens, e.g.
 the standard demo's 6 12: the reference's look, in the scene the talk asks for).
@@ -106,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
         sampling = {"do_sample": True, "temperature": args.temperature}
     elif args.image_temperature > 0:
         sampling = {"image_temperature": args.image_temperature, "image_top_k": args.image_top_k}
+    if args.image_guidance is not None:
+        if args.image_guidance <= 0:
+            raise SystemExit(f"svq chat: --image-guidance must be > 0, got {args.image_guidance}")
+        sampling["image_guidance"] = args.image_guidance
     if (args.reference is None) != (args.pin_tokens is None):
         raise SystemExit("svq chat: --reference and --pin-tokens go together")
     if args.reference is not None:
@@ -138,6 +144,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "docs/RESULTS_sft.md)",
     )  # fmt: skip
     p.add_argument("--image-top-k", type=int, default=None, help="with --image-temperature")
+    p.add_argument(
+        "--image-guidance", type=float, default=None,
+        help="classifier-free guidance scale of the pictures' codes (1: none; default: the "
+        "model's); the model must have been trained with bare pictures",
+    )  # fmt: skip
     p.add_argument("--reference", help="a picture whose --pin-tokens every picture keeps")
     p.add_argument(
         "--pin-tokens", type=int, nargs=2, metavar=("START", "STOP"),
