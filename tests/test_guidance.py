@@ -11,10 +11,10 @@ import yaml
 from test_llm_sft import options, parts, run  # noqa: F401  (parts: the module's fixture)
 from test_llm_tiny import build_chat, conversation
 
-from svq.llm import IGNORE_INDEX, SVQChat, SVQChatConfig
+from svq.llm import IGNORE_INDEX, SVQChat, SVQChatConfig, collate
 from svq.llm import sft_data as sd
-from svq.llm.bare_pictures import bare_picture_chat, bare_pictures
-from svq.llm.guidance import ImageGuidance, bare_prefix
+from svq.llm.bare_pictures import BarePictureDataset, assistant_pictures, encode_bare_picture
+from svq.llm.guidance import ImageGuidance
 from svq.llm.logits import ImageSpanLogitsProcessor
 from svq.train import llm_sft
 
@@ -24,23 +24,26 @@ def chat():
     return build_chat()
 
 
-def test_bare_prefix_is_what_a_bare_picture_chat_reads_before_its_codes(chat):
+def test_a_bare_picture_is_its_span_alone(chat):
+    """<boi> + the N code tokens + <eoi>, no chat markup; the codes and <eoi> labelled; the
+    picture written (its code ids and places) with its VQ-head targets."""
     ids = torch.arange(36) % chat.vocab.num_codes
-    encoded = chat.encode(bare_picture_chat(ids))
-    prefix = bare_prefix(chat.tokenizer, chat.vocab)
-    tokens = encoded.input_ids.tolist()
-    assert tokens[: len(prefix)] == prefix and prefix[-1] == chat.vocab.boi_id
-    assert tokens[len(prefix) : len(prefix) + 36] == chat.vocab.codes_to_tokens(ids).tolist()
-    labelled = chat.tokenizer.decode(encoded.input_ids[encoded.labels != IGNORE_INDEX])
-    assert labelled == chat.vocab.span_text(ids) + "<|im_end|>\n"  # the picture alone
-    assert "helpful" not in chat.tokenizer.decode(prefix)  # no template default prompt
+    item = encode_bare_picture(ids, chat.vocab, torch.arange(16))
+    assert item.input_ids.tolist() == chat.vocab.span(ids)
+    assert item.labels[0] == IGNORE_INDEX and torch.equal(item.labels[1:], item.input_ids[1:])
+    assert torch.equal(item.input_ids[item.code_positions[0]], chat.vocab.codes_to_tokens(ids))
+    assert torch.equal(item.code_ids[0], ids) and item.vq_targets.tolist() == [list(range(16))]
+    assert item.image_features is None and item.image_positions.shape == (0, 36)
+    batch = collate([item, chat.encode(conversation(3))], chat.tokenizer.pad_token_id)
+    with torch.no_grad():
+        assert torch.isfinite(chat(batch).loss)  # trains beside a chat in one batch
 
 
 def test_guidance_by_hand(chat):
     """Rows writing a code: uncond + s * (cond - uncond) in log-probabilities, uncond the LLM
-    on the bare prefix and the span's codes so far; other rows (text, <eoi> next) untouched;
+    on <boi> and the span's codes so far, nothing before; other rows (text, <eoi> next) untouched;
     masked tokens stay masked; scale 1 changes nothing."""
-    vocab, prefix = chat.vocab, bare_prefix(chat.tokenizer, chat.vocab)
+    vocab = chat.vocab
     text = chat.tokenizer("Here I am.")["input_ids"]
     codes = vocab.codes_to_tokens(torch.tensor([3, 1, 4] + [0] * 33)).tolist()
     rows = [
@@ -54,10 +57,10 @@ def test_guidance_by_hand(chat):
     size = chat.llm.get_output_embeddings().weight.shape[0]  # the logits' width
     g = torch.Generator().manual_seed(0)
     scores = ImageSpanLogitsProcessor(vocab)(input_ids, torch.randn(4, size, generator=g))
-    guided = ImageGuidance(chat.llm, vocab, prefix, 3.0)(input_ids, scores.clone())
+    guided = ImageGuidance(chat.llm, vocab, 3.0)(input_ids, scores.clone())
     with torch.no_grad():
         for row, written in ((0, codes[:3]), (1, [])):
-            bare = torch.tensor([prefix + written])
+            bare = torch.tensor([[vocab.boi_id, *written]])
             uncond = chat.llm(input_ids=bare).logits[0, -1].float().log_softmax(-1)
             cond = scores[row].log_softmax(-1)
             expected = uncond + 3.0 * (cond - uncond)
@@ -65,11 +68,9 @@ def test_guidance_by_hand(chat):
             assert torch.equal(torch.isfinite(guided[row]), finite)
             torch.testing.assert_close(guided[row][finite], expected[finite])
     assert torch.equal(guided[2:], scores[2:])
-    assert torch.equal(ImageGuidance(chat.llm, vocab, prefix, 1.0)(input_ids, scores), scores)
+    assert torch.equal(ImageGuidance(chat.llm, vocab, 1.0)(input_ids, scores), scores)
     with pytest.raises(ValueError, match="> 0"):
-        ImageGuidance(chat.llm, vocab, prefix, 0.0)
-    with pytest.raises(ValueError, match="end in <boi>"):
-        ImageGuidance(chat.llm, vocab, prefix[:-1], 2.0)
+        ImageGuidance(chat.llm, vocab, 0.0)
 
 
 def test_generate_with_guidance(chat):
@@ -99,24 +100,28 @@ def test_generate_with_guidance(chat):
         SVQChatConfig(vocabulary=chat.vocab.to_dict(), image_guidance=0.0)
 
 
-def test_bare_pictures_one_chat_per_assistant_picture(tmp_path, parts):  # noqa: F811
+@pytest.mark.parametrize("image_tokenizer", ["svq", "spatial"])
+def test_bare_picture_dataset_one_item_per_assistant_picture(parts, image_tokenizer):  # noqa: F811
     data = sd.world_chats(0, "train", 4, "en")
-    bare = bare_pictures(data)
-    assert bare.images is data.images and bare.fingerprint == data.fingerprint
+    rows = assistant_pictures(data)
     drawn = [
-        p for c in data.chats for m in c["messages"]
+        p[sd.IMAGE_INDEX] for c in data.chats for m in c["messages"]
         if m["role"] == "assistant" and not isinstance(m["content"], str)
         for p in m["content"] if p["type"] == "image"
     ]  # fmt: skip
-    assert len(bare.chats) == len(drawn) > 4
-    for excerpt, part in zip(bare.chats, drawn, strict=True):
-        assert excerpt["messages"] == bare_picture_chat(part)
-    chat = llm_sft.build_model(options(Path("unused"), parts))
-    images = sd.encode_images(bare, chat.svq, chat.spatial, None)
-    dataset = sd.SFTDataset(bare, images, chat.tokenizer, chat.vocab)
-    assert all(item.code_ids.shape[0] == 1 for item in dataset.items)
+    assert rows == drawn and len(rows) > 4
+    flags = ["--image_tokenizer", image_tokenizer]
+    chat = llm_sft.build_model(options(Path("unused"), parts, *flags))
+    images = sd.encode_images(data, chat.svq, chat.spatial, None)
+    dataset = BarePictureDataset(data, images, chat.vocab, image_tokenizer)
+    assert len(dataset) == len(rows)
+    for item, row in zip(dataset, rows, strict=True):
+        written = images.ids[row] if image_tokenizer == "svq" else images.vq_ids[row]
+        assert item.input_ids.tolist() == chat.vocab.span(written)
     with pytest.raises(ValueError, match="no assistant picture"):
-        bare_pictures(replace(data, chats=[{"id": "x", "messages": data.chats[0]["messages"][:2]}]))
+        assistant_pictures(
+            replace(data, chats=[{"id": "x", "messages": data.chats[0]["messages"][:2]}])
+        )
 
 
 def test_sft_trains_bare_pictures_and_saves_the_guidance(tmp_path, parts):  # noqa: F811

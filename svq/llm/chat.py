@@ -41,7 +41,7 @@ from .conversation import (
     split_reply,
 )
 from .embeddings import extend_llm
-from .guidance import ImageGuidance, bare_prefix
+from .guidance import ImageGuidance
 from .loading import load_llm, load_tokenizer
 from .logits import (
     ImageSpanLogitsProcessor,
@@ -543,8 +543,7 @@ class SVQChat(nn.Module):
             processors.append(PinnedCodes(self.vocab, torch.stack(rows)))
         guidance = self.config.image_guidance if image_guidance is None else image_guidance
         if guidance != 1.0:
-            prefix = bare_prefix(self.tokenizer, self.vocab)
-            processors.append(ImageGuidance(self.llm, self.vocab, prefix, guidance))
+            processors.append(ImageGuidance(self.llm, self.vocab, guidance))
         if image_temperature is not None:
             if do_sample or generate_kwargs.keys() & {"temperature", "top_k", "top_p"}:
                 raise ValueError("image_temperature samples the pictures only: no do_sample, "

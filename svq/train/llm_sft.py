@@ -61,7 +61,7 @@ from typing import Any
 import torch
 from accelerate import DistributedDataParallelKwargs
 from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader
 from transformers import get_scheduler
 
 from svq import StyledVAEVQ
@@ -69,7 +69,7 @@ from svq.data.dialogues import OPENING_SEASONS
 from svq.eval.chat_eval import evaluate_chat
 from svq.eval.judge import load_judge
 from svq.llm import LoraOptions, SVQChat, collate
-from svq.llm.bare_pictures import bare_pictures
+from svq.llm.bare_pictures import BarePictureDataset
 from svq.llm.describe_data import described_photos, with_described_photos
 from svq.llm.drawn_turns import drawn_turns
 from svq.llm.pretrain_data import PretrainDataset, text_chats
@@ -153,8 +153,9 @@ class SFTOptions(EvalOptions, LoggingOptions, OptimizerOptions, StepOptions, Run
     # assistant draws a picture, cut out with the system prompt and the user's message before
     # it (svq.llm.drawn_turns): the request's words copied into the reply without the talk
     describe_drawn_turns: bool = False
-    # the per-step batch also draws from bare pictures (each assistant picture alone, no
-    # persona or request; svq.llm.bare_pictures): the unconditional branch of image_guidance
+    # the per-step batch also draws from bare pictures (each assistant picture alone, `<boi>`
+    # codes `<eoi>` with no chat around it; svq.llm.bare_pictures): image_guidance's
+    # unconditional branch
     describe_bare_pictures: bool = False
     describe_captions: bool = True  # False: the per-step batch holds no captions
     # classifier-free guidance scale of the saved chat's pictures, its validation included
@@ -440,12 +441,14 @@ def main(o: SFTOptions) -> dict:
         pool = list(captioned.chats) if o.describe_captions else []
         if o.describe_drawn_turns:
             pool += drawn_turns(data).chats
+        sets = []
+        if pool:
+            sets.append(SFTDataset(replace(captioned, chats=pool), images, chat.tokenizer,
+                                   chat.vocab, o.max_length, o.image_tokenizer))  # fmt: skip
         if o.describe_bare_pictures:
-            pool += bare_pictures(data).chats
-        captioned = replace(captioned, chats=pool)
-        captions = SFTDataset(captioned, images, chat.tokenizer, chat.vocab, o.max_length,
-                              o.image_tokenizer)  # fmt: skip
-        described = shuffled_loader(captions, o.describe_per_step, chat.pad_token_id, o.seed, o)
+            sets.append(BarePictureDataset(data, images, chat.vocab, o.image_tokenizer))
+        extra = sets[0] if len(sets) == 1 else ConcatDataset(sets)
+        described = shuffled_loader(extra, o.describe_per_step, chat.pad_token_id, o.seed, o)
 
     # --- optimiser and schedule
     trainable = [n for n, p in chat.named_parameters() if p.requires_grad]
