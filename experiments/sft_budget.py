@@ -167,8 +167,6 @@ VARIANTS: dict[str, dict[str, object]] = {
     "bare8-novq": {**NOVQ, **BARE8},
     "bare8-novq-seed1": {**NOVQ, **BARE8, "seed": 1},
     "bare8-novq-steps800": {**NOVQ, **BARE8, "max_steps": 800},
-    # the bare pictures' loss at a quarter: about LlamaGen's share of dropped conditions
-    "bare8w0.25-novq-steps800": {**NOVQ, **BARE8, "describe_loss_weight": 0.25, "max_steps": 800},
     "svq-novq-steps800": {**NOVQ, "max_steps": 800},
     "soft0.5-novq-steps800": {**SOFT, "max_steps": 800},
     # longer language pre-training (each dialogue seen once) before the same SFT: does an LLM
