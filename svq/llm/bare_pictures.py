@@ -7,8 +7,7 @@ the LLM would draw unasked.
 Trained beside the chats (`describe_per_step` with `describe_bare_pictures`), they give the LLM
 the unconditional branch that classifier-free guidance leans away from (`svq.llm.guidance`),
 as LlamaGen and Janus drop the condition of a share of their pictures. A sequence that opens
-with `<boi>` occurs nowhere in a chat, so the null condition teaches nothing about replies (a
-bare assistant turn would teach the LLM to open its replies with a picture).
+with `<boi>` occurs nowhere in a chat: the null condition is no kind of reply.
 """
 
 from __future__ import annotations
