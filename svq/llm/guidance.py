@@ -37,7 +37,9 @@ class ImageGuidance(LogitsProcessor):
         self.llm, self.vocab, self.scale = llm, vocab, scale
 
     @torch.no_grad()
-    def unconditional(self, input_ids: torch.Tensor, rows: torch.Tensor, written: torch.Tensor):
+    def unconditional(
+        self, input_ids: torch.Tensor, rows: torch.Tensor, written: torch.Tensor
+    ) -> torch.Tensor:
         """Next-token log-probabilities (R, V) of the bare branch for `rows` (R,) of the batch,
         each after its span's `written` (R,) codes."""
         lengths = 1 + written  # (R,) tokens of each bare sequence: <boi> and the codes
