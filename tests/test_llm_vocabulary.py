@@ -34,6 +34,17 @@ def test_mapping_round_trips(per_position):
             vocab.tokens_to_codes(tokens.roll(1, dims=1))
 
 
+def test_codebook_tokens_by_hand():
+    """A code token -> the K token ids of its codebook: its position's block, or all."""
+    per = ImageVocabulary(boi_id=0, eoi_id=1, image_id=2, code_offset=3, num_codes=4,
+                          num_positions=3, per_position=True)  # fmt: skip
+    assert per.codebook_tokens(torch.tensor([3, 6, 9, 14])).tolist() == [
+        [3, 4, 5, 6], [3, 4, 5, 6], [7, 8, 9, 10], [11, 12, 13, 14]
+    ]  # fmt: skip
+    shared = ImageVocabulary(boi_id=0, eoi_id=1, image_id=2, code_offset=3, num_codes=4)
+    assert shared.codebook_tokens(torch.tensor([3, 6])).tolist() == [[3, 4, 5, 6]] * 2
+
+
 def test_add_is_idempotent_and_checks_layout():
     tok = tokenizer()
     first = ImageVocabulary.add_to_tokenizer(tok, 7)

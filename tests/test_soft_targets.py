@@ -98,6 +98,22 @@ def test_chat_lm_loss_with_soft_code_targets(per_position):
             got = chat(batch, full_logits=full).lm_loss
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(chat.code_targets(), table)
+        # with constrained_lm_loss: the text over the text, the codes' soft loss over their
+        # codebook
+        rows, labels = plain.logits[:, :-1][labelled], targets[labelled]
+        is_code = chat.vocab.is_code(labels)
+        held = span_cross_entropy(rows, labels, chat.vocab)
+        held[is_code] = soft_code_cross_entropy(
+            rows[is_code], labels[is_code], chat.vocab, table, constrained=True
+        )
+        chat.config.constrained_lm_loss = True
+        try:
+            for full in (True, False):
+                got = chat(batch, full_logits=full).lm_loss
+                torch.testing.assert_close(got, held.mean(), rtol=1e-5, atol=1e-6)
+        finally:
+            chat.config.constrained_lm_loss = False
+        assert not torch.isclose(held.mean(), expected)
     with pytest.raises(ValueError, match="code_target_temperature"):
         SVQChatConfig(vocabulary=chat.vocab.to_dict(), code_target_temperature=-1.0)
     with pytest.raises(ValueError, match="code_target_temperature"):

@@ -370,18 +370,27 @@ class SVQChat(nn.Module):
         w = c.image_token_loss_weight
         soft = c.code_target_temperature > 0
         plain = w == 1.0 and c.image_suffix_loss_weight == 1.0
-        if c.constrained_lm_loss:
-            ce = span_cross_entropy(logits, targets, self.vocab)  # (M,)
-        elif plain and not soft:
+        if plain and not soft and not c.constrained_lm_loss:
             return F.cross_entropy(logits.float(), targets)
-        else:
-            ce = F.cross_entropy(logits.float(), targets, reduction="none")  # (M,)
-        if soft:
+
+        def hard(rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # (m, V) -> (m,)
+            if c.constrained_lm_loss:
+                return span_cross_entropy(rows, labels, self.vocab)
+            return F.cross_entropy(rows.float(), labels, reduction="none")
+
+        if soft:  # the codes against their soft targets, the rest as before: each once
             code = self.vocab.is_code(targets)
-            ce = ce.masked_scatter(code, soft_code_cross_entropy(
-                logits[code], targets[code], self.vocab, self.code_targets(),
+            ce = logits.new_zeros(targets.shape, dtype=torch.float32)  # (M,)
+            ce[~code] = hard(logits[~code], targets[~code])
+            ce[code] = soft_code_cross_entropy(
+                logits[code],
+                targets[code],
+                self.vocab,
+                self.code_targets(),
                 c.constrained_lm_loss,
-            ))  # fmt: skip
+            )
+        else:
+            ce = hard(logits, targets)  # (M,)
         if plain:
             return ce.mean()
         span = self.vocab.is_code(targets) | (targets == self.vocab.boi_id)

@@ -101,14 +101,8 @@ def span_cross_entropy(
             logits[text][:, outside].float(), column[targets[text]], reduction="none"
         )
     if bool(code.any()):
-        local = targets[code] - vocab.code_offset
-        if vocab.per_position:
-            k = vocab.num_codes
-            start = vocab.code_offset + (local // k) * k  # (Mc,) first token of its block
-            block = start.unsqueeze(1) + torch.arange(k, device=logits.device)
-            rows, local = logits[code].gather(1, block), local % k
-        else:
-            rows = logits[code][:, vocab.code_offset : vocab.code_offset + vocab.num_code_tokens]
+        local = (targets[code] - vocab.code_offset) % vocab.num_codes  # its id in its codebook
+        rows = logits[code].gather(1, vocab.codebook_tokens(targets[code]))  # (Mc, K)
         ce[code] = F.cross_entropy(rows.float(), local, reduction="none")
     return ce
 

@@ -51,7 +51,7 @@ def soft_code_cross_entropy(
     k = vocab.num_codes
     local = targets - vocab.code_offset
     block = local // k if vocab.per_position else torch.zeros_like(local)
-    columns = vocab.code_offset + block.unsqueeze(1) * k + torch.arange(k, device=logits.device)
+    columns = vocab.codebook_tokens(targets)  # (M, K)
     if constrained:
         log_p = logits.gather(1, columns).float().log_softmax(-1)  # (M, K)
     else:

@@ -110,6 +110,14 @@ class ImageVocabulary(ConfigBase):
         tokens = torch.as_tensor(tokens)
         return (tokens >= self.code_offset) & (tokens < self.code_offset + self.num_code_tokens)
 
+    def codebook_tokens(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes: (M,) code tokens -> (M, K) the token ids of each one's codebook (its
+        position's block per position; every code token when shared), in code-id order."""
+        local = torch.as_tensor(codes).long() - self.code_offset
+        block = local // self.num_codes if self.per_position else torch.zeros_like(local)
+        start = self.code_offset + block * self.num_codes  # (M,)
+        return start.unsqueeze(1) + torch.arange(self.num_codes, device=start.device)
+
     def code_positions(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: (B, T) -> (B, T) long: each code token's place in its image span (0 for the
         first code after `<boi>`), -1 for every other token."""

@@ -436,14 +436,15 @@ def main(o: SFTOptions) -> dict:
                              o.group_by_length)  # fmt: skip
     described = None  # the second batch of each step: one-turn chats about the chats' pictures
     if o.describe_per_step:
-        captioned = described_photos(data, -1, o.lang, o.seed, o.when_first,
-                                     o.describe_questions)  # fmt: skip
-        pool = list(captioned.chats) if o.describe_captions else []
+        pool = []  # chats over the training chats' image table
+        if o.describe_captions:
+            pool += described_photos(data, -1, o.lang, o.seed, o.when_first,
+                                     o.describe_questions).chats  # fmt: skip
         if o.describe_drawn_turns:
             pool += drawn_turns(data).chats
         sets = []
         if pool:
-            sets.append(SFTDataset(replace(captioned, chats=pool), images, chat.tokenizer,
+            sets.append(SFTDataset(replace(data, chats=pool), images, chat.tokenizer,
                                    chat.vocab, o.max_length, o.image_tokenizer))  # fmt: skip
         if o.describe_bare_pictures:
             sets.append(BarePictureDataset(data, images, chat.vocab, o.image_tokenizer))
